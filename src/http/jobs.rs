@@ -1,0 +1,132 @@
+//! Reading UploadJobs and protected media, scoped to the caller's center.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use uuid::Uuid;
+
+use super::{authenticate, ApiError, AppState};
+use crate::ingest::{self, UploadJob, JOB_COLUMNS};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    kind: Option<String>,
+    ingest_mode: Option<String>,
+    center_key: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<UploadJob>>, ApiError> {
+    let p = authenticate(&state, &headers).await?;
+    let scope: Option<i64> = p.center.as_ref().map(|(id, _)| *id);
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let client = state.pool.get().await?;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
+                 WHERE ($1::bigint IS NULL OR j.center_id = $1)
+                   AND ($2::text IS NULL OR j.status = $2)
+                   AND ($3::text IS NULL OR j.kind = $3)
+                   AND ($4::text IS NULL OR j.ingest_mode = $4)
+                   AND ($5::text IS NULL OR c.center_key = $5)
+                 ORDER BY j.created_at DESC LIMIT $6"
+            ),
+            &[
+                &scope,
+                &q.status,
+                &q.kind,
+                &q.ingest_mode,
+                &q.center_key,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(Json(rows.iter().map(UploadJob::from_row).collect()))
+}
+
+async fn visible_job(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(UploadJob, Option<i64>), ApiError> {
+    let p = authenticate(state, headers).await?;
+    let id: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
+    let job = ingest::get_job(&state.pool, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let client = state.pool.get().await?;
+    let center_id: Option<i64> = client
+        .query_one("SELECT center_id FROM upload_jobs WHERE id = $1", &[&id])
+        .await?
+        .get(0);
+    if !p.sees_center(center_id) {
+        return Err(ApiError::not_found());
+    }
+    Ok((job, center_id))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<UploadJob>, ApiError> {
+    Ok(Json(visible_job(&state, &headers, &id).await?.0))
+}
+
+/// No body: nginx serves the file from its `internal` /protected_media/ location with
+/// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it.
+pub async fn media(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (job, _) = visible_job(&state, &headers, &id).await?;
+    let rel = job.storage_path.ok_or_else(ApiError::not_found)?;
+    if state.config.serve_media_directly {
+        let file = tokio::fs::File::open(state.storage.root().join(&rel))
+            .await
+            .map_err(|e| ApiError::internal("open media", e))?;
+        let stream = futures_util::stream::unfold(file, |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        return Ok((StatusCode::OK, axum::body::Body::from_stream(stream)).into_response());
+    }
+    let encoded: String = rel
+        .split('/')
+        .map(|seg| {
+            percent_encoding::utf8_percent_encode(seg, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    let target = HeaderValue::from_str(&format!("/protected_media/{encoded}"))
+        .map_err(|e| ApiError::internal("header", e))?;
+    Ok((
+        StatusCode::OK,
+        [
+            ("x-accel-redirect", target),
+            (
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+        ],
+    )
+        .into_response())
+}

@@ -1,0 +1,268 @@
+//! The one ingest core (SPEC §4): every accepted file, whichever boundary it came
+//! through, becomes an object in managed storage and one UploadJob row here.
+//!
+//! Order of effects, so a crash anywhere leaves either the source in place or one
+//! stored object with one row: stream into `storage/tmp/` while hashing → fsync →
+//! rename to `storage/objects/ab/cdef…` → fsync the directory → insert the row in one
+//! transaction (unique center+sha256: a repeat is a dedupe) → only then does the
+//! boundary answer 201 or remove its source. This module knows nothing of HTTP or inotify.
+
+pub mod staging;
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use staging::{Staged, StagedWriter, Storage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Boundary {
+    Api,
+    Watcher,
+    HubTransfer,
+}
+
+impl Boundary {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Boundary::Api => "api",
+            Boundary::Watcher => "watcher",
+            Boundary::HubTransfer => "hub_transfer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Video,
+    Report,
+    Preanonymized,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "video" => Some(Kind::Video),
+            "report" => Some(Kind::Report),
+            "preanonymized" => Some(Kind::Preanonymized),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Report => "report",
+            Kind::Preanonymized => "preanonymized",
+        }
+    }
+}
+
+/// What a boundary knows about a file before the core stores it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub boundary: Boundary,
+    pub source_system: String,
+    pub center_id: i64,
+    pub original_name: String,
+    pub kind: Kind,
+    pub idempotency_key: Option<String>,
+    pub provenance: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadJob {
+    pub id: Uuid,
+    pub ingest_mode: String,
+    pub source_system: String,
+    pub center_key: Option<String>,
+    pub original_name: String,
+    pub kind: String,
+    pub size_bytes: i64,
+    pub content_hash: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub storage_path: Option<String>,
+    pub status: String,
+    pub error_detail: Option<String>,
+    pub provenance: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub const JOB_COLUMNS: &str =
+    "j.id, j.ingest_mode, j.source_system, c.center_key, j.original_name, j.kind, \
+    j.size_bytes, j.content_hash, j.idempotency_key, j.storage_path, j.status, j.error_detail, \
+    j.provenance, j.created_at, j.updated_at";
+
+impl UploadJob {
+    pub fn from_row(r: &tokio_postgres::Row) -> UploadJob {
+        UploadJob {
+            id: r.get(0),
+            ingest_mode: r.get(1),
+            source_system: r.get(2),
+            center_key: r.get(3),
+            original_name: r.get(4),
+            kind: r.get(5),
+            size_bytes: r.get(6),
+            content_hash: r.get(7),
+            idempotency_key: r.get(8),
+            storage_path: r.get(9),
+            status: r.get(10),
+            error_detail: r.get(11),
+            provenance: r.get(12),
+            created_at: r.get(13),
+            updated_at: r.get(14),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Created(UploadJob),
+    /// Same center and content already stored: the existing job, no second copy.
+    Dedupe(UploadJob),
+}
+
+impl Outcome {
+    pub fn job(&self) -> &UploadJob {
+        match self {
+            Outcome::Created(j) | Outcome::Dedupe(j) => j,
+        }
+    }
+    pub fn is_dedupe(&self) -> bool {
+        matches!(self, Outcome::Dedupe(_))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("body exceeds the upload limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("empty file: nothing to store")]
+    Empty,
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("the upload stream broke off: {0}")]
+    Source(String),
+}
+
+impl IngestError {
+    /// Disk full and similar: the source stays where it is and is retried later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IngestError::Io(_) | IngestError::Db(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for IngestError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        IngestError::Db(crate::db::DbError::Query(e))
+    }
+}
+impl From<deadpool_postgres::PoolError> for IngestError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        IngestError::Db(e.into())
+    }
+}
+
+/// Place a staged object and record its job. The object rename happens before the
+/// row so a row never points at a missing file.
+pub async fn commit(
+    pool: &Pool,
+    storage: &Storage,
+    staged: Staged,
+    job: NewJob,
+) -> Result<Outcome, IngestError> {
+    if staged.size == 0 {
+        staged.discard();
+        return Err(IngestError::Empty);
+    }
+    let hash = staged.sha256.clone();
+    let size = staged.size as i64;
+    let rel = Storage::object_rel(&hash);
+    {
+        let storage = storage.clone();
+        tokio::task::spawn_blocking(move || storage.place(staged))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+    }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let id = Uuid::new_v4();
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
+                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11)
+             ON CONFLICT (center_id, content_hash) WHERE status <> 'error' DO NOTHING
+             RETURNING id",
+            &[
+                &id,
+                &job.boundary.as_str(),
+                &job.source_system,
+                &job.center_id,
+                &job.original_name,
+                &job.kind.as_str(),
+                &size,
+                &hash,
+                &job.idempotency_key,
+                &rel,
+                &job.provenance,
+            ],
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
+                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.status <> 'error'"
+            ),
+            &[&job.center_id, &hash],
+        )
+        .await?;
+    tx.commit().await?;
+    let stored = UploadJob::from_row(&row);
+    crate::metrics::record_ingest(job.boundary, inserted.is_none(), stored.size_bytes as u64);
+    Ok(if inserted.is_some() {
+        Outcome::Created(stored)
+    } else {
+        Outcome::Dedupe(stored)
+    })
+}
+
+/// Record a rejected file: a job with status `error`, provenance naming where it went.
+pub async fn record_error(
+    pool: &Pool,
+    boundary: Boundary,
+    center_id: Option<i64>,
+    original_name: &str,
+    kind: Kind,
+    size: i64,
+    detail: &str,
+    provenance: serde_json::Value,
+) -> Result<Uuid, IngestError> {
+    let client = pool.get().await?;
+    let id = Uuid::new_v4();
+    client
+        .execute(
+            "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
+                 size_bytes, status, error_detail, provenance)
+             VALUES ($1, $2, 'lxgate', $3, $4, $5, $6, 'error', $7, $8)",
+            &[&id, &boundary.as_str(), &center_id, &original_name, &kind.as_str(), &size, &detail, &provenance],
+        )
+        .await?;
+    Ok(id)
+}
+
+pub async fn get_job(pool: &Pool, id: Uuid) -> Result<Option<UploadJob>, IngestError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id WHERE j.id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(UploadJob::from_row))
+}

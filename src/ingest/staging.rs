@@ -1,0 +1,133 @@
+//! Managed storage on disk: temp files under `tmp/`, objects under `objects/ab/cdef…`.
+
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    root: PathBuf,
+}
+
+impl Storage {
+    pub fn new(root: impl Into<PathBuf>) -> Storage {
+        Storage { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn object_rel(sha256: &str) -> String {
+        format!("objects/{}/{}", &sha256[..2], &sha256[2..])
+    }
+
+    /// Create tmp/ and objects/, and delete temp files a crash left behind. Only
+    /// files named by this module (`.ingest-*`) are removed.
+    pub fn prepare(&self) -> io::Result<usize> {
+        fs::create_dir_all(self.tmp_dir())?;
+        fs::create_dir_all(self.root.join("objects"))?;
+        let mut removed = 0;
+        for e in fs::read_dir(self.tmp_dir())? {
+            let e = e?;
+            if e.file_name().to_string_lossy().starts_with(".ingest-") {
+                fs::remove_file(e.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn writer(&self) -> io::Result<StagedWriter> {
+        let name = format!(".ingest-{}", uuid::Uuid::new_v4());
+        let path = self.tmp_dir().join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .open(&path)?;
+        Ok(StagedWriter {
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Move a staged file to its content path (or drop it if that content is already
+    /// there) and fsync the directory so the name survives a power cut.
+    pub fn place(&self, staged: Staged) -> io::Result<()> {
+        let rel = Self::object_rel(&staged.sha256);
+        let dest = self.root.join(&rel);
+        let dir = dest.parent().expect("object path has a parent");
+        fs::create_dir_all(dir)?;
+        if dest.exists() {
+            fs::remove_file(&staged.path)?;
+            return Ok(());
+        }
+        fs::rename(&staged.path, &dest)?;
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+/// A temp file being written and hashed in one pass. Dropped without `finish`, it
+/// deletes its file: an aborted upload leaves nothing behind.
+pub struct StagedWriter {
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl StagedWriter {
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.hasher.update(buf);
+        self.size += buf.len() as u64;
+        self.file.as_mut().expect("not finished").write_all(buf)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn finish(mut self) -> io::Result<Staged> {
+        let file = self.file.take().expect("finish once");
+        file.sync_all()?;
+        drop(file);
+        let hasher = std::mem::take(&mut self.hasher);
+        Ok(Staged {
+            path: std::mem::take(&mut self.path),
+            sha256: hex::encode(hasher.finalize()),
+            size: self.size,
+        })
+    }
+}
+
+impl Drop for StagedWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete, fsynced temp file with its hash.
+#[derive(Debug)]
+pub struct Staged {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl Staged {
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}

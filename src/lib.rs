@@ -1,0 +1,16 @@
+//! lxgate: the runtime boundary for clinic patient media. The binary (`src/main.rs`)
+//! only parses arguments; everything it runs lives here so tests share it.
+
+pub mod auth;
+pub mod config;
+pub mod contract;
+pub mod db;
+pub mod dev;
+pub mod doctor;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod metrics;
+pub mod pgcluster;
+pub mod render;
+pub mod sdnotify;

@@ -1,0 +1,242 @@
+//! Argument parsing and dispatch only; the logic lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lxgate::config::{self, Config, FileConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "lxgate",
+    version,
+    about = "Runtime boundary for clinic patient media"
+)]
+struct Cli {
+    /// Settings file (TOML). Missing file = error, never a silent default.
+    #[arg(long, global = true, env = "LXGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// HTTP ingest, protected media, health (lxgate.service).
+    Serve,
+    /// Apply pending database migrations (lxgate-migrate.service).
+    Migrate {
+        /// List applied and pending migrations instead.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Inspect the effective configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Manage centers.
+    Center {
+        #[command(subcommand)]
+        cmd: CenterCmd,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Local PostgreSQL + data tree + serve, for development.
+    Dev {
+        #[arg(long, default_value = ".lxgate-dev")]
+        state: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Write tmpfiles, unit and nginx files for a plain (non-NixOS) host.
+    Render {
+        /// all | tmpfiles | systemd | nginx | inputs
+        what: String,
+        /// Output directory; without it the files go to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Absolute path of the lxgate binary the units run.
+        #[arg(long)]
+        bin: Option<String>,
+    },
+    /// Check this host against the runtime contract.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// Check a tree under this prefix instead of / (tests, images).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Master key handling (lxgate-keys.service, runs as root).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective config (secrets redacted) or the error.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum CenterCmd {
+    Add {
+        key: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Prints the token once on stdout; only its sha256 is stored.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        center: Option<String>,
+        #[arg(long = "name")]
+        name: Option<String>,
+    },
+    Revoke {
+        /// The label given at creation (--name).
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    Ensure {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        group: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LXGATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lxgate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = config::process_env();
+    let load = || Config::resolve(cli.config.as_deref(), &env);
+    match cli.cmd {
+        Cmd::Serve => lxgate::http::serve(load()?).await?,
+        Cmd::Migrate { status } => {
+            let cfg = load()?;
+            let mut client = lxgate::db::connect(cfg.require_database_url()?).await?;
+            let set = lxgate::db::migrate::embedded();
+            if status {
+                for s in lxgate::db::migrate::status(&client, &set).await? {
+                    println!(
+                        "{} {}",
+                        if s.applied { "applied" } else { "pending" },
+                        s.file
+                    );
+                }
+            } else {
+                let ran = lxgate::db::migrate::run(&mut client, &set).await?;
+                println!("{} migration(s) applied, {} total", ran.len(), set.len());
+            }
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Check,
+        } => {
+            let cfg = load()?;
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+        }
+        Cmd::Center {
+            cmd: CenterCmd::Add { key, name },
+        } => {
+            let cfg = load()?;
+            let client = lxgate::db::connect(cfg.require_database_url()?).await?;
+            lxgate::auth::add_center(&client, &key, &name).await?;
+            eprintln!("center {key} ready");
+        }
+        Cmd::Token { cmd } => {
+            let cfg = load()?;
+            let client = lxgate::db::connect(cfg.require_database_url()?).await?;
+            match cmd {
+                TokenCmd::Create { role, center, name } => {
+                    let label = name.unwrap_or_else(|| {
+                        format!("{role}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"))
+                    });
+                    let token =
+                        lxgate::auth::create_token(&client, &role, center.as_deref(), &label)
+                            .await?;
+                    eprintln!("token {label:?} created; it is shown once:");
+                    println!("{token}");
+                }
+                TokenCmd::Revoke { name } => {
+                    lxgate::auth::revoke_token(&client, &name).await?;
+                    eprintln!("token {name:?} revoked");
+                }
+            }
+        }
+        Cmd::Dev { state, listen } => lxgate::dev::run(&state, &listen).await?,
+        Cmd::Render { what, out, bin } => {
+            let file = FileConfig::load(cli.config.as_deref())?;
+            let inputs = lxgate::render::Inputs::from_settings(&file, bin.as_deref());
+            let files = lxgate::render::select(&inputs, &what)?;
+            match out {
+                Some(dir) => {
+                    for (rel, text) in &files {
+                        let p = dir.join(rel);
+                        std::fs::create_dir_all(p.parent().expect("relative file path"))?;
+                        std::fs::write(&p, text)?;
+                    }
+                    eprintln!("wrote {} file(s) under {}", files.len(), dir.display());
+                }
+                None => {
+                    for (rel, text) in &files {
+                        if files.len() > 1 {
+                            println!("### {rel}");
+                        }
+                        print!("{text}");
+                    }
+                }
+            }
+        }
+        Cmd::Doctor { json, root } => {
+            let file = FileConfig::load(cli.config.as_deref())?;
+            let checks = lxgate::doctor::run(&file, &env, &root).await;
+            lxgate::doctor::print(&checks, json);
+            if checks.iter().any(|c| !c.ok) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Keys {
+            cmd: KeysCmd::Ensure { key, group },
+        } => {
+            let what = lxgate::keys::ensure(&key, &group)?;
+            eprintln!("master key {}: {what}", key.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
