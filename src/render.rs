@@ -194,7 +194,7 @@ pub fn tmpfiles(inputs: &Inputs) -> String {
 }
 
 pub fn unit_selected(u: &Unit, inputs: &Inputs) -> bool {
-    u.roles.iter().any(|r| *r == inputs.role) && inputs.features.contains(&u.feature)
+    u.roles.contains(&inputs.role) && inputs.features.contains(&u.feature)
 }
 
 /// The sections of one unit after merging defaults and hardening, before substitution.
@@ -308,10 +308,35 @@ pub fn all(inputs: &Inputs) -> BTreeMap<String, String> {
     files
 }
 
+/// The files one `lxgate render WHAT` writes.
+pub fn select(inputs: &Inputs, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let all = all(inputs);
+    let prefix = match what {
+        "all" => "",
+        "tmpfiles" => "tmpfiles.d/",
+        "systemd" => "systemd/",
+        "nginx" => "nginx/",
+        "inputs" => {
+            return Ok(BTreeMap::from([(
+                "inputs.json".to_string(),
+                serde_json::to_string_pretty(inputs)? + "\n",
+            )]))
+        }
+        other => anyhow::bail!(
+            "unknown render target {other:?}: use all, tmpfiles, systemd, nginx or inputs"
+        ),
+    };
+    Ok(all
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[allow(clippy::field_reassign_with_default)]
     fn inputs(role: &str) -> Inputs {
         let mut s = FileConfig::default();
         s.role = Some(role.into());
@@ -363,28 +388,4 @@ mod tests {
     fn render_is_deterministic() {
         assert_eq!(all(&inputs("site_node")), all(&inputs("site_node")));
     }
-}
-
-/// The files one `lxgate render WHAT` writes.
-pub fn select(inputs: &Inputs, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let all = all(inputs);
-    let prefix = match what {
-        "all" => "",
-        "tmpfiles" => "tmpfiles.d/",
-        "systemd" => "systemd/",
-        "nginx" => "nginx/",
-        "inputs" => {
-            return Ok(BTreeMap::from([(
-                "inputs.json".to_string(),
-                serde_json::to_string_pretty(inputs)? + "\n",
-            )]))
-        }
-        other => anyhow::bail!(
-            "unknown render target {other:?}: use all, tmpfiles, systemd, nginx or inputs"
-        ),
-    };
-    Ok(all
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .collect())
 }

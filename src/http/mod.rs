@@ -115,13 +115,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
-        announce_ready(&state, &listen).await;
+        tokio::spawn(announce_ready(state, listen.clone()));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
     } else {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        announce_ready(&state, &listen).await;
+        tokio::spawn(announce_ready(state, listen.clone()));
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -133,11 +133,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// READY=1 only once the socket is bound and the database answers with every
-/// migration applied; until then systemd keeps dependents waiting.
-async fn announce_ready(state: &AppState, listen: &str) {
+/// migration applied; until then systemd keeps dependents waiting while /readyz
+/// already says why.
+async fn announce_ready(state: AppState, listen: String) {
     let mut waited = 0u32;
     loop {
-        match health::readiness(state).await {
+        match health::readiness(&state).await {
             Ok(()) => break,
             Err(reason) => {
                 if waited % 10 == 0 {
@@ -148,6 +149,6 @@ async fn announce_ready(state: &AppState, listen: &str) {
             }
         }
     }
-    tracing::info!(listen, "ready");
+    tracing::info!(listen = %listen, "ready");
     crate::sdnotify::notify("READY=1");
 }

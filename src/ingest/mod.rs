@@ -232,17 +232,20 @@ pub async fn commit(
     })
 }
 
-/// Record a rejected file: a job with status `error`, provenance naming where it went.
-pub async fn record_error(
-    pool: &Pool,
-    boundary: Boundary,
-    center_id: Option<i64>,
-    original_name: &str,
-    kind: Kind,
-    size: i64,
-    detail: &str,
-    provenance: serde_json::Value,
-) -> Result<Uuid, IngestError> {
+/// A file a boundary refused (quarantined): recorded as a job with status `error`.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub boundary: Boundary,
+    pub center_id: Option<i64>,
+    pub original_name: String,
+    pub kind: Kind,
+    pub size: i64,
+    pub detail: String,
+    /// Must name where the file went (the quarantined paths).
+    pub provenance: serde_json::Value,
+}
+
+pub async fn record_error(pool: &Pool, r: &Rejected) -> Result<Uuid, IngestError> {
     let client = pool.get().await?;
     let id = Uuid::new_v4();
     client
@@ -250,7 +253,7 @@ pub async fn record_error(
             "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
                  size_bytes, status, error_detail, provenance)
              VALUES ($1, $2, 'lxgate', $3, $4, $5, $6, 'error', $7, $8)",
-            &[&id, &boundary.as_str(), &center_id, &original_name, &kind.as_str(), &size, &detail, &provenance],
+            &[&id, &r.boundary.as_str(), &r.center_id, &r.original_name, &r.kind.as_str(), &r.size, &r.detail, &r.provenance],
         )
         .await?;
     Ok(id)

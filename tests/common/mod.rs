@@ -1,0 +1,326 @@
+//! Real parts for every integration test: one PostgreSQL cluster per test binary
+//! (initdb into target/, unix socket only, stopped at exit), a fresh database per test,
+//! and the real `lxgate` binary under a guard that terminates it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use lxgate::pgcluster::Cluster;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+extern "C" fn stop_cluster() {
+    if let Some(c) = CLUSTER.get() {
+        c.stop();
+        let _ = std::fs::remove_dir_all(&c.dir);
+    }
+}
+
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir = scratch_root().join(format!("pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Cluster::start(&dir).expect("start test PostgreSQL (is `postgresql` installed?)");
+        // SAFETY: registering a plain extern "C" fn; it runs once at process exit.
+        unsafe { libc::atexit(stop_cluster) };
+        c
+    })
+}
+
+/// Short paths: unix socket paths must stay under 108 bytes.
+pub fn scratch_root() -> PathBuf {
+    let p = PathBuf::from("/tmp/lxgate-test");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("t")
+        .tempdir_in(scratch_root())
+        .unwrap()
+}
+
+/// A new empty database; its URL.
+pub fn fresh_db() -> String {
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let c = cluster();
+    rt().block_on(c.create_database(&name))
+        .expect("create database")
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lxgate")
+}
+
+/// `lxgate ARGS` with exactly these environment variables (plus PATH).
+pub fn lxgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run lxgate")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `cond` until true or `limit` passes; never a bare sleep.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A host-like setup: data root, database, env for the binary.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub db: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Site {
+    pub fn new(role: &str) -> Site {
+        let dir = tempdir();
+        let db = fresh_db();
+        let data = dir.path().join("data");
+        for sub in [
+            "import/video_import",
+            "import/report_import",
+            "import/preanonymized_import",
+            "import/sap_import",
+            "import/sap_import_processed",
+            "import/sap_import_failed",
+            "quarantine",
+            "logs",
+            "storage",
+        ] {
+            std::fs::create_dir_all(data.join(sub)).unwrap();
+        }
+        let env = vec![
+            ("DATABASE_URL".to_string(), db.clone()),
+            (
+                "LX_ANNOTATE_ENCRYPTED_DATA_DIR".to_string(),
+                data.display().to_string(),
+            ),
+            ("ENDOREG_DEPLOYMENT_ROLE".to_string(), role.to_string()),
+        ];
+        Site { dir, db, env }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_string(), v.to_string()));
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        lxgate(args, &self.env())
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "lxgate {args:?} failed: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    pub fn migrate(&self) {
+        self.ok(&["migrate"]);
+    }
+
+    pub fn token(&self, role: &str, center: Option<&str>, label: &str) -> String {
+        let mut args = vec!["token", "create", "--role", role, "--name", label];
+        if let Some(c) = center {
+            args.extend(["--center", c]);
+        }
+        self.ok(&args).trim().to_string()
+    }
+
+    pub fn sql(&self, q: &str) -> Vec<tokio_postgres::Row> {
+        rt().block_on(async {
+            let c = lxgate::db::connect(&self.db).await.unwrap();
+            c.query(q, &[]).await.unwrap()
+        })
+    }
+
+    pub fn count(&self, q: &str) -> i64 {
+        self.sql(q)[0].get(0)
+    }
+}
+
+/// The real binary, terminated (TERM, then KILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let f = std::fs::File::create(log).unwrap();
+        c.stdout(Stdio::null()).stderr(f);
+        Proc {
+            child: c.spawn().expect("spawn lxgate"),
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.alive() {
+            self.terminate();
+        }
+    }
+}
+
+/// `lxgate serve` on a free loopback port, ready.
+pub struct Server {
+    pub proc: Proc,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(site: &Site) -> Server {
+        Self::start_with(site, &[])
+    }
+
+    pub fn start_with(site: &Site, extra: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut env = site.env();
+        env.push(("LXGATE_LISTEN", &listen));
+        env.extend_from_slice(extra);
+        let log = site.dir.path().join(format!("serve-{port}.log"));
+        let mut proc = Proc::spawn(&["serve"], &env, &log);
+        let base = format!("http://{listen}");
+        let health = format!("{base}/healthz");
+        wait_for(
+            "lxgate serve to answer /healthz",
+            Duration::from_secs(20),
+            || {
+                assert!(
+                    proc.alive(),
+                    "lxgate serve died: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                http().get(&health).call().is_ok()
+            },
+        );
+        Server { proc, base, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// HTTP with timeouts, so a hung server fails the test instead of stalling it.
+pub fn http() -> &'static ureq::Agent {
+    static A: OnceLock<ureq::Agent> = OnceLock::new();
+    A.get_or_init(|| {
+        ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .build()
+    })
+}
+
+/// Status and JSON body of a response, whatever its status.
+pub fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
