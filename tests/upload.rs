@@ -1,0 +1,398 @@
+//! Issue 5: the API upload boundary over real HTTP into real PostgreSQL and storage.
+mod common;
+use common::*;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::time::Duration;
+
+struct Api {
+    site: Site,
+    srv: Server,
+}
+
+fn setup(role: &str, extra: &[(&str, &str)]) -> Api {
+    let mut site = Site::new(role);
+    for (k, v) in extra {
+        site.set(k, v);
+    }
+    site.migrate();
+    site.ok(&["center", "add", "A", "--name", "Center A"]);
+    site.ok(&["center", "add", "B", "--name", "Center B"]);
+    let srv = Server::start(&site);
+    Api { site, srv }
+}
+
+fn post_raw(
+    api: &Api,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let mut r = http()
+        .post(&api.srv.url("/api/upload/"))
+        .set("Authorization", &format!("Bearer {token}"));
+    for (k, v) in headers {
+        r = r.set(k, v);
+    }
+    call(r.send_bytes(body))
+}
+
+fn objects(api: &Api) -> Vec<std::path::PathBuf> {
+    files_under(&api.site.data().join("storage/objects"))
+}
+fn temps(api: &Api) -> Vec<std::path::PathBuf> {
+    files_under(&api.site.data().join("storage/tmp"))
+}
+
+#[test]
+fn upload_stores_by_content_and_a_repeat_is_a_dedupe() {
+    let api = setup("standalone", &[]);
+    let tok = api.site.token("uploader", Some("A"), "up-a");
+    let body = b"%PDF-1.4 a report about nobody in particular".repeat(1000);
+    let sha = hex::encode(Sha256::digest(&body));
+    let (s, job) = post_raw(
+        &api,
+        &tok,
+        &[
+            ("X-Filename", "befund%20m%C3%BCller.pdf"),
+            ("X-Kind", "report"),
+        ],
+        &body,
+    );
+    assert_eq!(s, 201, "{job}");
+    assert_eq!(job["content_hash"], sha);
+    assert_eq!(job["dedupe"], false);
+    assert_eq!(job["original_name"], "befund müller.pdf");
+    assert_eq!(job["center_key"], "A");
+    assert_eq!(job["provenance"]["token_label"], "up-a");
+    assert_eq!(job["provenance"]["boundary"], "api");
+    let path = api
+        .site
+        .data()
+        .join("storage")
+        .join(job["storage_path"].as_str().unwrap());
+    assert_eq!(
+        path,
+        api.site
+            .data()
+            .join(format!("storage/objects/{}/{}", &sha[..2], &sha[2..]))
+    );
+    assert_eq!(
+        hex::encode(Sha256::digest(std::fs::read(&path).unwrap())),
+        sha
+    );
+    assert_eq!(api.site.count("SELECT count(*) FROM upload_jobs"), 1);
+
+    let (s, again) = post_raw(
+        &api,
+        &tok,
+        &[("X-Filename", "copy.pdf"), ("X-Kind", "report")],
+        &body,
+    );
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["dedupe"], true);
+    assert_eq!(again["id"], job["id"]);
+    assert_eq!(objects(&api).len(), 1);
+    assert_eq!(api.site.count("SELECT count(*) FROM upload_jobs"), 1);
+    assert!(temps(&api).is_empty());
+
+    // Read back: the job, the list, and the X-Accel-Redirect for nginx.
+    let id = job["id"].as_str().unwrap();
+    let (s, got) = call(
+        http()
+            .get(&api.srv.url(&format!("/api/upload-jobs/{id}")))
+            .set("Authorization", &format!("Bearer {tok}"))
+            .call(),
+    );
+    assert_eq!((s, &got["id"]), (200, &job["id"]));
+    let r = http()
+        .get(&api.srv.url(&format!("/api/media/{id}")))
+        .set("Authorization", &format!("Bearer {tok}"))
+        .call()
+        .unwrap();
+    assert_eq!(
+        r.header("x-accel-redirect").unwrap(),
+        format!("/protected_media/objects/{}/{}", &sha[..2], &sha[2..])
+    );
+    // Another center's token cannot tell the job exists.
+    let tok_b = api.site.token("viewer", Some("B"), "view-b");
+    let (s, _) = call(
+        http()
+            .get(&api.srv.url(&format!("/api/upload-jobs/{id}")))
+            .set("Authorization", &format!("Bearer {tok_b}"))
+            .call(),
+    );
+    assert_eq!(s, 404);
+    let (s, list) = call(
+        http()
+            .get(&api.srv.url("/api/upload-jobs/"))
+            .set("Authorization", &format!("Bearer {tok_b}"))
+            .call(),
+    );
+    assert_eq!((s, list.as_array().unwrap().len()), (200, 0));
+}
+
+#[test]
+fn multipart_upload_is_accepted() {
+    let api = setup("standalone", &[]);
+    let tok = api.site.token("uploader", Some("B"), "up-b");
+    let boundary = "XyZbOuNdArY";
+    let mut body = Vec::new();
+    for (name, val) in [("center_key", "B"), ("kind", "video")] {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{val}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes());
+    let payload = vec![7u8; 300_000];
+    body.extend(&payload);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (s, job) = call(
+        http()
+            .post(&api.srv.url("/api/upload/"))
+            .set("Authorization", &format!("Bearer {tok}"))
+            .set(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send_bytes(&body),
+    );
+    assert_eq!(s, 201, "{job}");
+    assert_eq!(job["kind"], "video");
+    assert_eq!(job["size_bytes"], 300_000);
+    assert_eq!(job["content_hash"], hex::encode(Sha256::digest(&payload)));
+}
+
+#[test]
+fn role_rules_refuse_before_anything_is_stored() {
+    let api = setup("standalone", &[]);
+    let tok_a = api.site.token("uploader", Some("A"), "up-a");
+    let viewer = api.site.token("viewer", Some("A"), "view-a");
+    let h = [("X-Filename", "x.pdf"), ("X-Kind", "report")];
+    let (s, e) = post_raw(&api, &tok_a, &[h[0], h[1], ("X-Center-Key", "B")], b"data");
+    assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "{e}");
+    let (s, e) = post_raw(&api, &viewer, &h, b"data");
+    assert_eq!(s, 403, "{e}");
+    let (s, e) = post_raw(&api, "lxg_not_a_token", &h, b"data");
+    assert_eq!((s, e["code"].as_str()), (401, Some("unauthenticated")));
+    api.site.ok(&["token", "revoke", "up-a"]);
+    let (s, _) = post_raw(&api, &tok_a, &h, b"data");
+    assert_eq!(s, 401, "revoked token");
+    assert!(objects(&api).is_empty() && temps(&api).is_empty());
+    assert_eq!(api.site.count("SELECT count(*) FROM upload_jobs"), 0);
+}
+
+#[test]
+fn bad_or_missing_headers_get_400_naming_the_header() {
+    let api = setup("standalone", &[]);
+    let tok = api.site.token("uploader", Some("A"), "up");
+    for (headers, needle) in [
+        (vec![("X-Kind", "report")], "X-Filename"),
+        (vec![("X-Filename", "a.pdf")], "X-Kind"),
+        (
+            vec![("X-Filename", "a.pdf"), ("X-Kind", "spreadsheet")],
+            "X-Kind",
+        ),
+        (
+            vec![("X-Filename", "../etc/passwd"), ("X-Kind", "report")],
+            "X-Filename",
+        ),
+    ] {
+        let (s, e) = post_raw(&api, &tok, &headers, b"data");
+        assert_eq!(s, 400, "{headers:?}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{headers:?}: {e}"
+        );
+    }
+    // A super_admin without a key and without a default center.
+    let admin = api.site.token("super_admin", None, "root");
+    let (s, e) = post_raw(
+        &api,
+        &admin,
+        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
+        b"data",
+    );
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("missing_center_key")),
+        "{e}"
+    );
+    assert_eq!(api.site.count("SELECT count(*) FROM upload_jobs"), 0);
+}
+
+#[test]
+fn central_hub_requires_a_center_key_even_from_scoped_tokens() {
+    let api = setup("central_hub", &[("LX_ANNOTATE_DEFAULT_CENTER", "A")]);
+    let tok = api.site.token("uploader", Some("A"), "up");
+    let (s, e) = post_raw(
+        &api,
+        &tok,
+        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
+        b"data",
+    );
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("missing_center_key")),
+        "{e}"
+    );
+    let admin = api.site.token("super_admin", None, "root");
+    let (s, _) = post_raw(
+        &api,
+        &admin,
+        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
+        b"data",
+    );
+    assert_eq!(s, 400, "no default-center fallback on a hub");
+    let (s, e) = post_raw(
+        &api,
+        &tok,
+        &[
+            ("X-Filename", "a.pdf"),
+            ("X-Kind", "report"),
+            ("X-Center-Key", "B"),
+        ],
+        b"data",
+    );
+    assert_eq!(s, 403, "{e}");
+    let (s, _) = post_raw(
+        &api,
+        &tok,
+        &[
+            ("X-Filename", "a.pdf"),
+            ("X-Kind", "report"),
+            ("X-Center-Key", "A"),
+        ],
+        b"data",
+    );
+    assert_eq!(s, 201);
+}
+
+/// A body reader that yields `total` bytes, optionally slowly, for streaming uploads.
+struct Slow {
+    left: u64,
+    pause_every: u64,
+    pause: Duration,
+    sent: u64,
+}
+impl Read for Slow {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.left as usize).min(64 * 1024);
+        buf[..n].fill(b'v');
+        self.left -= n as u64;
+        self.sent += n as u64;
+        if self.pause_every > 0 && self.sent % self.pause_every < n as u64 {
+            std::thread::sleep(self.pause);
+        }
+        Ok(n)
+    }
+}
+
+#[test]
+fn oversize_gets_413_and_leaves_no_file() {
+    let api_limit = setup("standalone", &[("UPLOAD_MAX_SIZE", "100000")]);
+    let tok = api_limit.site.token("uploader", Some("A"), "up");
+    // Declared length over the limit: refused before reading.
+    let (s, e) = post_raw(
+        &api_limit,
+        &tok,
+        &[("X-Filename", "big.mp4"), ("X-Kind", "video")],
+        &vec![1u8; 100_001],
+    );
+    assert_eq!((s, e["code"].as_str()), (413, Some("too_large")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("100000"));
+    // Chunked, no length: reading stops at the limit.
+    let r = http()
+        .post(&api_limit.srv.url("/api/upload/"))
+        .set("Authorization", &format!("Bearer {tok}"))
+        .set("X-Filename", "big.mp4")
+        .set("X-Kind", "video")
+        .send(Slow {
+            left: 5_000_000,
+            pause_every: 0,
+            pause: Duration::ZERO,
+            sent: 0,
+        });
+    match r {
+        Err(ureq::Error::Status(413, _)) => {}
+        // The server may close the connection before the client finishes sending.
+        Err(ureq::Error::Transport(_)) => {}
+        other => panic!("expected 413, got {other:?}"),
+    }
+    assert!(objects(&api_limit).is_empty(), "{:?}", objects(&api_limit));
+    wait_for("temp files to go", Duration::from_secs(5), || {
+        temps(&api_limit).is_empty()
+    });
+    assert_eq!(api_limit.site.count("SELECT count(*) FROM upload_jobs"), 0);
+}
+
+#[test]
+fn sigkill_mid_upload_then_restart_leaves_no_row_and_no_temp_file() {
+    let mut api = setup("standalone", &[("UPLOAD_MAX_SIZE", "300000000")]);
+    let tok = api.site.token("uploader", Some("A"), "up");
+    let url = api.srv.url("/api/upload/");
+    let sender = std::thread::spawn(move || {
+        http()
+            .post(&url)
+            .set("Authorization", &format!("Bearer {tok}"))
+            .set("X-Filename", "long.mp4")
+            .set("X-Kind", "video")
+            .send(Slow {
+                left: 200 * 1024 * 1024,
+                pause_every: 4 * 1024 * 1024,
+                pause: Duration::from_millis(50),
+                sent: 0,
+            })
+            .is_ok()
+    });
+    let tmp = api.site.data().join("storage/tmp");
+    wait_for("a partial temp file", Duration::from_secs(30), || {
+        files_under(&tmp).iter().any(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.len() > 8 * 1024 * 1024)
+                .unwrap_or(false)
+        })
+    });
+    api.srv.proc.kill9();
+    assert!(!sender.join().unwrap(), "the upload cannot have succeeded");
+    assert!(
+        !temps(&api).is_empty(),
+        "the crash left a temp file (precondition)"
+    );
+    api.srv = Server::start(&api.site);
+    wait_for("/readyz", Duration::from_secs(10), || {
+        call(http().get(&api.srv.url("/readyz")).call()).0 == 200
+    });
+    assert!(temps(&api).is_empty(), "restart removed the temp file");
+    assert!(objects(&api).is_empty());
+    assert_eq!(api.site.count("SELECT count(*) FROM upload_jobs"), 0);
+}
+
+#[test]
+fn error_bodies_never_carry_paths_or_os_errors() {
+    let api = setup("standalone", &[]);
+    let tok = api.site.token("uploader", Some("A"), "up");
+    // Make storage unwritable by replacing tmp/ with a file: the write fails inside.
+    let tmp = api.site.data().join("storage/tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a dir").unwrap();
+    let (s, e) = post_raw(
+        &api,
+        &tok,
+        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
+        b"data",
+    );
+    assert_eq!(s, 500, "{e}");
+    let text = e.to_string();
+    assert!(
+        !text.contains(api.site.data().to_str().unwrap()) && !text.contains("os error"),
+        "{text}"
+    );
+    std::fs::remove_file(&tmp).unwrap();
+}
