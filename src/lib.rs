@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod pgcluster;
 pub mod render;
 pub mod sdnotify;
+pub mod watch;

@@ -24,6 +24,12 @@ struct Cli {
 enum Cmd {
     /// HTTP ingest, protected media, health (lxgate.service).
     Serve,
+    /// Drop-folder watcher (lxgate-watcher.service).
+    Watch {
+        /// Ingest every complete file, then exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Apply pending database migrations (lxgate-migrate.service).
     Migrate {
         /// List applied and pending migrations instead.
@@ -148,6 +154,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let load = || Config::resolve(cli.config.as_deref(), &env);
     match cli.cmd {
         Cmd::Serve => lxgate::http::serve(load()?).await?,
+        Cmd::Watch { once } => lxgate::watch::run(load()?, once).await?,
         Cmd::Migrate { status } => {
             let cfg = load()?;
             let mut client = lxgate::db::connect(cfg.require_database_url()?).await?;

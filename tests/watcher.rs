@@ -1,0 +1,345 @@
+//! Issue 6: the watcher boundary on real files and real PostgreSQL, including a
+//! SIGKILL trial.
+mod common;
+use common::*;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn site(settle_ms: u64, pair_timeout: u64) -> (Site, PathBuf) {
+    let mut s = Site::new("standalone");
+    s.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
+    let cfg = s.dir.path().join("lxgate.toml");
+    std::fs::write(&cfg, format!("[watcher]\nsettle_ms = {settle_ms}\npair_timeout_secs = {pair_timeout}\nrescan_secs = 1\nconcurrency = 4\n")).unwrap();
+    s.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    s.migrate();
+    s.ok(&["center", "add", "A", "--name", "A"]);
+    let import = s.data().join("import");
+    (s, import)
+}
+
+fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
+    // Write under an ignored name, then rename: how a well-behaved sender drops.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn once(s: &Site) {
+    s.ok(&["watch", "--once"]);
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn reasons(s: &Site) -> Vec<String> {
+    let q = s.data().join("quarantine");
+    names(&q)
+        .into_iter()
+        .filter(|n| n.ends_with(".reason"))
+        .map(|n| std::fs::read_to_string(q.join(n)).unwrap())
+        .collect()
+}
+
+#[test]
+fn drops_become_jobs_and_leave_the_folder() {
+    let (s, import) = site(50, 300);
+    drop_file(&import.join("video_import"), "clip.mp4", b"video bytes");
+    drop_file(&import.join("report_import"), "r.pdf", b"%PDF report");
+    drop_file(
+        &import.join("preanonymized_import"),
+        "n1.txt",
+        b"Befund: unauffaellig\n",
+    );
+    drop_file(&import.join("preanonymized_import"), "n1.json", br#"{"external_id":"123","center_key":"A","patient_gender":"female","raw_columns":{"x":"y"}}"#);
+    once(&s);
+    for d in ["video_import", "report_import", "preanonymized_import"] {
+        assert!(
+            names(&import.join(d)).is_empty(),
+            "{d}: {:?}",
+            names(&import.join(d))
+        );
+    }
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM upload_jobs WHERE status = 'stored' AND ingest_mode = 'watcher'"
+        ),
+        3
+    );
+    let prov: serde_json::Value =
+        s.sql("SELECT provenance FROM upload_jobs WHERE kind = 'preanonymized'")[0].get(0);
+    assert_eq!(prov["sidecar"]["external_id"], "123");
+    // The same content again is a dedupe: still one row.
+    drop_file(
+        &import.join("video_import"),
+        "clip-again.mp4",
+        b"video bytes",
+    );
+    once(&s);
+    assert_eq!(s.count("SELECT count(*) FROM upload_jobs"), 3);
+    assert!(names(&import.join("video_import")).is_empty());
+}
+
+#[test]
+fn in_progress_names_wait_until_renamed() {
+    let (s, import) = site(50, 300);
+    let v = import.join("video_import");
+    std::fs::write(v.join("clip.mp4.part"), b"partial video").unwrap();
+    once(&s);
+    assert_eq!(s.count("SELECT count(*) FROM upload_jobs"), 0);
+    assert_eq!(names(&v), vec!["clip.mp4.part"]);
+    std::fs::rename(v.join("clip.mp4.part"), v.join("clip.mp4")).unwrap();
+    once(&s);
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs WHERE original_name = 'clip.mp4'"),
+        1
+    );
+}
+
+#[test]
+fn a_growing_file_is_not_ingested_before_it_settles() {
+    let (s, import) = site(700, 300);
+    let path = import.join("video_import/growing.mp4");
+    let log = s.dir.path().join("watch.log");
+    let _w = Proc::spawn(&["watch"], &s.env(), &log);
+    let mut f = std::fs::File::create(&path).unwrap();
+    for i in 0..25 {
+        use std::io::Write;
+        f.write_all(format!("chunk {i}\n").as_bytes()).unwrap();
+        f.sync_all().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            s.count("SELECT count(*) FROM upload_jobs"),
+            0,
+            "ingested while still growing (after {i} appends)"
+        );
+    }
+    drop(f);
+    wait_for(
+        "the settled file to be ingested",
+        Duration::from_secs(20),
+        || s.count("SELECT count(*) FROM upload_jobs") == 1,
+    );
+    let size: i64 = s.sql("SELECT size_bytes FROM upload_jobs")[0].get(0);
+    assert_eq!(
+        size as u64,
+        (0..25)
+            .map(|i| format!("chunk {i}\n").len() as u64)
+            .sum::<u64>(),
+        "the whole file, not a prefix"
+    );
+}
+
+#[test]
+fn lone_sidecar_is_quarantined_after_the_pair_timeout_naming_the_carrier() {
+    let (s, import) = site(50, 1);
+    let p = import.join("preanonymized_import");
+    drop_file(&p, "a.json", br#"{"external_id":"1"}"#);
+    once(&s); // --once leaves a lone half alone within its timeout
+    assert_eq!(names(&p), vec!["a.json"]);
+    let log = s.dir.path().join("watch.log");
+    let _w = Proc::spawn(&["watch"], &s.env(), &log);
+    wait_for("quarantine", Duration::from_secs(20), || {
+        names(&p).is_empty()
+    });
+    let r = reasons(&s);
+    assert_eq!(r.len(), 1);
+    assert!(
+        r[0].contains("a.txt") && r[0].contains("a.pdf") && r[0].contains("a.mp4"),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs WHERE status = 'error'"),
+        1
+    );
+    let prov: serde_json::Value = s.sql("SELECT provenance FROM upload_jobs")[0].get(0);
+    assert!(
+        prov["quarantined"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("-a.json"),
+        "{prov}"
+    );
+}
+
+#[test]
+fn malformed_sidecar_is_quarantined_with_the_json_error_and_line() {
+    let (s, import) = site(50, 300);
+    let p = import.join("preanonymized_import");
+    drop_file(&p, "b.txt", b"text");
+    drop_file(&p, "b.json", b"{\n  \"external_id\": \"1\",\n  oops\n}");
+    once(&s);
+    assert!(names(&p).is_empty());
+    let r = reasons(&s);
+    assert!(
+        r.len() == 1 && r[0].contains("not valid JSON") && r[0].contains("line 3"),
+        "{r:?}"
+    );
+    let q = names(&s.data().join("quarantine"));
+    assert!(
+        q.iter().any(|n| n.ends_with("-b.txt")) && q.iter().any(|n| n.ends_with("-b.json")),
+        "carrier moves with its sidecar: {q:?}"
+    );
+}
+
+#[test]
+fn links_fifos_dirs_and_wrong_extensions_are_quarantined_without_being_opened() {
+    let (s, import) = site(50, 300);
+    let v = import.join("video_import");
+    let outside = s.dir.path().join("secret.mp4");
+    std::fs::write(&outside, b"outside the tree: must never be read").unwrap();
+    std::os::unix::fs::symlink(&outside, v.join("link.mp4")).unwrap();
+    // A FIFO: opening it for reading would block the watcher forever.
+    let fifo = v.join("pipe.mp4");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::fs::create_dir(v.join("folder.mp4")).unwrap();
+    drop_file(&v, "notes.docx", b"word");
+    once(&s);
+    assert!(names(&v).is_empty(), "{:?}", names(&v));
+    let q = s.data().join("quarantine");
+    let link = q.join(
+        names(&q)
+            .into_iter()
+            .find(|n| n.ends_with("-link.mp4"))
+            .unwrap(),
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "moved as a link"
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap(), outside);
+    let secret_hash = hex::encode(Sha256::digest(std::fs::read(&outside).unwrap()));
+    assert_eq!(
+        s.count(&format!(
+            "SELECT count(*) FROM upload_jobs WHERE content_hash = '{secret_hash}'"
+        )),
+        0
+    );
+    assert!(files_under(&s.data().join("storage/objects")).is_empty());
+    let r = reasons(&s).join("\n");
+    assert!(
+        r.contains("symbolic link") && r.contains("FIFO") && r.contains("directory"),
+        "{r}"
+    );
+    assert!(
+        r.contains("notes.docx: video_import/ accepts .mp4 .avi .mov .mkv .webm .m4v"),
+        "{r}"
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs WHERE status = 'error'"),
+        4
+    );
+}
+
+#[test]
+fn kill_trial_every_distinct_file_stored_once() {
+    let (s, import) = site(30, 300);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6c78);
+    // 1,000 drops: distinct videos/reports of mixed sizes, duplicates, preanonymized pairs.
+    let mut drops: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut distinct = BTreeSet::new();
+    let mut contents: Vec<Vec<u8>> = Vec::new();
+    for i in 0..1000usize {
+        if i % 10 == 9 && !contents.is_empty() {
+            let c = contents[rng.gen_range(0..contents.len())].clone();
+            drops.push((import.join(format!("video_import/dup{i}.mp4")), c));
+        } else if i % 20 == 0 {
+            let text = format!("preanonymized note {i} {}", rng.gen::<u64>()).into_bytes();
+            distinct.insert(hex::encode(Sha256::digest(&text)));
+            drops.push((import.join(format!("preanonymized_import/n{i}.txt")), text));
+            drops.push((
+                import.join(format!("preanonymized_import/n{i}.json")),
+                format!("{{\"external_id\":\"{i}\"}}").into_bytes(),
+            ));
+        } else {
+            let size = if i % 97 == 0 {
+                2_000_000
+            } else {
+                rng.gen_range(1..64_000)
+            };
+            let mut c = vec![0u8; size];
+            rng.fill(&mut c[..]);
+            distinct.insert(hex::encode(Sha256::digest(&c)));
+            contents.push(c.clone());
+            let dir = if i % 3 == 0 {
+                "report_import"
+            } else {
+                "video_import"
+            };
+            let ext = if dir == "report_import" { "pdf" } else { "mp4" };
+            drops.push((import.join(format!("{dir}/f{i}.{ext}")), c));
+        }
+    }
+    let log = s.dir.path().join("watch.log");
+    let chunks: Vec<_> = drops
+        .chunks(drops.len() / 20 + 1)
+        .map(|c| c.to_vec())
+        .collect();
+    let mut kills = 0;
+    for chunk in chunks {
+        for (p, c) in &chunk {
+            drop_file(
+                p.parent().unwrap(),
+                p.file_name().unwrap().to_str().unwrap(),
+                c,
+            );
+        }
+        let mut w = Proc::spawn(&["watch"], &s.env(), &log);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(30..400)));
+        w.kill9();
+        kills += 1;
+    }
+    assert!(kills >= 20);
+    // Let a final run finish everything.
+    once(&s);
+    once(&s);
+    for d in ["video_import", "report_import", "preanonymized_import"] {
+        let left: Vec<_> = names(&import.join(d))
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{d} still holds {left:?}");
+    }
+    assert!(
+        reasons(&s).is_empty(),
+        "valid files were quarantined: {:?}",
+        reasons(&s)
+    );
+    let stored: BTreeSet<String> = s
+        .sql("SELECT content_hash FROM upload_jobs WHERE status = 'stored'")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, distinct, "every distinct file has exactly one row");
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs"),
+        distinct.len() as i64,
+        "no second row for any file"
+    );
+    assert_eq!(
+        files_under(&s.data().join("storage/objects")).len(),
+        distinct.len()
+    );
+    assert!(
+        files_under(&s.data().join("storage/tmp")).is_empty(),
+        "no temp file survives a restart"
+    );
+    println!(
+        "kill trial: {} drops, {} distinct, {kills} SIGKILLs",
+        drops.len(),
+        distinct.len()
+    );
+}
