@@ -1,0 +1,37 @@
+# VM test scaffolding: a central hub and a site node. Filled by the hub-transfer issue
+# (mTLS transfer, forged attestation header rejected). Today it proves both roles boot
+# with the module and the hub's nginx demands a client certificate on the transfer path.
+{ pkgs, self }:
+let
+  tls = pkgs.runCommand "lxgate-hub-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
+    mkdir $out
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj /CN=hub -addext subjectAltName=DNS:hub -keyout $out/server.key -out $out/server.crt
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj /CN=sites-ca -keyout $out/ca.key -out $out/ca.crt
+  '';
+  base = role: { ... }: {
+    imports = [ self.nixosModules.default ];
+    services.lxgate = {
+      enable = true;
+      inherit role;
+      nginx = { hostName = role; sslCertificate = "${tls}/server.crt"; sslCertificateKey = "${tls}/server.key"; };
+    };
+    networking.firewall.allowedTCPPorts = [ 443 ];
+  };
+in
+pkgs.testers.runNixOSTest {
+  name = "lxgate-hub-site";
+  nodes.hub = { ... }: {
+    imports = [ (base "central_hub") ];
+    services.lxgate.hub.transferApi = { enable = true; clientCaFile = "${tls}/ca.crt"; };
+  };
+  nodes.site = base "site_node";
+  testScript = ''
+    start_all()
+    hub.wait_for_unit("lxgate.service")
+    site.wait_for_unit("lxgate.service")
+    with subtest("transfer path without a client certificate is refused by nginx"):
+        site.succeed("test \"$(curl -sk -o /dev/null -w '%{http_code}' https://hub/api/media/hub/transfers/)\" = 403")
+  '';
+}

@@ -1,0 +1,49 @@
+# VM test: one standalone host. Twin: checks/host/single-node.sh (runs here, on a real
+# systemd in a Debian 12 nspawn guest). Options used: nixos/modules/testing/test-instrumentation.nix
+# (test driver), services.lxgate (modules/lxgate.nix).
+{ pkgs, self }:
+let
+  # Test certificates made at build time for this test only (SANs included).
+  tls = pkgs.runCommand "lxgate-test-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
+    mkdir $out
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+      -keyout $out/server.key -out $out/server.crt
+  '';
+in
+pkgs.testers.runNixOSTest {
+  name = "lxgate-single-node";
+  nodes.machine = { ... }: {
+    imports = [ self.nixosModules.default ];
+    services.lxgate = {
+      enable = true;
+      role = "standalone";
+      nginx = { hostName = "localhost"; sslCertificate = "${tls}/server.crt"; sslCertificateKey = "${tls}/server.key"; };
+      settings.server.default_center = "dev";
+      settings.watcher.settle_ms = 200;
+    };
+    environment.systemPackages = [ pkgs.curl pkgs.postgresql ];
+  };
+  testScript = ''
+    machine.wait_for_unit("multi-user.target")
+    with subtest("all units active"):
+        for u in ["lxgate-keys", "lxgate-migrate", "lxgate", "lxgate-watcher", "nginx", "postgresql"]:
+            machine.wait_for_unit(f"{u}.service")
+    with subtest("every import subtree exists with its mode after boot"):
+        for d in ["video_import", "report_import", "preanonymized_import", "sap_import", "sap_import_processed", "sap_import_failed"]:
+            machine.succeed(f"test \"$(stat -c '%a %U %G' /var/lib/lxgate/data/import/{d})\" = '770 lxgate lxgate'")
+    with subtest("lxgate doctor passes"):
+        machine.succeed("su -s /bin/sh lxgate -c 'DATABASE_URL=\"host=/run/postgresql dbname=lxgate user=lxgate\" lxgate --config /etc/lxgate/config.toml doctor'")
+    with subtest("a watcher drop becomes a job"):
+        machine.succeed("su -s /bin/sh lxgate -c 'lxgate --config /etc/lxgate/config.toml center add dev --name Dev'")
+        machine.succeed("echo clip > /tmp/clip.mp4 && install -o lxgate -g lxgate /tmp/clip.mp4 /var/lib/lxgate/data/import/video_import/clip.mp4")
+        machine.wait_until_succeeds("su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE original_name = 'clip.mp4' AND status = 'stored'\\\"\" | grep -qx 1")
+    with subtest("killing the watcher leaves the web unit healthy"):
+        machine.succeed("systemctl kill -s KILL lxgate-watcher.service")
+        machine.succeed("curl -sf http://127.0.0.1:8080/readyz")
+        machine.wait_for_unit("lxgate-watcher.service")
+    with subtest("static file through nginx over TLS"):
+        machine.succeed("echo hello > /var/lib/lxgate/staticfiles/hello.txt")
+        machine.succeed("curl -sf --cacert ${tls}/server.crt https://localhost/static/hello.txt | grep -qx hello")
+  '';
+}

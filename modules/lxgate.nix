@@ -1,0 +1,197 @@
+# services.lxgate — the NixOS module. Units, tmpfiles rules and nginx locations come
+# from nix/contract.toml through nix/render.nix, the same pure functions whose output
+# tests/render_nix.rs holds byte-equal to `lxgate render`.
+#
+# nixpkgs option sources (nixos-25.11) this module sets:
+#   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths
+#   nixos/lib/systemd-unit-options.nix                 description after before requires wantedBy unitConfig serviceConfig pathConfig
+#   nixos/modules/system/boot/systemd/tmpfiles.nix     systemd.tmpfiles.settings.<n>.<path>.d.{mode,user,group}
+#   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
+#   nixos/modules/services/web-servers/nginx/default.nix, vhost-options.nix, location-options.nix
+#                                                      services.nginx.{enable,virtualHosts.<n>.{onlySSL,sslCertificate,sslCertificateKey,extraConfig,locations.<p>.extraConfig}}
+#   nixos/modules/config/users-groups.nix              users.users.<n>.{isSystemUser,group,extraGroups,home}, users.groups
+#   nixos/modules/system/etc/etc.nix                   environment.etc.<n>.source
+#   nixos/modules/misc/assertions.nix                  assertions, warnings
+#   pkgs/pkgs-lib/formats.nix                          pkgs.formats.toml
+#   lib/options.nix                                    lib.mkPackageOption
+{ config, lib, pkgs, ... }:
+let
+  inherit (lib) mkOption mkEnableOption mkIf types;
+  cfg = config.services.lxgate;
+  contract = lib.importTOML ../nix/contract.toml;
+  format = pkgs.formats.toml { };
+
+  # What the options say, under the operator's `settings` (which win).
+  derived = {
+    role = cfg.role;
+    paths = { state = cfg.stateDir; data = cfg.dataDir; };
+    host = {
+      inherit (cfg) user group;
+      keys_group = cfg.keysGroup;
+      config = "/etc/lxgate/config.toml";
+      nginx = cfg.nginx.enable;
+      server_name = cfg.nginx.hostName;
+      master_key = cfg.masterKey.file;
+    } // lib.optionalAttrs cfg.nginx.enable {
+      tls_certificate = toString cfg.nginx.sslCertificate;
+      tls_certificate_key = toString cfg.nginx.sslCertificateKey;
+    };
+    watcher.enable = cfg.watcher.enable;
+    sap_import.enable = cfg.sapImport.enable;
+    recovery = { enable = cfg.recovery.enable; } // lib.optionalAttrs (cfg.recovery.source != null) { source = toString cfg.recovery.source; };
+    hub = {
+      transfer_api = cfg.hub.transferApi.enable;
+    } // lib.optionalAttrs (cfg.hub.transferApi.clientCaFile != null) { client_ca_file = toString cfg.hub.transferApi.clientCaFile; };
+  } // lib.optionalAttrs cfg.database.createLocally {
+    database.url = "host=/run/postgresql dbname=${cfg.user} user=${cfg.user}";
+  };
+  settings = lib.recursiveUpdate derived cfg.settings;
+
+  rendered = import ../nix/render.nix {
+    inherit contract settings;
+    bin = "${cfg.package}/bin/lxgate";
+  };
+
+  configFile = format.generate "lxgate.toml" settings;
+  # attic's habit: a config the binary rejects fails nixos-rebuild, not the host.
+  checkedConfig = pkgs.runCommand "lxgate-config-checked.toml" { } ''
+    ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
+    cp ${configFile} $out
+  '';
+
+  byType = suffix: lib.filterAttrs (n: _: lib.hasSuffix suffix n) rendered.units;
+  unitBase = u: {
+    description = u.Unit.Description;
+    after = u.Unit.After or [ ];
+    before = u.Unit.Before or [ ];
+    requires = u.Unit.Requires or [ ];
+    wantedBy = (u.Install or { }).WantedBy or [ ];
+    unitConfig = removeAttrs u.Unit [ "Description" "After" "Before" "Requires" ];
+  };
+  credentials = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+in
+{
+  options.services.lxgate = {
+    enable = mkEnableOption "lxgate, the runtime boundary for clinic patient media";
+    package = lib.mkPackageOption pkgs "lxgate" { };
+    role = mkOption {
+      type = types.enum [ "standalone" "site_node" "central_hub" ];
+      default = "standalone";
+      description = "ENDOREG_DEPLOYMENT_ROLE of this host.";
+    };
+    stateDir = mkOption { type = types.str; default = contract.defaults.state; description = "State root (env file, staticfiles, keys)."; };
+    dataDir = mkOption { type = types.str; default = "${cfg.stateDir}/data"; description = "Data root; put it on a LUKS mount."; };
+    user = mkOption { type = types.str; default = contract.defaults.user; description = "Service account."; };
+    group = mkOption { type = types.str; default = contract.defaults.group; description = "Service group; nginx joins it to read protected media."; };
+    keysGroup = mkOption { type = types.str; default = contract.defaults.keys_group; description = "Group that may read the master key (root:keysGroup 0640)."; };
+    masterKey = {
+      file = mkOption { type = types.str; default = "${cfg.stateDir}/keys/master.age"; description = "Age master identity; lxgate-keys.service creates it if absent."; };
+      mode = mkOption { type = types.str; default = "0640"; description = "Mode your secret manager gives the key file. Must be 0640."; };
+      owner = mkOption { type = types.str; default = "root"; description = "Owner your secret manager gives the key file. Must be root."; };
+      group = mkOption { type = types.str; default = cfg.keysGroup; description = "Group your secret manager gives the key file. Must be keysGroup."; };
+    };
+    settings = mkOption {
+      type = format.type;
+      default = { };
+      description = "lxgate settings (RFC 42), rendered to /etc/lxgate/config.toml; see src/config.rs.";
+    };
+    credentials = mkOption {
+      type = types.attrsOf types.path;
+      default = { };
+      description = "Secrets passed with LoadCredential= (name → file outside the store), read from $CREDENTIALS_DIRECTORY.";
+    };
+    database.createLocally = mkOption { type = types.bool; default = true; description = "Local PostgreSQL with peer authentication."; };
+    watcher.enable = mkOption { type = types.bool; default = true; description = "Run lxgate-watcher.service."; };
+    sapImport.enable = mkEnableOption "the SAP IS-H import path unit";
+    recovery = {
+      enable = mkEnableOption "the one-shot legacy data recovery";
+      source = mkOption { type = types.nullOr types.str; default = null; description = "Legacy data directory to merge from."; };
+    };
+    nginx = {
+      enable = mkOption { type = types.bool; default = true; description = "nginx virtual host with /static/, /media/, /protected_media/ (internal) and the app proxy."; };
+      hostName = mkOption { type = types.str; default = config.networking.fqdnOrHostName or "localhost"; description = "Virtual host name."; };
+      sslCertificate = mkOption { type = types.nullOr types.path; default = null; description = "TLS certificate."; };
+      sslCertificateKey = mkOption { type = types.nullOr types.str; default = null; description = "TLS key (a path outside the store)."; };
+    };
+    hub.transferApi = {
+      enable = mkEnableOption "the hub transfer receiver (central_hub only, behind nginx mTLS)";
+      clientCaFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs site client certificates."; };
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.hub.transferApi.enable -> cfg.hub.transferApi.clientCaFile != null && cfg.nginx.enable;
+        message = "services.lxgate.hub.transferApi.enable requires mTLS: set services.lxgate.hub.transferApi.clientCaFile to the CA that signs site client certificates and keep services.lxgate.nginx.enable = true.";
+      }
+      {
+        assertion = cfg.hub.transferApi.enable -> cfg.role == "central_hub";
+        message = "services.lxgate.hub.transferApi.enable only makes sense on a hub: set services.lxgate.role = \"central_hub\" or disable the transfer API.";
+      }
+      {
+        assertion = cfg.role == "central_hub" -> (cfg.database.createLocally || (cfg.settings.database.url or null) != null);
+        message = "services.lxgate.role = \"central_hub\" needs a database: set services.lxgate.database.createLocally = true or services.lxgate.settings.database.url.";
+      }
+      {
+        assertion = cfg.masterKey.mode == "0640" && cfg.masterKey.owner == "root" && cfg.masterKey.group == cfg.keysGroup;
+        message = "services.lxgate.masterKey must be 0640 root:${cfg.keysGroup} (it is ${cfg.masterKey.mode} ${cfg.masterKey.owner}:${cfg.masterKey.group}): the service reads the key through ${cfg.keysGroup}, so 0400 root:root locks it out. Set masterKey.mode = \"0640\", owner = \"root\", group = \"${cfg.keysGroup}\".";
+      }
+      {
+        assertion = cfg.nginx.enable -> cfg.nginx.sslCertificate != null && cfg.nginx.sslCertificateKey != null;
+        message = "services.lxgate.nginx needs TLS: set services.lxgate.nginx.sslCertificate and sslCertificateKey (or nginx.enable = false).";
+      }
+    ];
+
+    users.users.${cfg.user} = {
+      isSystemUser = true;
+      group = cfg.group;
+      extraGroups = [ cfg.keysGroup ];
+      home = cfg.stateDir;
+    };
+    users.groups.${cfg.group} = { };
+    users.groups.${cfg.keysGroup} = { };
+    users.users.nginx = mkIf cfg.nginx.enable { extraGroups = [ cfg.group ]; };
+
+    environment.etc."lxgate/config.toml".source = checkedConfig;
+
+    systemd.tmpfiles.settings.lxgate = lib.listToAttrs (map
+      (r: lib.nameValuePair r.path { d = { inherit (r) mode user group; }; })
+      rendered.tmpfilesRules);
+
+    systemd.services = lib.mapAttrs'
+      (n: u: lib.nameValuePair (lib.removeSuffix ".service" n) (unitBase u // {
+        serviceConfig = u.Service // lib.optionalAttrs (credentials != [ ] && !(lib.hasPrefix "lxgate-keys" n)) {
+          LoadCredential = credentials;
+        };
+        restartTriggers = [ checkedConfig ];
+      }))
+      (byType ".service");
+
+    systemd.paths = lib.mapAttrs'
+      (n: u: lib.nameValuePair (lib.removeSuffix ".path" n) (unitBase u // { pathConfig = u.Path; }))
+      (byType ".path");
+
+    services.postgresql = mkIf cfg.database.createLocally {
+      enable = true;
+      ensureDatabases = [ cfg.user ];
+      ensureUsers = [{ name = cfg.user; ensureDBOwnership = true; }];
+    };
+
+    services.nginx = mkIf cfg.nginx.enable {
+      enable = true;
+      virtualHosts.${cfg.nginx.hostName} = {
+        onlySSL = true;
+        sslCertificate = cfg.nginx.sslCertificate;
+        sslCertificateKey = cfg.nginx.sslCertificateKey;
+        extraConfig = ''
+          client_max_body_size ${rendered.client_max_body_size};
+        '' + lib.optionalString (lib.elem "hub_transfer" rendered.features) ''
+          ssl_client_certificate ${toString cfg.hub.transferApi.clientCaFile};
+          ssl_verify_client optional;
+        '';
+        locations = lib.mapAttrs (_: body: { extraConfig = body; }) rendered.nginxLocations;
+      };
+    };
+  };
+}

@@ -1,0 +1,28 @@
+# rustPlatform.buildRustPackage (pkgs/build-support/rust/build-rust-package) with the
+# source limited by lib.fileset (lib/fileset) to what the build reads.
+{ lib, rustPlatform }:
+rustPlatform.buildRustPackage {
+  pname = "lxgate";
+  version = (lib.importTOML ../Cargo.toml).package.version;
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../build.rs
+      ../src
+      ../migrations
+      ../nix/contract.toml
+    ];
+  };
+  cargoLock.lockFile = ../Cargo.lock;
+  # Integration tests need PostgreSQL, nginx and root; they run in `nix flake check`
+  # VM tests and in the host twins, not in the sandbox.
+  cargoTestFlags = [ "--lib" ];
+  meta = {
+    description = "Runtime boundary for clinic patient media";
+    mainProgram = "lxgate";
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+  };
+}

@@ -1,0 +1,71 @@
+# Evaluates modules/lxgate.nix with nixpkgs' lib.evalModules against small stub
+# declarations of the nixpkgs options it sets (no nixpkgs tree needed: only lib/).
+#   nix-instantiate --eval --strict --json tests/nix/module-eval.nix \
+#     --arg lib 'import /path/to/nixpkgs/lib' --argstr case standalone
+{ lib, case ? "standalone", settingsFile ? null }:
+let
+  inherit (lib) mkOption types;
+  anything = mkOption { type = types.attrsOf types.anything; default = { }; };
+  stubs = { ... }: {
+    options = {
+      systemd.services = anything;
+      systemd.paths = anything;
+      systemd.timers = anything;
+      systemd.tmpfiles.settings = anything;
+      services.nginx = mkOption { type = types.submodule { freeformType = types.attrsOf types.anything; }; default = { }; };
+      services.postgresql = mkOption { type = types.submodule { freeformType = types.attrsOf types.anything; }; default = { }; };
+      users.users = anything;
+      users.groups = anything;
+      environment.etc = anything;
+      assertions = mkOption { type = types.listOf types.unspecified; default = [ ]; };
+      warnings = mkOption { type = types.listOf types.str; default = [ ]; };
+    };
+  };
+  # Just enough of pkgs: the package, formats.toml and runCommand.
+  pkgs = {
+    lxgate = { outPath = "/nix/store/0000000000000000000000000000000-lxgate"; meta = { }; name = "lxgate"; type = "derivation"; };
+    formats.toml = { }: {
+      type = types.attrsOf types.anything;
+      generate = name: value: builtins.toFile name (builtins.toJSON value);
+    };
+    runCommand = name: _: _: "/nix/store/checked-${name}";
+  };
+  fakeTls = { sslCertificate = "/etc/lxgate/tls/server.crt"; sslCertificateKey = "/etc/lxgate/tls/server.key"; };
+  cases = {
+    standalone = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; }; };
+    standalone-everything = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; sapImport.enable = true; recovery = { enable = true; source = "/srv/old-data"; }; settings.server.listen = "unix:/run/lxgate/lxgate.sock"; }; };
+    site_node = { services.lxgate = { enable = true; role = "site_node"; stateDir = "/srv/lx"; dataDir = "/mnt/crypt/lx"; user = "lx"; group = "lx"; keysGroup = "lxkeys"; nginx = fakeTls // { hostName = "localhost"; }; settings.watcher.memory_max = "1G"; }; };
+    central_hub = { services.lxgate = { enable = true; role = "central_hub"; watcher.enable = false; nginx = fakeTls // { hostName = "hub.example.org"; }; hub.transferApi = { enable = true; clientCaFile = "/etc/lxgate/ca.pem"; }; }; };
+    # Each of these must fail with its assertion.
+    bad-transfer-without-mtls = { services.lxgate = { enable = true; role = "central_hub"; nginx = fakeTls; hub.transferApi.enable = true; }; };
+    bad-hub-without-database = { services.lxgate = { enable = true; role = "central_hub"; nginx = fakeTls; database.createLocally = false; }; };
+    bad-key-0400-root = { services.lxgate = { enable = true; nginx = fakeTls; masterKey = { mode = "0400"; group = "root"; }; }; };
+    bad-nginx-without-tls = { services.lxgate = { enable = true; }; };
+  };
+  eval = lib.evalModules {
+    modules = [ stubs ../../modules/lxgate.nix cases.${case} { _module.args.pkgs = pkgs; } ];
+  };
+  c = eval.config;
+  failed = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
+  # Units back to (section, key, value) lines, the way systemd will see them.
+  line = section: k: v:
+    if lib.isList v then map (x: "${section}|${k}|${toString x}") v
+    else if lib.isBool v then [ "${section}|${k}|${if v then "yes" else "no"}" ]
+    else [ "${section}|${k}|${toString v}" ];
+  sectionLines = section: attrs: lib.concatLists (lib.mapAttrsToList (line section) attrs);
+  unitLines = u: extra:
+    [ "Unit|Description|${u.description}" ]
+    ++ sectionLines "Unit" (lib.filterAttrs (k: v: v != [ ]) { After = u.after; Before = u.before; Requires = u.requires; })
+    ++ sectionLines "Unit" u.unitConfig
+    ++ extra
+    ++ (if u.wantedBy != [ ] then sectionLines "Install" { WantedBy = u.wantedBy; } else [ ]);
+in
+if failed != [ ] then { inherit failed; } else {
+  failed = [ ];
+  tmpfiles = lib.mapAttrsToList (path: r: "d ${path} ${r.d.mode} ${r.d.user} ${r.d.group} - -") c.systemd.tmpfiles.settings.lxgate;
+  units =
+    lib.mapAttrs' (n: u: lib.nameValuePair "${n}.service" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Service" u.serviceConfig)))) c.systemd.services
+    // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.path" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Path" u.pathConfig)))) c.systemd.paths;
+  nginxLocations = lib.attrNames c.services.nginx.virtualHosts.${lib.head (lib.attrNames c.services.nginx.virtualHosts)}.locations;
+  postgres = c.services.postgresql.ensureUsers;
+}
