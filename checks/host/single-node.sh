@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Host twin of checks/single-node.nix: boot Debian 12 with systemd as PID 1 under
+# systemd-nspawn, install lxgate the way `lxgate render` tells a Debian operator to,
+# run the same assertions inside, and report each one.
+#   single-node.sh BIN RESULTS_DIR [--drop-import-dir NAME]   (the latter: negative control)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+need_tools
+bin=$(readlink -f "$1"); results=$2; drop=${4:-}
+root=$(rootfs)
+work=$(mktemp -d /tmp/lxgate-twin.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$results" "$work/render" "$work/tls"
+rm -f "$results/results.txt"
+
+cat > "$work/config.toml" <<TOML
+role = "standalone"
+[server]
+default_center = "dev"
+[watcher]
+settle_ms = 300
+rescan_secs = 2
+[host]
+tls_certificate = "/etc/lxgate/tls/server.crt"
+tls_certificate_key = "/etc/lxgate/tls/server.key"
+TOML
+"$bin" --config "$work/config.toml" render all --bin /usr/local/bin/lxgate --out "$work/render" 2>/dev/null
+if [ -n "$drop" ]; then
+  sed -i "\#/import/$drop #d" "$work/render/tmpfiles.d/lxgate.conf"
+fi
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$work/tls/server.key" -out "$work/tls/server.crt" 2>/dev/null
+chmod 0644 "$work/tls/server.key"
+
+cat > "$work/sysusers.conf" <<'SU'
+g lxgate -
+g lxgate-keys -
+u lxgate -:lxgate "lxgate service" /var/lib/lxgate
+m lxgate lxgate-keys
+m www-data lxgate
+SU
+
+# Database and env file: what a Debian operator does once by hand.
+cat > "$work/lxgate-twin-db.service" <<'U'
+[Unit]
+Description=twin: create the lxgate role and database, write the env file
+After=postgresql@15-main.service systemd-tmpfiles-setup.service
+Wants=postgresql@15-main.service
+Before=lxgate-migrate.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.1; done; runuser -u postgres -- psql -qc "CREATE ROLE lxgate LOGIN" || true; runuser -u postgres -- createdb -O lxgate lxgate || true; printf "DATABASE_URL=host=/run/postgresql dbname=lxgate user=lxgate\\n" > /var/lib/lxgate/.env.systemd; chown lxgate:lxgate /var/lib/lxgate/.env.systemd; chmod 0640 /var/lib/lxgate/.env.systemd'
+U
+
+cat > "$work/lxgate-twin-test.service" <<'U'
+[Unit]
+Description=twin: run the single-node assertions
+After=lxgate.service lxgate-watcher.service nginx.service lxgate-twin-db.service
+[Service]
+Type=oneshot
+ExecStart=/bin/bash /twin/scenario.sh
+ExecStopPost=/bin/systemctl --no-block poweroff
+U
+cp "$here/scenario-single-node.sh" "$work/scenario.sh"
+
+binds=(--bind-ro="$bin:/usr/local/bin/lxgate" --bind-ro="$work:/twin" --bind="$results:/twin-results"
+  --bind-ro="$work/config.toml:/etc/lxgate/config.toml" --bind-ro="$work/tls:/etc/lxgate/tls"
+  --bind-ro="$work/sysusers.conf:/etc/sysusers.d/lxgate.conf"
+  --bind-ro="$work/render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate.conf"
+  --bind-ro="$work/render/nginx/lxgate.conf:/etc/nginx/sites-enabled/lxgate.conf"
+  --bind-ro="$work/lxgate-twin-db.service:/etc/systemd/system/lxgate-twin-db.service"
+  --bind-ro="$work/lxgate-twin-test.service:/etc/systemd/system/lxgate-twin-test.service")
+wants=()
+for u in "$work"/render/systemd/*; do
+  binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
+done
+for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
+  wants+=("systemd.wants=$u")
+done
+t0=$SECONDS
+timeout --kill-after=5 "${LXGATE_TWIN_TIMEOUT:-120}" systemd-nspawn -q -D "$root" -b --register=no --keep-unit \
+  --private-network --volatile=overlay --console=pipe "${binds[@]}" \
+  -- systemd.mask=systemd-remount-fs.service systemd.mask=getty.target "${wants[@]}" >"$results/console.log" 2>&1 || true
+echo "boot-to-result: $((SECONDS - t0)) s" >&2
+if [ ! -s "$results/results.txt" ]; then
+  echo "FAIL twin produced no results (timeout or boot failure); console tail:" >&2
+  tail -30 "$results/console.log" >&2
+  exit 2
+fi
+cat "$results/results.txt"
+! grep -q '^FAIL' "$results/results.txt"
