@@ -79,12 +79,13 @@ impl Watcher {
         Duration::from_millis(self.cfg.watcher_settle_ms)
     }
 
-    /// One pass over every watched folder: returns how many files are still waiting
-    /// (not yet stable, or half of a pair within its timeout).
-    pub async fn scan(&mut self) -> usize {
+    /// One pass over every watched folder: returns how many files are still waiting,
+    /// as (not yet settled, half of a pair within its timeout).
+    pub async fn scan(&mut self) -> (usize, usize) {
         let now = Instant::now();
         let mut work = Vec::new();
         let mut waiting = 0;
+        let mut lone_halves = 0;
         let mut present = std::collections::HashSet::new();
         for folder in FOLDERS {
             let dir = self.cfg.import_dir().join(folder.name);
@@ -157,7 +158,7 @@ impl Watcher {
                         let half = half_c.clone().or(half_s.clone()).expect("one half");
                         let first = self.seen.get(&half).map(|s| s.first).unwrap_or(now);
                         if now.duration_since(first) < timeout {
-                            waiting += 1;
+                            lone_halves += 1;
                             continue;
                         }
                         let reason = if half_s.is_some() {
@@ -179,7 +180,7 @@ impl Watcher {
         }
         self.seen.retain(|p, _| present.contains(p));
         self.run_work(work).await;
-        waiting
+        (waiting, lone_halves)
     }
 
     async fn run_work(&mut self, work: Vec<Work>) {
@@ -352,8 +353,10 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
     let mut w = Watcher::new(cfg)?;
     if once {
         loop {
-            let waiting = w.scan().await;
-            if waiting == 0 || only_pairs_waiting(&w) {
+            // Decided from this scan's own classification: files that were still
+            // settling when it looked are looked at again, however long the work took.
+            let (unsettled, _lone_halves) = w.scan().await;
+            if unsettled == 0 {
                 return Ok(());
             }
             tokio::time::sleep(w.settle() / 2 + Duration::from_millis(10)).await;
@@ -376,8 +379,8 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
     crate::sdnotify::notify("READY=1");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let waiting = w.scan().await;
-        let next = if waiting > 0 {
+        let (unsettled, lone_halves) = w.scan().await;
+        let next = if unsettled + lone_halves > 0 {
             w.settle() / 2 + Duration::from_millis(10)
         } else {
             rescan
@@ -388,11 +391,4 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
             _ = term.recv() => return Ok(()),
         }
     }
-}
-
-fn only_pairs_waiting(w: &Watcher) -> bool {
-    let now = Instant::now();
-    w.seen
-        .values()
-        .all(|s| now.duration_since(s.since) >= w.settle())
 }
