@@ -49,11 +49,15 @@ fn doctor(t: &Path) -> (bool, String) {
     (o.status.success(), stdout(&o))
 }
 
-fn failing_lines(out: &str) -> Vec<String> {
-    out.lines()
-        .filter(|l| l.starts_with("FAIL"))
-        .map(str::to_string)
-        .collect()
+/// doctor must fail with exactly one failing check; that check's line.
+fn only_failure(t: &Path) -> String {
+    let (ok, out) = doctor(t);
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        !ok && fails.len() == 1,
+        "expected exactly one failure:\n{out}"
+    );
+    fails[0].to_string()
 }
 
 #[test]
@@ -105,45 +109,37 @@ fn tmpfiles_creates_the_tree_doctor_accepts_and_each_mutation_is_named() {
     let data = t.join("var/lib/lxgate/data");
     // Each mutation must fail naming exactly that path, then be repaired.
     std::fs::remove_dir(data.join("import/sap_import")).unwrap();
-    let (ok, out) = doctor(t);
-    let fails = failing_lines(&out);
+    let fail = only_failure(t);
     assert!(
-        !ok && fails.len() == 1
-            && fails[0].contains("/var/lib/lxgate/data/import/sap_import: missing"),
-        "{out}"
+        fail.contains("/var/lib/lxgate/data/import/sap_import: missing"),
+        "{fail}"
     );
     tmpfiles();
 
     std::fs::set_permissions(data.join("import"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (ok, out) = doctor(t);
-    let fails = failing_lines(&out);
+    let fail = only_failure(t);
     assert!(
-        !ok && fails.len() == 1
-            && fails[0].contains("dir /var/lib/lxgate/data/import: mode 0755, want 0770"),
-        "{out}"
+        fail.contains("dir /var/lib/lxgate/data/import: mode 0755, want 0770"),
+        "{fail}"
     );
     tmpfiles();
 
     std::fs::set_permissions(data.join("storage"), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (ok, out) = doctor(t);
-    let fails = failing_lines(&out);
+    let fail = only_failure(t);
     assert!(
-        !ok && fails.len() == 1
-            && fails[0].contains("dir /var/lib/lxgate/data/storage: mode 0777, want 0750"),
-        "{out}"
+        fail.contains("dir /var/lib/lxgate/data/storage: mode 0777, want 0750"),
+        "{fail}"
     );
     tmpfiles();
 
     std::os::unix::fs::chown(&key, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let (ok, out) = doctor(t);
-    let fails = failing_lines(&out);
+    let fail = only_failure(t);
     assert!(
-        !ok && fails.len() == 1
-            && fails[0].contains("key /var/lib/lxgate/keys/master.age")
-            && fails[0].contains("0640")
-            && fails[0].contains("root:lxgate-keys"),
-        "{out}"
+        fail.contains("key /var/lib/lxgate/keys/master.age")
+            && fail.contains("0640")
+            && fail.contains("root:lxgate-keys"),
+        "{fail}"
     );
 
     let o = lxgate(&["doctor", "--json", "--root", t.to_str().unwrap()], &[]);
@@ -156,15 +152,6 @@ fn tmpfiles_creates_the_tree_doctor_accepts_and_each_mutation_is_named() {
             .count(),
         1
     );
-}
-
-fn all_roles_settings() -> Vec<(&'static str, String)> {
-    vec![
-        ("standalone-defaults", "role = \"standalone\"\n".into()),
-        ("standalone-everything", "role = \"standalone\"\n[sap_import]\nenable = true\n[recovery]\nenable = true\nsource = \"/srv/old-data\"\n[server]\nlisten = \"unix:/run/lxgate/lxgate.sock\"\n".into()),
-        ("site_node", "role = \"site_node\"\n[paths]\nstate = \"/srv/lx\"\ndata = \"/mnt/crypt/lx\"\n[host]\nuser = \"lx\"\ngroup = \"lx\"\nkeys_group = \"lxkeys\"\n[watcher]\nmemory_max = \"1G\"\n".into()),
-        ("central_hub", "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"/etc/lxgate/ca.pem\"\n[watcher]\nenable = false\n[host]\nserver_name = \"hub.example.org\"\n".into()),
-    ]
 }
 
 #[test]
@@ -265,13 +252,13 @@ pub fn make_cert(dir: &Path, name: &str) {
 fn nginx_accepts_the_rendered_server_block_for_every_role() {
     need("nginx", "nginx-light");
     need("openssl", "openssl");
-    for (name, settings) in all_roles_settings() {
+    for &(name, settings) in ROLE_CASES {
         let t = tempdir();
         let d = t.path();
         make_cert(d, "server");
         make_cert(d, "ca");
         let cfg = d.join("c.toml");
-        let mut doc: toml::Table = toml::from_str(&settings).unwrap();
+        let mut doc: toml::Table = toml::from_str(settings).unwrap();
         let host = doc
             .entry("host")
             .or_insert(toml::Value::Table(Default::default()))
@@ -324,10 +311,10 @@ fn nginx_accepts_the_rendered_server_block_for_every_role() {
 fn nix_render_equals_rust_render_byte_for_byte() {
     need("nix-instantiate", "nix-bin");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (name, settings) in all_roles_settings() {
+    for &(name, settings) in ROLE_CASES {
         let t = tempdir();
         let cfg = t.path().join("c.toml");
-        std::fs::write(&cfg, &settings).unwrap();
+        std::fs::write(&cfg, settings).unwrap();
         let bin = "/nix/store/0000000000000000000000000000000-lxgate/bin/lxgate";
         render(
             &["--config", cfg.to_str().unwrap(), "all", "--bin", bin],
@@ -360,17 +347,7 @@ fn nix_render_equals_rust_render_byte_for_byte() {
             String::from_utf8_lossy(&o.stderr)
         );
         let nix: BTreeMap<String, String> = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(
-            nix.keys().collect::<Vec<_>>(),
-            rust.keys().collect::<Vec<_>>(),
-            "{name}: file sets differ"
-        );
-        for (file, text) in &rust {
-            assert_eq!(
-                &nix[file], text,
-                "{name}: {file} differs between Nix and Rust"
-            );
-        }
+        assert_same_entries(&format!("{name}, Nix vs Rust render"), &nix, &rust);
     }
 }
 

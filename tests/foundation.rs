@@ -75,12 +75,8 @@ fn concurrent_migrators_apply_each_migration_once() {
     let env = site.env();
     let children: Vec<_> = (0..8)
         .map(|_| {
-            let mut c = std::process::Command::new(bin());
-            c.arg("migrate").env_clear();
-            for (k, v) in &env {
-                c.env(k, v);
-            }
-            c.stdout(std::process::Stdio::piped())
+            command(&["migrate"], &env)
+                .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()

@@ -45,21 +45,15 @@ fn eval(case: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// The same settings the module cases use, as a settings file for `lxgate render`.
-fn settings_for(case: &str) -> &'static str {
-    match case {
-        "standalone" => "role = \"standalone\"\n",
-        "standalone-everything" => "[sap_import]\nenable = true\n[recovery]\nenable = true\nsource = \"/srv/old-data\"\n[server]\nlisten = \"unix:/run/lxgate/lxgate.sock\"\n",
-        "site_node" => "role = \"site_node\"\n[paths]\nstate = \"/srv/lx\"\ndata = \"/mnt/crypt/lx\"\n[host]\nuser = \"lx\"\ngroup = \"lx\"\nkeys_group = \"lxkeys\"\n[watcher]\nmemory_max = \"1G\"\n",
-        "central_hub" => "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"/etc/lxgate/ca.pem\"\n[watcher]\nenable = false\n",
-        _ => unreachable!(),
-    }
-}
-
 fn rust_units(case: &str) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
     let t = tempdir();
     let cfg = t.path().join("c.toml");
-    std::fs::write(&cfg, settings_for(case)).unwrap();
+    let settings = ROLE_CASES
+        .iter()
+        .find(|(n, _)| *n == case)
+        .expect("a role case")
+        .1;
+    std::fs::write(&cfg, settings).unwrap();
     let out = t.path().join("out");
     let o = lxgate(
         &[
@@ -120,17 +114,11 @@ fn every_role_evaluates_and_matches_lxgate_render() {
             serde_json::from_value(v["units"].clone()).unwrap();
         let (rust_tmp, rust_units) = rust_units(case);
         assert_eq!(tmpfiles, rust_tmp, "{case}: tmpfiles rules differ");
-        assert_eq!(
-            nix_units.keys().collect::<Vec<_>>(),
-            rust_units.keys().collect::<Vec<_>>(),
-            "{case}: unit sets differ"
+        assert_same_entries(
+            &format!("{case}, module vs lxgate render"),
+            &nix_units,
+            &rust_units,
         );
-        for (name, lines) in &rust_units {
-            assert_eq!(
-                &nix_units[name], lines,
-                "{case}: {name} differs between the module and lxgate render"
-            );
-        }
         let locs: Vec<String> = serde_json::from_value(v["nginxLocations"].clone()).unwrap();
         assert!(
             locs.contains(&"/protected_media/".to_string()),

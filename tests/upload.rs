@@ -5,6 +5,9 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::time::Duration;
 
+/// Headers of a valid raw upload of `a.pdf` as a report.
+const A_PDF: &[(&str, &str)] = &[("X-Filename", "a.pdf"), ("X-Kind", "report")];
+
 struct Api {
     site: Site,
     srv: Server,
@@ -210,12 +213,7 @@ fn bad_or_missing_headers_get_400_naming_the_header() {
     }
     // A super_admin without a key and without a default center.
     let admin = api.site.token("super_admin", None, "root");
-    let (s, e) = post_raw(
-        &api,
-        &admin,
-        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
-        b"data",
-    );
+    let (s, e) = post_raw(&api, &admin, A_PDF, b"data");
     assert_eq!(
         (s, e["code"].as_str()),
         (400, Some("missing_center_key")),
@@ -228,24 +226,14 @@ fn bad_or_missing_headers_get_400_naming_the_header() {
 fn central_hub_requires_a_center_key_even_from_scoped_tokens() {
     let api = setup("central_hub", &[("LX_ANNOTATE_DEFAULT_CENTER", "A")]);
     let tok = api.site.token("uploader", Some("A"), "up");
-    let (s, e) = post_raw(
-        &api,
-        &tok,
-        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
-        b"data",
-    );
+    let (s, e) = post_raw(&api, &tok, A_PDF, b"data");
     assert_eq!(
         (s, e["code"].as_str()),
         (400, Some("missing_center_key")),
         "{e}"
     );
     let admin = api.site.token("super_admin", None, "root");
-    let (s, _) = post_raw(
-        &api,
-        &admin,
-        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
-        b"data",
-    );
+    let (s, _) = post_raw(&api, &admin, A_PDF, b"data");
     assert_eq!(s, 400, "no default-center fallback on a hub");
     let (s, e) = post_raw(
         &api,
@@ -382,12 +370,7 @@ fn error_bodies_never_carry_paths_or_os_errors() {
     let tmp = api.site.data().join("storage/tmp");
     std::fs::remove_dir_all(&tmp).unwrap();
     std::fs::write(&tmp, b"not a dir").unwrap();
-    let (s, e) = post_raw(
-        &api,
-        &tok,
-        &[("X-Filename", "a.pdf"), ("X-Kind", "report")],
-        b"data",
-    );
+    let (s, e) = post_raw(&api, &tok, A_PDF, b"data");
     assert_eq!(s, 500, "{e}");
     let text = e.to_string();
     assert!(

@@ -63,8 +63,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lxgate")
 }
 
-/// `lxgate ARGS` with exactly these environment variables (plus PATH).
-pub fn lxgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// The real binary with ARGS and exactly these environment variables (plus PATH).
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(bin());
     c.args(args)
         .env_clear()
@@ -72,7 +72,11 @@ pub fn lxgate(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().expect("run lxgate")
+    c
+}
+
+pub fn lxgate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(args, env).output().expect("run lxgate")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -195,13 +199,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in env {
-            c.env(k, v);
-        }
+        let mut c = command(args, env);
         let f = std::fs::File::create(log).unwrap();
         c.stdout(Stdio::null()).stderr(f);
         Proc {
@@ -323,4 +321,30 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Settings files, one per role, shared by every test that compares renders (Rust,
+/// pure Nix, the evaluated module, nginx -t). tests/nix/module-eval.nix has the same
+/// cases as module options.
+pub const ROLE_CASES: &[(&str, &str)] = &[
+    ("standalone", "role = \"standalone\"\n"),
+    ("standalone-everything", "role = \"standalone\"\n[sap_import]\nenable = true\n[recovery]\nenable = true\nsource = \"/srv/old-data\"\n[server]\nlisten = \"unix:/run/lxgate/lxgate.sock\"\n"),
+    ("site_node", "role = \"site_node\"\n[paths]\nstate = \"/srv/lx\"\ndata = \"/mnt/crypt/lx\"\n[host]\nuser = \"lx\"\ngroup = \"lx\"\nkeys_group = \"lxkeys\"\n[watcher]\nmemory_max = \"1G\"\n"),
+    ("central_hub", "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"/etc/lxgate/ca.pem\"\n[watcher]\nenable = false\n[host]\nserver_name = \"hub.example.org\"\n"),
+];
+
+/// Two renders agree: the same names, and each entry equal.
+pub fn assert_same_entries<V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    left: &std::collections::BTreeMap<String, V>,
+    right: &std::collections::BTreeMap<String, V>,
+) {
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        right.keys().collect::<Vec<_>>(),
+        "{what}: different sets of files/units"
+    );
+    for (name, value) in right {
+        assert_eq!(&left[name], value, "{what}: {name} differs");
+    }
 }
