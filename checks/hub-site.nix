@@ -3,13 +3,7 @@
 # with the module and the hub's nginx demands a client certificate on the transfer path.
 { pkgs, self }:
 let
-  tls = pkgs.runCommand "lxgate-hub-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
-    mkdir $out
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-      -subj /CN=hub -addext subjectAltName=DNS:hub -keyout $out/server.key -out $out/server.crt
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-      -subj /CN=sites-ca -keyout $out/ca.key -out $out/ca.crt
-  '';
+  tls = import ../nix/test-tls.nix { inherit pkgs; names = [ "hub" "site" ]; };
   base = role: { ... }: {
     imports = [ self.nixosModules.default ];
     services.lxgate = {

@@ -3,13 +3,7 @@
 # (test driver), services.lxgate (modules/lxgate.nix).
 { pkgs, self }:
 let
-  # Test certificates made at build time for this test only (SANs included).
-  tls = pkgs.runCommand "lxgate-test-tls" { nativeBuildInputs = [ pkgs.openssl ]; } ''
-    mkdir $out
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
-      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-      -keyout $out/server.key -out $out/server.crt
-  '';
+  tls = import ../nix/test-tls.nix { inherit pkgs; names = [ "localhost" ]; };
 in
 pkgs.testers.runNixOSTest {
   name = "lxgate-single-node";
