@@ -143,6 +143,9 @@ pub struct WatcherConfig {
     pub rescan_secs: Option<u64>,
     /// Files ingested in parallel (default 4).
     pub concurrency: Option<usize>,
+    /// Directory entries considered per folder and scan (default 4096): bounds memory
+    /// under a burst of drops; the rest is taken in the next scan.
+    pub max_per_scan: Option<usize>,
     /// MemoryMax of lxgate-watcher.service (default 512M).
     pub memory_max: Option<String>,
 }
@@ -218,6 +221,7 @@ pub struct Config {
     pub watcher_pair_timeout_secs: u64,
     pub watcher_rescan_secs: u64,
     pub watcher_concurrency: usize,
+    pub watcher_max_per_scan: usize,
     pub file: FileConfig,
 }
 
@@ -400,6 +404,7 @@ impl Config {
             watcher_pair_timeout_secs: file.watcher.pair_timeout_secs.unwrap_or(300),
             watcher_rescan_secs: file.watcher.rescan_secs.unwrap_or(30),
             watcher_concurrency: file.watcher.concurrency.unwrap_or(4).max(1),
+            watcher_max_per_scan: file.watcher.max_per_scan.unwrap_or(4096).max(1),
             file,
         })
     }

@@ -1,6 +1,8 @@
 //! `lxgate dev`: a complete local lxgate from nothing but the system's PostgreSQL
-//! binaries. State lives under one directory (default `./.lxgate-dev`): a private
-//! cluster (created on first run, reused after), the data tree, and the settings.
+//! binaries. Everything lives under one directory (default `./.lxgate-dev`): `pg/`, a
+//! private cluster (created on first run, reused after), and `state/`, lxgate's state
+//! root with the contract's modes. They are siblings because the state root is 0750:
+//! as root, the cluster runs as `postgres`, which must still reach `pg/`.
 
 use std::path::Path;
 
@@ -18,7 +20,7 @@ pub async fn run(state: &Path, listen: &str) -> Result<()> {
     let url = cluster.create_database("lxgate").await?;
 
     let mut file = FileConfig::default();
-    file.paths.state = Some(state.clone());
+    file.paths.state = Some(state.join("state"));
     file.server.listen = Some(listen.to_string());
     file.server.default_center = Some("dev".into());
     file.server.serve_media_directly = Some(true);

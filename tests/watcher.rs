@@ -9,10 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn site(settle_ms: u64, pair_timeout: u64) -> (Site, PathBuf) {
+    site_with(settle_ms, pair_timeout, "")
+}
+
+fn site_with(settle_ms: u64, pair_timeout: u64, extra: &str) -> (Site, PathBuf) {
     let mut s = Site::new("standalone");
     s.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
     let cfg = s.dir.path().join("lxgate.toml");
-    std::fs::write(&cfg, format!("[watcher]\nsettle_ms = {settle_ms}\npair_timeout_secs = {pair_timeout}\nrescan_secs = 1\nconcurrency = 4\n")).unwrap();
+    std::fs::write(&cfg, format!("[watcher]\nsettle_ms = {settle_ms}\npair_timeout_secs = {pair_timeout}\nrescan_secs = 1\nconcurrency = 4\n{extra}")).unwrap();
     s.set("LXGATE_CONFIG", cfg.to_str().unwrap());
     s.migrate();
     s.ok(&["center", "add", "A", "--name", "A"]);
@@ -351,5 +355,27 @@ fn kill_trial_every_distinct_file_stored_once() {
         "kill trial: {} drops, {} distinct, {kills} SIGKILLs",
         drops.len(),
         distinct.len()
+    );
+}
+
+#[test]
+fn once_works_off_a_burst_larger_than_one_scan_slice() {
+    let (s, import) = site_with(0, 300, "max_per_scan = 10\n");
+    for i in 0..35 {
+        drop_file(
+            &import.join("report_import"),
+            &format!("r{i}.pdf"),
+            format!("report {i}").as_bytes(),
+        );
+    }
+    once(&s);
+    assert!(
+        names(&import.join("report_import")).is_empty(),
+        "{:?}",
+        names(&import.join("report_import"))
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs WHERE status = 'stored'"),
+        35
     );
 }

@@ -41,10 +41,6 @@ pub struct Watcher {
     sem: Arc<Semaphore>,
 }
 
-/// Upper bound on files considered per scan: a burst of 100k drops is worked off in
-/// slices, so memory does not grow with the burst.
-const MAX_PER_SCAN: usize = 4096;
-
 enum Work {
     Ingest {
         folder: &'static Folder,
@@ -95,7 +91,15 @@ impl Watcher {
             };
             let mut stable_pairs: HashMap<String, (Option<PathBuf>, Option<PathBuf>)> =
                 HashMap::new();
-            for e in rd.flatten().take(MAX_PER_SCAN) {
+            // A burst of 100k drops is worked off in slices of `max_per_scan`, so memory
+            // does not grow with the burst; what is left counts as still waiting.
+            let mut considered = 0;
+            for e in rd.flatten() {
+                if considered == self.cfg.watcher_max_per_scan {
+                    waiting += 1;
+                    break;
+                }
+                considered += 1;
                 let path = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
                 let Ok(meta) = std::fs::symlink_metadata(&path) else {
