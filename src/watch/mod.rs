@@ -93,13 +93,11 @@ impl Watcher {
                 HashMap::new();
             // A burst of 100k drops is worked off in slices of `max_per_scan`, so memory
             // does not grow with the burst; what is left counts as still waiting.
-            let mut considered = 0;
-            for e in rd.flatten() {
+            for (considered, e) in rd.flatten().enumerate() {
                 if considered == self.cfg.watcher_max_per_scan {
                     waiting += 1;
                     break;
                 }
-                considered += 1;
                 let path = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
                 let Ok(meta) = std::fs::symlink_metadata(&path) else {
