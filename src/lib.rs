@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod pgcluster;
+pub mod recover;
 pub mod render;
 pub mod sdnotify;
 pub mod watch;

@@ -77,6 +77,26 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Merge (or fully move) a legacy data directory into the data root.
+    Recover {
+        /// Copy what is missing; keep what exists.
+        #[arg(long, conflicts_with = "full")]
+        merge: bool,
+        /// Target must be empty; mark it complete and rename the source to a backup.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        from: PathBuf,
+        /// Data root to fill (default: the configured one).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Print what would be copied or skipped; touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write <data root>/logs/data_recovery_complete when done (the unit does).
+        #[arg(long)]
+        mark_complete: bool,
+    },
     /// Master key handling (lxgate-keys.service, runs as root).
     Keys {
         #[command(subcommand)]
@@ -235,6 +255,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let checks = lxgate::doctor::run(&file, &env, &root).await;
             lxgate::doctor::print(&checks, json);
             if checks.iter().any(|c| !c.ok) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Recover {
+            merge,
+            full,
+            from,
+            to,
+            dry_run,
+            mark_complete,
+        } => {
+            if merge == full {
+                anyhow::bail!(
+                    "say --merge (copy what is missing) or --full (into an empty data root)"
+                );
+            }
+            let cfg = load()?;
+            let target = to.unwrap_or_else(|| cfg.data_dir.clone());
+            // As root, copies belong to the service user (the unit itself runs as it).
+            let owner = lxgate::recover::service_owner(&cfg);
+            let opts = lxgate::recover::Options {
+                mode: if full {
+                    lxgate::recover::Mode::Full
+                } else {
+                    lxgate::recover::Mode::Merge
+                },
+                source: from,
+                target,
+                dry_run,
+                mark_complete,
+                owner,
+            };
+            let summary = lxgate::recover::run(&opts)?;
+            lxgate::recover::print_summary(&summary);
+            if !summary.errors.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -1,0 +1,416 @@
+//! Issue 10: `lxgate recover` on real trees, including SIGKILL trials.
+mod common;
+use common::*;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Everything that must survive a copy: kind, mode, mtime, content or link target.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let m = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if m.is_dir() {
+                walk(root, &path, out);
+                format!("dir {:o}", m.mode() & 0o7777)
+            } else {
+                format!(
+                    "file {:o} {}",
+                    m.mode() & 0o7777,
+                    hex::encode(Sha256::digest(std::fs::read(&path).unwrap()))
+                )
+            };
+            out.insert(
+                rel,
+                format!("{what} mtime {}.{}", m.mtime(), m.mtime_nsec()),
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn set_mtime(p: &Path, secs_ago: u64) {
+    let t = SystemTime::now() - Duration::from_secs(secs_ago);
+    std::fs::File::open(p).unwrap().set_modified(t).unwrap();
+}
+
+/// A legacy tree: nested dirs, odd modes, old mtimes, links inside and outside.
+fn legacy_tree(root: &Path, files: usize, size: usize) -> PathBuf {
+    let src = root.join("legacy-data");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for d in [
+        "import/video_import",
+        "storage/objects/ab",
+        "reports/2023",
+        "empty",
+    ] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for i in 0..files {
+        let dir = [
+            "storage/objects/ab",
+            "reports/2023",
+            "import/video_import",
+            "",
+        ][i % 4];
+        let p = src.join(dir).join(format!("f{i}.bin"));
+        let mut c = vec![0u8; rng.gen_range(1..=size)];
+        rng.fill(&mut c[..]);
+        std::fs::write(&p, c).unwrap();
+        std::fs::set_permissions(
+            &p,
+            std::fs::Permissions::from_mode([0o640, 0o600, 0o644, 0o755][i % 4]),
+        )
+        .unwrap();
+        set_mtime(&p, 86_400 * (i as u64 % 400 + 1));
+    }
+    std::os::unix::fs::symlink("f0.bin", src.join("inside-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", src.join("reports/outside-link")).unwrap();
+    std::fs::set_permissions(
+        src.join("reports/2023"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    for d in ["reports/2023", "reports", "empty", "storage/objects/ab"] {
+        set_mtime(&src.join(d), 99_999);
+    }
+    src
+}
+
+fn recover(args: &[&str]) -> std::process::Output {
+    let mut a = vec!["recover"];
+    a.extend_from_slice(args);
+    lxgate(&a, &[])
+}
+
+#[test]
+fn merge_into_an_empty_target_gives_an_identical_tree_and_leaves_the_source_alone() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 40, 20_000);
+    let before = snapshot(&src);
+    let target = t.path().join("state/data");
+    let o = recover(&[
+        "--merge",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+        "--mark-complete",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "copying {} -> {}",
+            src.join("reports").display(),
+            target.join("reports").display()
+        )),
+        "{out}"
+    );
+    assert_eq!(snapshot(&src), before, "the source is never modified");
+    let mut after = snapshot(&target);
+    after.remove("logs");
+    after.remove("logs/data_recovery_complete");
+    assert_eq!(after, before, "target differs from source");
+    assert_eq!(
+        std::fs::read_link(target.join("reports/outside-link")).unwrap(),
+        PathBuf::from("/etc/hostname"),
+        "copied as a link, never followed"
+    );
+    let env = std::fs::read_to_string(t.path().join("state/.env.systemd")).unwrap();
+    assert!(
+        env.contains(&format!(
+            "LX_ANNOTATE_ENCRYPTED_DATA_DIR={}",
+            target.display()
+        )),
+        "{env}"
+    );
+    assert!(target.join("logs/data_recovery_complete").exists());
+    assert!(out.contains("recovery summary: copied 40 files"), "{out}");
+    // A second run copies nothing and keeps the env file it wrote.
+    let o = recover(&[
+        "--merge",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("copied 0 files")
+            && out.contains("target env file already exists, leaving as source of truth"),
+        "{out}"
+    );
+}
+
+#[test]
+fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 12, 1000);
+    let before = snapshot(&src);
+    let target = t.path().join("state/data");
+    std::fs::create_dir_all(target.join("reports")).unwrap();
+    std::fs::write(target.join("reports/mine.txt"), b"operator's own file").unwrap();
+    std::fs::write(target.join("f3.bin"), b"newer data, must stay").unwrap();
+    std::fs::write(
+        t.path().join("state/.env.systemd"),
+        b"DATA_DIR=/somewhere/else\n",
+    )
+    .unwrap();
+    let o = recover(&[
+        "--merge",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for p in ["reports", "f3.bin"] {
+        assert!(
+            out.contains(&format!(
+                "WARNING: destination already exists, skipping: {}",
+                target.join(p).display()
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "target env file already exists, leaving as source of truth: {}",
+            t.path().join("state/.env.systemd").display()
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(target.join("f3.bin")).unwrap(),
+        b"newer data, must stay"
+    );
+    assert_eq!(
+        std::fs::read(target.join("reports/mine.txt")).unwrap(),
+        b"operator's own file"
+    );
+    assert!(
+        !target.join("reports/2023").exists(),
+        "an existing directory is not descended into"
+    );
+    assert!(target.join("storage/objects/ab").is_dir());
+    assert_eq!(
+        std::fs::read(t.path().join("state/.env.systemd")).unwrap(),
+        b"DATA_DIR=/somewhere/else\n"
+    );
+    assert_eq!(snapshot(&src), before);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 8, 100);
+    let target = t.path().join("state/data");
+    std::fs::create_dir_all(target.join("empty")).unwrap();
+    let o = recover(&[
+        "--merge",
+        "--dry-run",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "would copy {} -> {}",
+            src.join("reports").display(),
+            target.join("reports").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "WARNING: destination already exists, skipping: {}",
+            target.join("empty").display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("would write env file"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        1,
+        "only the pre-existing entry"
+    );
+    assert!(!t.path().join("state/.env.systemd").exists());
+}
+
+#[test]
+fn sigkill_trials_then_rerun_give_the_same_tree_and_no_temp_files() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 400, 400_000);
+    let before = snapshot(&src);
+    let target = t.path().join("state/data");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for trial in 0..20 {
+        let log = t.path().join(format!("trial{trial}.log"));
+        let mut p = Proc::spawn(
+            &[
+                "recover",
+                "--merge",
+                "--from",
+                src.to_str().unwrap(),
+                "--to",
+                target.to_str().unwrap(),
+            ],
+            &[],
+            &log,
+        );
+        std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
+        p.kill9();
+    }
+    let o = recover(&[
+        "--merge",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = snapshot(&target);
+    let temps: Vec<_> = after
+        .keys()
+        .filter(|k| k.contains(".lxgate-recover-"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    assert_eq!(after, before);
+    assert_eq!(snapshot(&src), before);
+}
+
+#[test]
+fn an_unsupported_source_entry_is_reported_the_rest_copied_exit_1() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 4, 100);
+    let fifo = std::ffi::CString::new(src.join("reports/pipe").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let target = t.path().join("state/data");
+    let o = recover(&[
+        "--merge",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("ERROR: {}", src.join("reports/pipe").display())),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("1 errors"), "{}", stdout(&o));
+    assert!(target.join("reports/2023").is_dir() && target.join("f3.bin").is_file());
+    assert!(!target.join("reports/pipe").exists());
+}
+
+#[test]
+fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 10, 1000);
+    let before = snapshot(&src);
+    let target = t.path().join("state/data");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("x"), b"x").unwrap();
+    let o = recover(&[
+        "--full",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not empty") && stderr(&o).contains("--merge"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(target.join("x")).unwrap();
+    let o = recover(&[
+        "--full",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join(".migration-complete")).unwrap())
+            .unwrap();
+    assert_eq!(marker["files"], 10);
+    assert!(!src.exists(), "source renamed");
+    let backup = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy()
+                .contains("legacy-data.migration-backup-")
+        })
+        .expect("backup");
+    assert_eq!(snapshot(&backup), before);
+    let mut after = snapshot(&target);
+    after.remove(".migration-complete");
+    assert_eq!(after, before);
+    let o = recover(&[
+        "--full",
+        "--from",
+        backup.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success() && stdout(&o).contains("already completed"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn preflight_refuses_when_space_is_short_naming_both_numbers() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 4, 100);
+    let small = t.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let m = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        m.status.success(),
+        "mounting a small tmpfs (run as root): {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    let target = small.join("data");
+    let o = recover(&[
+        "--merge",
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("bytes free") && e.contains("needed") && e.contains("128 MiB"),
+        "{e}"
+    );
+    assert!(!target.exists(), "nothing copied before refusing");
+}
