@@ -1,5 +1,5 @@
-# VM test scaffolding for the recovery issue: a legacy data tree merged by the
-# lxgate-data-recovery one-shot before the web and watcher units start.
+# VM test: a legacy lx-annotate data tree merged by lxgate-data-recovery before the web
+# and watcher units start. Twin: checks/host/boot.sh with scenario-recovery.sh.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
   name = "lxgate-recovery";
@@ -10,11 +10,30 @@ pkgs.testers.runNixOSTest {
       nginx.enable = false;
       recovery = { enable = true; source = "/var/lib/lx-annotate/data"; };
     };
-    systemd.tmpfiles.rules = [ "d /var/lib/lx-annotate/data/legacy 0750 root root -" ];
+    # The legacy tree, as lx-annotate left it (systemd.tmpfiles.rules:
+    # nixos/modules/system/boot/systemd/tmpfiles.nix).
+    systemd.tmpfiles.rules = [
+      "d /var/lib/lx-annotate/data/reports/2023 0755 root root -"
+      "f /var/lib/lx-annotate/data/reports/2023/r1.txt 0644 root root - old report"
+      "L /var/lib/lx-annotate/data/reports/2023/latest - - - - r1.txt"
+      "d /var/lib/lx-annotate/data/import 0755 root root -"
+    ];
   };
   testScript = ''
     machine.wait_for_unit("lxgate.service")
-    with subtest("the recovery unit ran before the web unit (or was skipped)"):
-        machine.succeed("systemctl show -p ActiveState lxgate-data-recovery.service | grep -E 'active|inactive'")
+    d = "/var/lib/lxgate/data"
+    with subtest("recovery ran and finished before the web unit started"):
+        machine.succeed("test \"$(systemctl show -P Result lxgate-data-recovery.service)\" = success")
+        r = int(machine.succeed("systemctl show -P ExecMainExitTimestampMonotonic lxgate-data-recovery.service"))
+        s = int(machine.succeed("systemctl show -P ExecMainStartTimestampMonotonic lxgate.service"))
+        assert 0 < r < s, f"{r} !< {s}"
+    with subtest("merge semantics"):
+        machine.succeed(f"grep -qx 'old report' {d}/reports/2023/r1.txt")
+        machine.succeed(f"test \"$(readlink {d}/reports/2023/latest)\" = r1.txt")
+        machine.succeed(f"journalctl -u lxgate-data-recovery | grep -q 'WARNING: destination already exists, skipping: {d}/import'")
+        machine.succeed(f"test -e {d}/logs/data_recovery_complete")
+    with subtest("skipped once complete"):
+        machine.succeed("systemctl restart lxgate-data-recovery.service")
+        machine.succeed("test \"$(systemctl show -P ConditionResult lxgate-data-recovery.service)\" = no")
   '';
 }

@@ -1,4 +1,4 @@
-# VM test: one standalone host. Twin: checks/host/single-node.sh (runs here, on a real
+# VM test: one standalone host. Twin: checks/host/boot.sh with scenario-single-node.sh (runs here, on a real
 # systemd in a Debian 12 nspawn guest). Options used: nixos/modules/testing/test-instrumentation.nix
 # (test driver), services.lxgate (modules/lxgate.nix).
 { pkgs, self }:

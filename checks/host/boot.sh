@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Host twin of checks/single-node.nix: boot Debian 12 with systemd as PID 1 under
+# Host twin of a checks/*.nix VM test: boot Debian 12 with systemd as PID 1 under
 # systemd-nspawn, install lxgate the way `lxgate render` tells a Debian operator to,
-# run the same assertions inside, and report each one.
-#   single-node.sh BIN RESULTS_DIR [--drop-import-dir NAME]   (the latter: negative control)
+# run the scenario's assertions inside (scenario-NAME.sh), and report each one.
+#   boot.sh BIN RESULTS_DIR SCENARIO [--drop-import-dir NAME]   (the latter: negative control)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 need_tools
-bin=$(readlink -f "$1"); results=$2; drop=${4:-}
+bin=$(readlink -f "$1"); results=$2; scenario=$3; drop=${5:-}
 root=$(rootfs)
 work=$(mktemp -d /tmp/lxgate-twin.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -25,6 +25,20 @@ rescan_secs = 2
 tls_certificate = "/etc/lxgate/tls/server.crt"
 tls_certificate_key = "/etc/lxgate/tls/server.key"
 TOML
+extra_binds=()
+wants_extra=()
+if [ "$scenario" = recovery ]; then
+  # A legacy data tree as lx-annotate left it, merged by lxgate-data-recovery at boot.
+  mkdir -p "$work/legacy/reports/2023" "$work/legacy/import/video_import"
+  echo "old report" > "$work/legacy/reports/2023/r1.txt"
+  echo "old clip" > "$work/legacy/import/video_import/old.mp4"
+  ln -s r1.txt "$work/legacy/reports/2023/latest"
+  touch -d '2021-03-04 05:06:07' "$work/legacy/reports/2023/r1.txt"
+  chmod -R a+rX "$work/legacy"
+  printf '[recovery]\nenable = true\nsource = "/var/lib/lx-annotate/data"\n' >> "$work/config.toml"
+  extra_binds+=(--bind-ro="$work/legacy:/var/lib/lx-annotate/data")
+  wants_extra+=("systemd.wants=lxgate-data-recovery.service")
+fi
 "$bin" --config "$work/config.toml" render all --bin /usr/local/bin/lxgate --out "$work/render" 2>/dev/null
 if [ -n "$drop" ]; then
   sed -i "\#/import/$drop #d" "$work/render/tmpfiles.d/lxgate.conf"
@@ -63,7 +77,7 @@ Type=oneshot
 ExecStart=/bin/bash /twin/scenario.sh
 ExecStopPost=/bin/systemctl --no-block poweroff
 U
-cp "$here/scenario-single-node.sh" "$work/scenario.sh"
+cp "$here/scenario-$scenario.sh" "$work/scenario.sh"
 
 binds=(--bind-ro="$bin:/usr/local/bin/lxgate" --bind-ro="$work:/twin" --bind="$results:/twin-results"
   --bind-ro="$work/config.toml:/etc/lxgate/config.toml" --bind-ro="$work/tls:/etc/lxgate/tls"
@@ -71,7 +85,8 @@ binds=(--bind-ro="$bin:/usr/local/bin/lxgate" --bind-ro="$work:/twin" --bind="$r
   --bind-ro="$work/render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate.conf"
   --bind-ro="$work/render/nginx/lxgate.conf:/etc/nginx/sites-enabled/lxgate.conf"
   --bind-ro="$work/lxgate-twin-db.service:/etc/systemd/system/lxgate-twin-db.service"
-  --bind-ro="$work/lxgate-twin-test.service:/etc/systemd/system/lxgate-twin-test.service")
+  --bind-ro="$work/lxgate-twin-test.service:/etc/systemd/system/lxgate-twin-test.service"
+  ${extra_binds[@]+"${extra_binds[@]}"})
 wants=()
 for u in "$work"/render/systemd/*; do
   binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
@@ -79,6 +94,7 @@ done
 for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
   wants+=("systemd.wants=$u")
 done
+wants+=(${wants_extra[@]+"${wants_extra[@]}"})
 t0=$SECONDS
 timeout --kill-after=5 "${LXGATE_TWIN_TIMEOUT:-120}" systemd-nspawn -q -D "$root" -b --register=no --keep-unit \
   --private-network --volatile=overlay --console=pipe "${binds[@]}" \
