@@ -159,6 +159,12 @@ pub struct SapImportConfig {
     pub center_key: Option<String>,
     /// center_name written into sidecars.
     pub center_name: Option<String>,
+    /// Largest uncompressed table in a bundle (bytes, default 64 MiB).
+    pub max_entry_bytes: Option<u64>,
+    /// Largest total uncompressed size of a bundle's tables (bytes, default 512 MiB).
+    pub max_total_bytes: Option<u64>,
+    /// Largest compression ratio of an entry over 1 MiB (default 100).
+    pub max_ratio: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -417,6 +423,17 @@ impl Config {
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+
+    pub fn sap_limits(&self) -> crate::sap::Limits {
+        let d = crate::sap::Limits::default();
+        let s = &self.file.sap_import;
+        crate::sap::Limits {
+            max_entry_bytes: s.max_entry_bytes.unwrap_or(d.max_entry_bytes),
+            max_total_bytes: s.max_total_bytes.unwrap_or(d.max_total_bytes),
+            max_ratio: s.max_ratio.unwrap_or(d.max_ratio),
+            ..d
+        }
     }
 
     pub fn require_database_url(&self) -> Result<&str, ConfigError> {

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod pgcluster;
 pub mod recover;
 pub mod render;
+pub mod sap;
 pub mod sdnotify;
 pub mod watch;

@@ -77,6 +77,16 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Convert SAP IS-H bundles into preanonymized pairs (lxgate-sap-import.service).
+    SapImport {
+        /// Convert what is there, then exit (the .path unit runs this).
+        #[arg(long)]
+        once: bool,
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Merge (or fully move) a legacy data directory into the data root.
     Recover {
         /// Copy what is missing; keep what exists.
@@ -258,6 +268,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Cmd::SapImport {
+            once,
+            input,
+            output,
+        } => lxgate::sap::run(&load()?, once, input, output)?,
         Cmd::Recover {
             merge,
             full,

@@ -109,6 +109,7 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         original_name: name,
         kind,
         idempotency_key: None,
+        metadata_hash: None,
         provenance: prov,
     };
     let outcome = ingest::commit(&state.pool, &state.storage, staged, job).await?;

@@ -68,6 +68,8 @@ pub struct NewJob {
     pub original_name: String,
     pub kind: Kind,
     pub idempotency_key: Option<String>,
+    /// sha256 of a sidecar that travels with the file: part of the dedupe identity.
+    pub metadata_hash: Option<String>,
     pub provenance: serde_json::Value,
 }
 
@@ -188,15 +190,16 @@ pub async fn commit(
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
     }
+    let metadata_hash = job.metadata_hash.clone().unwrap_or_default();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let id = Uuid::new_v4();
     let inserted = tx
         .query_opt(
             "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
-                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11)
-             ON CONFLICT (center_id, content_hash) WHERE status <> 'error' DO NOTHING
+                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance, metadata_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12)
+             ON CONFLICT (center_id, content_hash, metadata_hash) WHERE status <> 'error' DO NOTHING
              RETURNING id",
             &[
                 &id,
@@ -210,6 +213,7 @@ pub async fn commit(
                 &job.idempotency_key,
                 &rel,
                 &job.provenance,
+                &metadata_hash,
             ],
         )
         .await?;
@@ -217,9 +221,9 @@ pub async fn commit(
         .query_one(
             &format!(
                 "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
-                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.status <> 'error'"
+                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.metadata_hash = $3 AND j.status <> 'error'"
             ),
-            &[&job.center_id, &hash],
+            &[&job.center_id, &hash, &metadata_hash],
         )
         .await?;
     tx.commit().await?;

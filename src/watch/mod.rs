@@ -21,9 +21,9 @@ use crate::ingest::{self, Boundary, IngestError, Kind, NewJob, Storage};
 pub use folder::{classify, Entry, Folder, FOLDERS};
 
 /// (dev, inode, size, mtime): a file is complete when this stays put for the settle period.
-type Identity = (u64, u64, u64, i64, i64);
+pub type Identity = (u64, u64, u64, i64, i64);
 
-fn identity(m: &std::fs::Metadata) -> Identity {
+pub fn identity(m: &std::fs::Metadata) -> Identity {
     (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
 }
 
@@ -270,6 +270,10 @@ async fn ingest_one(
             }
         },
     };
+    let (parsed, metadata_hash) = match parsed {
+        Some((v, h)) => (Some(v), Some(h)),
+        None => (None, None),
+    };
     let center_key = parsed
         .as_ref()
         .and_then(|v| v.get("center_key"))
@@ -311,6 +315,7 @@ async fn ingest_one(
         original_name: name.clone(),
         kind: folder.kind,
         idempotency_key: Some(format!("{}:{}:{}", carrier.display(), id.3, id.2)),
+        metadata_hash,
         provenance: serde_json::json!({
             "boundary": "watcher",
             "folder": folder.name,

@@ -3,24 +3,10 @@
 
 use std::path::Path;
 
-const STRING_KEYS: &[&str] = &[
-    "external_id",
-    "external_id_origin",
-    "casenumber",
-    "text",
-    "anonymized_text",
-    "patient_gender",
-    "source_system",
-    "source_document_type",
-    "original_document_id",
-    "original_document_version",
-    "center_key",
-    "center_name",
-    "examination_date",
-    "examination_time",
-];
+use crate::sap::convert::SIDECAR_STRING_KEYS as STRING_KEYS;
 
-pub fn load(path: &Path) -> Result<serde_json::Value, String> {
+/// The parsed sidecar and the sha256 of its bytes (part of the pair's identity).
+pub fn load(path: &Path) -> Result<(serde_json::Value, String), String> {
     let name = path
         .file_name()
         .unwrap_or_default()
@@ -30,7 +16,10 @@ pub fn load(path: &Path) -> Result<serde_json::Value, String> {
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{name}: sidecar is not valid JSON: {e} (line {}, column {}); fix the JSON and drop the pair again", e.line(), e.column()))?;
     validate(&v).map_err(|e| format!("{name}: {e}"))?;
-    Ok(v)
+    Ok((
+        v,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+    ))
 }
 
 pub fn validate(v: &serde_json::Value) -> Result<(), String> {
