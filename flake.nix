@@ -12,6 +12,12 @@
       packages = forAll (pkgs: {
         default = pkgs.callPackage ./nix/package.nix { };
         lxgate = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+        # Sample SAP IS-H bundles for VM tests (examples/sap_sample.rs).
+        sapSample = (pkgs.callPackage ./nix/package.nix { }).overrideAttrs (old: {
+          pname = "lxgate-sap-sample";
+          cargoBuildFlags = [ "--example" "sap_sample" ];
+          postInstall = "install -Dm755 target/*/release/examples/sap_sample $out/bin/sap_sample";
+        });
       });
 
       nixosModules.default = { lib, pkgs, ... }: {

@@ -4,6 +4,10 @@
 { pkgs, self }:
 let
   tls = import ../nix/test-tls.nix { inherit pkgs; names = [ "localhost" ]; };
+  # The sample generator the Rust tests use (examples/sap_sample.rs), run at build time.
+  sapSample = pkgs.runCommand "lxgate-sap-sample.zip" { } ''
+    ${self.packages.${pkgs.stdenv.hostPlatform.system}.sapSample}/bin/sap_sample $out 3
+  '';
 in
 pkgs.testers.runNixOSTest {
   name = "lxgate-single-node";
@@ -15,6 +19,8 @@ pkgs.testers.runNixOSTest {
       nginx = { hostName = "localhost"; sslCertificate = "${tls}/server.crt"; sslCertificateKey = "${tls}/server.key"; };
       settings.server.default_center = "dev";
       settings.watcher.settle_ms = 200;
+      sapImport.enable = true;
+      settings.sap_import.center_key = "dev";
     };
     environment.systemPackages = [ pkgs.curl pkgs.postgresql ];
   };
@@ -32,6 +38,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed("su -s /bin/sh lxgate -c 'lxgate --config /etc/lxgate/config.toml center add dev --name Dev'")
         machine.succeed("echo clip > /tmp/clip.mp4 && install -o lxgate -g lxgate /tmp/clip.mp4 /var/lib/lxgate/data/import/video_import/clip.mp4")
         machine.wait_until_succeeds("su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE original_name = 'clip.mp4' AND status = 'stored'\\\"\" | grep -qx 1")
+    with subtest("the SAP path unit converts a bundle and its pairs become jobs"):
+        machine.succeed("install -o lxgate -g lxgate ${sapSample} /var/lib/lxgate/data/import/sap_import/.b.part && mv /var/lib/lxgate/data/import/sap_import/.b.part /var/lib/lxgate/data/import/sap_import/bundle.zip")
+        machine.wait_until_succeeds("test -e /var/lib/lxgate/data/import/sap_import_processed/bundle.zip")
+        machine.wait_until_succeeds("su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE kind = 'preanonymized'\\\"\" | grep -qx 11")
     with subtest("killing the watcher leaves the web unit healthy"):
         machine.succeed("systemctl kill -s KILL lxgate-watcher.service")
         machine.succeed("curl -sf http://127.0.0.1:8080/readyz")

@@ -11,6 +11,8 @@ rustPlatform.buildRustPackage {
       ../Cargo.lock
       ../build.rs
       ../src
+      ../examples
+      ../docs
       ../migrations
       ../nix/contract.toml
     ];

@@ -21,6 +21,9 @@ default_center = "dev"
 [watcher]
 settle_ms = 300
 rescan_secs = 2
+[sap_import]
+enable = true
+center_key = "dev"
 [host]
 tls_certificate = "/etc/lxgate/tls/server.crt"
 tls_certificate_key = "/etc/lxgate/tls/server.key"
@@ -78,6 +81,7 @@ ExecStart=/bin/bash /twin/scenario.sh
 ExecStopPost=/bin/systemctl --no-block poweroff
 U
 cp "$here/scenario-$scenario.sh" "$work/scenario.sh"
+"$(dirname "$bin")/examples/sap_sample" "$work/sample.zip" 3 2>/dev/null || true
 
 binds=(--bind-ro="$bin:/usr/local/bin/lxgate" --bind-ro="$work:/twin" --bind="$results:/twin-results"
   --bind-ro="$work/config.toml:/etc/lxgate/config.toml" --bind-ro="$work/tls:/etc/lxgate/tls"
@@ -91,7 +95,7 @@ wants=()
 for u in "$work"/render/systemd/*; do
   binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
 done
-for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
+for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
   wants+=("systemd.wants=$u")
 done
 wants+=(${wants_extra[@]+"${wants_extra[@]}"})

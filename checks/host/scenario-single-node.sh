@@ -33,6 +33,17 @@ install -o lxgate -g lxgate -m 0640 /tmp/clip.mp4 /var/lib/lxgate/data/import/vi
 job() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_jobs WHERE original_name='clip.mp4' AND status='stored'" | grep -qx 1; }
 check "video drop becomes an UploadJob" "lxgate-watcher" poll 100 job
 check "drop left video_import" "lxgate-watcher" test ! -e /var/lib/lxgate/data/import/video_import/clip.mp4
+# 5b. the SAP path unit converts a dropped bundle; its pairs become jobs.
+if [ -s /twin/sample.zip ]; then
+  install -o lxgate -g lxgate -m 0640 /twin/sample.zip /var/lib/lxgate/data/import/sap_import/.b.zip.part
+  mv /var/lib/lxgate/data/import/sap_import/.b.zip.part /var/lib/lxgate/data/import/sap_import/bundle.zip
+  processed() { test -e /var/lib/lxgate/data/import/sap_import_processed/bundle.zip; }
+  check "lxgate-sap-import.path converted a dropped bundle" "lxgate-sap-import" poll 100 processed
+  pairs() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_jobs WHERE kind='preanonymized' AND status='stored'" | grep -qx 11; }
+  check "the bundle's 11 pairs became UploadJobs" "lxgate-watcher lxgate-sap-import" poll 100 pairs
+else
+  fail "sample bundle present" "examples/sap_sample was not built (cargo build --release --examples)"
+fi
 # 6. SIGKILL the watcher: the web unit stays ready, the watcher comes back.
 pid_before=$(systemctl show -P MainPID lxgate-watcher.service)
 systemctl kill -s KILL lxgate-watcher.service

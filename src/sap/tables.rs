@@ -223,6 +223,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn docs_list_every_table_with_its_columns() {
+        let doc = include_str!("../../docs/sap-import.md");
+        for t in TABLE_TYPES {
+            let row = format!("| `{}` | {} |", t.name, t.required.join(", "));
+            assert!(doc.contains(&row), "docs/sap-import.md lacks the row {row}");
+        }
+    }
+
+    #[test]
     fn encodings_in_order() {
         assert_eq!(decode("\u{feff}Müller".as_bytes()).1, "utf-8-sig");
         assert_eq!(decode("Müller".as_bytes()), ("Müller".into(), "utf-8"));

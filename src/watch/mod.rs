@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::ingest::{self, Boundary, IngestError, Kind, NewJob, Storage};
 pub use folder::{classify, Entry, Folder, FOLDERS};
+pub use sidecar::validate as validate_sidecar;
 
 /// (dev, inode, size, mtime): a file is complete when this stays put for the settle period.
 pub type Identity = (u64, u64, u64, i64, i64);
