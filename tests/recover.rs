@@ -87,6 +87,19 @@ fn legacy_tree(root: &Path, files: usize, size: usize) -> PathBuf {
     src
 }
 
+/// `lxgate recover MODE --from SRC --to TARGET EXTRA...`
+fn recover_into(mode: &str, src: &Path, target: &Path, extra: &[&str]) -> std::process::Output {
+    let mut a = vec![
+        mode,
+        "--from",
+        src.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ];
+    a.extend_from_slice(extra);
+    recover(&a)
+}
+
 fn recover(args: &[&str]) -> std::process::Output {
     let mut a = vec!["recover"];
     a.extend_from_slice(args);
@@ -99,14 +112,7 @@ fn merge_into_an_empty_target_gives_an_identical_tree_and_leaves_the_source_alon
     let src = legacy_tree(t.path(), 40, 20_000);
     let before = snapshot(&src);
     let target = t.path().join("state/data");
-    let o = recover(&[
-        "--merge",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-        "--mark-complete",
-    ]);
+    let o = recover_into("--merge", &src, &target, &["--mark-complete"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -138,13 +144,7 @@ fn merge_into_an_empty_target_gives_an_identical_tree_and_leaves_the_source_alon
     assert!(target.join("logs/data_recovery_complete").exists());
     assert!(out.contains("recovery summary: copied 40 files"), "{out}");
     // A second run copies nothing and keeps the env file it wrote.
-    let o = recover(&[
-        "--merge",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--merge", &src, &target, &[]);
     let out = stdout(&o);
     assert!(
         out.contains("copied 0 files")
@@ -167,13 +167,7 @@ fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
         b"DATA_DIR=/somewhere/else\n",
     )
     .unwrap();
-    let o = recover(&[
-        "--merge",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--merge", &src, &target, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     for p in ["reports", "f3.bin"] {
@@ -218,14 +212,7 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     let src = legacy_tree(t.path(), 8, 100);
     let target = t.path().join("state/data");
     std::fs::create_dir_all(target.join("empty")).unwrap();
-    let o = recover(&[
-        "--merge",
-        "--dry-run",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--merge", &src, &target, &["--dry-run"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -276,13 +263,7 @@ fn sigkill_trials_then_rerun_give_the_same_tree_and_no_temp_files() {
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
         p.kill9();
     }
-    let o = recover(&[
-        "--merge",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--merge", &src, &target, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let after = snapshot(&target);
     let temps: Vec<_> = after
@@ -302,13 +283,7 @@ fn an_unsupported_source_entry_is_reported_the_rest_copied_exit_1() {
     // SAFETY: mkfifo on a path we own.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let target = t.path().join("state/data");
-    let o = recover(&[
-        "--merge",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--merge", &src, &target, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains(&format!("ERROR: {}", src.join("reports/pipe").display())),
@@ -328,13 +303,7 @@ fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
     let target = t.path().join("state/data");
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("x"), b"x").unwrap();
-    let o = recover(&[
-        "--full",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--full", &src, &target, &[]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("not empty") && stderr(&o).contains("--merge"),
@@ -342,13 +311,7 @@ fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
         stderr(&o)
     );
     std::fs::remove_file(target.join("x")).unwrap();
-    let o = recover(&[
-        "--full",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--full", &src, &target, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let marker: serde_json::Value =
         serde_json::from_slice(&std::fs::read(target.join(".migration-complete")).unwrap())
@@ -367,13 +330,7 @@ fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
     let mut after = snapshot(&target);
     after.remove(".migration-complete");
     assert_eq!(after, before);
-    let o = recover(&[
-        "--full",
-        "--from",
-        backup.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--full", &backup, &target, &[]);
     assert!(
         o.status.success() && stdout(&o).contains("already completed"),
         "{}",
@@ -398,13 +355,7 @@ fn preflight_refuses_when_space_is_short_naming_both_numbers() {
         String::from_utf8_lossy(&m.stderr)
     );
     let target = small.join("data");
-    let o = recover(&[
-        "--merge",
-        "--from",
-        src.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let o = recover_into("--merge", &src, &target, &[]);
     let _ = std::process::Command::new("umount").arg(&small).status();
     assert!(!o.status.success());
     let e = stderr(&o);

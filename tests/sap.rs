@@ -7,24 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn site(extra: &str) -> (Site, PathBuf) {
-    let mut s = Site::new("standalone");
-    s.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
-    let cfg = s.dir.path().join("lxgate.toml");
-    std::fs::write(&cfg, format!("[watcher]\nsettle_ms = 0\n[sap_import]\ncenter_key = \"A\"\ncenter_name = \"Klinik Ä\"\n{extra}")).unwrap();
-    s.set("LXGATE_CONFIG", cfg.to_str().unwrap());
-    s.migrate();
-    s.ok(&["center", "add", "A", "--name", "A"]);
-    let import = s.data().join("import");
-    (s, import)
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+    Site::with_center_a(&format!(
+        "[watcher]\nsettle_ms = 0\n[sap_import]\ncenter_key = \"A\"\ncenter_name = \"Klinik Ä\"\n{extra}"
+    ))
 }
 
 fn drop_zip(import: &Path, name: &str, bytes: &[u8]) {

@@ -13,15 +13,9 @@ fn site(settle_ms: u64, pair_timeout: u64) -> (Site, PathBuf) {
 }
 
 fn site_with(settle_ms: u64, pair_timeout: u64, extra: &str) -> (Site, PathBuf) {
-    let mut s = Site::new("standalone");
-    s.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
-    let cfg = s.dir.path().join("lxgate.toml");
-    std::fs::write(&cfg, format!("[watcher]\nsettle_ms = {settle_ms}\npair_timeout_secs = {pair_timeout}\nrescan_secs = 1\nconcurrency = 4\n{extra}")).unwrap();
-    s.set("LXGATE_CONFIG", cfg.to_str().unwrap());
-    s.migrate();
-    s.ok(&["center", "add", "A", "--name", "A"]);
-    let import = s.data().join("import");
-    (s, import)
+    Site::with_center_a(&format!(
+        "[watcher]\nsettle_ms = {settle_ms}\npair_timeout_secs = {pair_timeout}\nrescan_secs = 1\nconcurrency = 4\n{extra}"
+    ))
 }
 
 fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
@@ -33,15 +27,6 @@ fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
 
 fn once(s: &Site) {
     s.ok(&["watch", "--once"]);
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 fn reasons(s: &Site) -> Vec<String> {

@@ -142,6 +142,20 @@ impl Site {
         Site { dir, db, env }
     }
 
+    /// A migrated standalone site with center "A" as the default center, running with
+    /// this settings file; returns it and its import subtree.
+    pub fn with_center_a(settings: &str) -> (Site, PathBuf) {
+        let mut s = Site::new("standalone");
+        s.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
+        let cfg = s.dir.path().join("lxgate.toml");
+        std::fs::write(&cfg, settings).unwrap();
+        s.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+        s.migrate();
+        s.ok(&["center", "add", "A", "--name", "A"]);
+        let import = s.data().join("import");
+        (s, import)
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -305,6 +319,16 @@ pub fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) 
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// Entry names of a directory, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
