@@ -62,9 +62,18 @@ pub fn tables(patients: usize) -> Vec<(String, Vec<u8>)> {
 
 /// Zip the given entries (deflate).
 pub fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    zip_with(entries, zip::CompressionMethod::Deflated)
+}
+
+/// Entries stored uncompressed: what the fuzz target wraps each input in, so that an
+/// execution spends its time in the parser rather than in deflate.
+pub fn zip_stored(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    zip_with(entries, zip::CompressionMethod::Stored)
+}
+
+fn zip_with(entries: &[(String, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(method);
     for (name, bytes) in entries {
         w.start_file(name.as_str(), opts).expect("start entry");
         w.write_all(bytes).expect("write entry");
