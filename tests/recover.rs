@@ -4,7 +4,7 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -335,6 +335,54 @@ fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
         o.status.success() && stdout(&o).contains("already completed"),
         "{}",
         stdout(&o)
+    );
+}
+
+#[test]
+fn a_failed_full_run_sets_the_partial_target_aside_and_leaves_the_source() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 6, 500);
+    // Snapshots read every file, and reading a FIFO blocks: take them without it.
+    let before = snapshot(&src);
+    let reports_mtime = std::fs::metadata(src.join("reports"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let pipe = src.join("reports/pipe");
+    let fifo = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let target = t.path().join("state/data");
+    let o = recover_into("--full", &src, &target, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("partial target moved to"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(std::fs::symlink_metadata(&pipe)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    std::fs::remove_file(&pipe).unwrap();
+    // Our own mkfifo and removal moved the directory's mtime; put it back.
+    std::fs::File::open(src.join("reports"))
+        .unwrap()
+        .set_modified(reports_mtime)
+        .unwrap();
+    assert_eq!(snapshot(&src), before, "source untouched and not renamed");
+    assert!(!target.exists(), "the partial target is set aside");
+    let aside: Vec<_> = std::fs::read_dir(t.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data.failed-migration-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let partial = t.path().join("state").join(&aside[0]);
+    assert!(!partial.join(".migration-complete").exists());
+    assert!(
+        partial.join("f3.bin").is_file() && partial.join("reports/2023/f5.bin").is_file(),
+        "what did copy is kept for inspection"
     );
 }
 
