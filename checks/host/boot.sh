@@ -30,6 +30,22 @@ tls_certificate_key = "/etc/lxgate/tls/server.key"
 TOML
 extra_binds=()
 wants_extra=()
+if [ "$scenario" = hub ]; then
+  # Twin of checks/hub-site.nix: a central hub whose nginx demands a site certificate
+  # on the transfer path. Sites' client certificates come from their own CA.
+  sed -i 's/^role = .*/role = "central_hub"/; /^default_center/d' "$work/config.toml"
+  printf '[hub]\ntransfer_api = true\nclient_ca_file = "/etc/lxgate/tls/client-ca.crt"\n' >> "$work/config.toml"
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2)
+  for ca in client-ca rogue-ca; do
+    openssl req -x509 "${ec[@]}" -subj "/CN=$ca" -keyout "$work/tls/$ca.key" -out "$work/tls/$ca.crt" 2>/dev/null
+  done
+  for c in site:client-ca rogue:rogue-ca; do
+    openssl req "${ec[@]}" -subj "/CN=${c%%:*}" -keyout "$work/tls/${c%%:*}.key" -out "$work/tls/${c%%:*}.csr" 2>/dev/null
+    openssl x509 -req -in "$work/tls/${c%%:*}.csr" -CA "$work/tls/${c#*:}.crt" -CAkey "$work/tls/${c#*:}.key" \
+      -CAcreateserial -days 2 -out "$work/tls/${c%%:*}.crt" 2>/dev/null
+  done
+  chmod 0644 "$work"/tls/*.key
+fi
 if [ "$scenario" = recovery ]; then
   # A legacy data tree as lx-annotate left it, merged by lxgate-data-recovery at boot.
   mkdir -p "$work/legacy/reports/2023" "$work/legacy/import/video_import"
@@ -73,7 +89,7 @@ U
 
 cat > "$work/lxgate-twin-test.service" <<'U'
 [Unit]
-Description=twin: run the single-node assertions
+Description=twin: run the scenario's assertions
 After=lxgate.service lxgate-watcher.service nginx.service lxgate-twin-db.service
 [Service]
 Type=oneshot
