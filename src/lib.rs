@@ -16,4 +16,5 @@ pub mod recover;
 pub mod render;
 pub mod sap;
 pub mod sdnotify;
+pub mod storage_audit;
 pub mod watch;

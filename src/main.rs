@@ -107,10 +107,36 @@ enum Cmd {
         #[arg(long)]
         mark_complete: bool,
     },
+    /// Managed storage against the UploadJob rows: audit, quarantine orphans.
+    Storage {
+        #[command(subcommand)]
+        cmd: StorageCmd,
+    },
     /// Master key handling (lxgate-keys.service, runs as root).
     Keys {
         #[command(subcommand)]
         cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StorageCmd {
+    /// Report orphan objects (no job row), missing objects and size mismatches; exit 1
+    /// when an object is missing or damaged.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Also re-hash every referenced object (reads all of storage).
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Move orphan objects into quarantine/orphaned-objects/ with a .reason file.
+    QuarantineOrphans {
+        /// Leave orphans younger than this many seconds (an ingest may be recording them).
+        #[arg(long, default_value_t = 3600)]
+        older_than: u64,
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -306,6 +332,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lxgate::recover::print_summary(&summary);
             if !summary.errors.is_empty() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Storage { cmd } => {
+            let cfg = load()?;
+            let client = lxgate::db::connect(cfg.require_database_url()?).await?;
+            match cmd {
+                StorageCmd::Audit { json, verify } => {
+                    let a = lxgate::storage_audit::audit(&client, &cfg.storage_dir, verify).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&a)?);
+                    } else {
+                        lxgate::storage_audit::print(&a, &cfg.storage_dir);
+                    }
+                    if a.is_damaged() {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                StorageCmd::QuarantineOrphans {
+                    older_than,
+                    dry_run,
+                } => {
+                    let moved = lxgate::storage_audit::quarantine_orphans(
+                        &client,
+                        &cfg.storage_dir,
+                        &cfg.data_dir.join("quarantine"),
+                        std::time::Duration::from_secs(older_than),
+                        dry_run,
+                    )
+                    .await?;
+                    if !dry_run {
+                        eprintln!("{} orphan object(s) quarantined", moved.len());
+                    }
+                }
             }
         }
         Cmd::Keys {

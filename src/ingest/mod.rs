@@ -1,11 +1,12 @@
 //! The one ingest core (SPEC §4): every accepted file, whichever boundary it came
 //! through, becomes an object in managed storage and one UploadJob row here.
 //!
-//! Order of effects, so a crash anywhere leaves either the source in place or one
-//! stored object with one row: stream into `storage/tmp/` while hashing → fsync →
-//! rename to `storage/objects/ab/cdef…` → fsync the directory → insert the row in one
-//! transaction (unique center+sha256: a repeat is a dedupe) → only then does the
-//! boundary answer 201 or remove its source. This module knows nothing of HTTP or inotify.
+//! Order of effects, so a crash anywhere leaves the source in place and at worst an
+//! orphan object (`lxgate storage audit` finds it): stream into `storage/tmp/` while
+//! hashing → fsync → open a transaction holding the shared storage lock → rename to
+//! `storage/objects/ab/cdef…` → fsync the directory → insert the row (unique center +
+//! content + sidecar: a repeat is a dedupe) → commit → only then does the boundary
+//! answer 201 or remove its source. This module knows nothing of HTTP or inotify.
 
 pub mod staging;
 
@@ -184,6 +185,15 @@ pub async fn commit(
     let hash = staged.sha256.clone();
     let size = staged.size as i64;
     let rel = Storage::object_rel(&hash);
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    // Shared with every other commit, exclusive to orphan quarantining: the object we
+    // place (or find already there) stays put until our row points at it.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[&crate::storage_audit::STORAGE_LOCK],
+    )
+    .await?;
     {
         let storage = storage.clone();
         tokio::task::spawn_blocking(move || storage.place(staged))
@@ -191,8 +201,6 @@ pub async fn commit(
             .map_err(|e| std::io::Error::other(e.to_string()))??;
     }
     let metadata_hash = job.metadata_hash.clone().unwrap_or_default();
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
     let id = Uuid::new_v4();
     let inserted = tx
         .query_opt(
