@@ -379,3 +379,70 @@ fn error_bodies_never_carry_paths_or_os_errors() {
     );
     std::fs::remove_file(&tmp).unwrap();
 }
+
+#[test]
+fn direct_media_without_nginx_answers_byte_ranges() {
+    // `lxgate dev` serves media itself; a video player seeks with Range requests.
+    let mut site = Site::new("standalone");
+    let cfg = site.dir.path().join("lxgate.toml");
+    std::fs::write(&cfg, "[server]\nserve_media_directly = true\n").unwrap();
+    site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    site.migrate();
+    site.ok(&["center", "add", "A", "--name", "Center A"]);
+    let api = Api {
+        srv: Server::start(&site),
+        site,
+    };
+    let tok = api.site.token("uploader", Some("A"), "up-a");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let (s, job) = post_raw(
+        &api,
+        &tok,
+        &[("X-Filename", "v.mp4"), ("X-Kind", "video")],
+        &body,
+    );
+    assert_eq!(s, 201, "{job}");
+    let url = api
+        .srv
+        .url(&format!("/api/media/{}", job["id"].as_str().unwrap()));
+    let get = |range: Option<&str>| {
+        let mut r = http()
+            .get(&url)
+            .set("Authorization", &format!("Bearer {tok}"));
+        if let Some(v) = range {
+            r = r.set("Range", v);
+        }
+        match r.call() {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let bytes = |r: ureq::Response| {
+        let mut v = Vec::new();
+        r.into_reader().read_to_end(&mut v).unwrap();
+        v
+    };
+    let whole = get(None);
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+    assert_eq!(whole.header("content-length"), Some("300000"));
+    assert_eq!(bytes(whole), body);
+    for (range, first, last) in [
+        ("bytes=1000-1999", 1000, 1999),
+        ("bytes=299990-", 299_990, 299_999),
+        ("bytes=-5", 299_995, 299_999),
+    ] {
+        let r = get(Some(range));
+        assert_eq!(r.status(), 206, "{range}");
+        let cr = format!("bytes {first}-{last}/300000");
+        assert_eq!(r.header("content-range"), Some(cr.as_str()));
+        assert_eq!(bytes(r), body[first..=last], "{range}");
+    }
+    let r = get(Some("bytes=300000-"));
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.header("content-range"), Some("bytes */300000"));
+    // Several ranges at once are not supported: the whole body, as RFC 9110 allows.
+    let r = get(Some("bytes=0-1,5-6"));
+    assert_eq!(r.status(), 200);
+    assert_eq!(bytes(r).len(), 300_000);
+}

@@ -91,22 +91,9 @@ pub async fn media(
     let (job, _) = visible_job(&state, &headers, &id).await?;
     let rel = job.storage_path.ok_or_else(ApiError::not_found)?;
     if state.config.serve_media_directly {
-        let file = tokio::fs::File::open(state.storage.root().join(&rel))
+        return super::range::serve_file(&state.storage.root().join(&rel), &headers)
             .await
-            .map_err(|e| ApiError::internal("open media", e))?;
-        let stream = futures_util::stream::unfold(file, |mut f| async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 256 * 1024];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), f))
-                }
-                Err(e) => Some((Err(e), f)),
-            }
-        });
-        return Ok((StatusCode::OK, axum::body::Body::from_stream(stream)).into_response());
+            .map_err(|e| ApiError::internal("open media", e));
     }
     let encoded: String = rel
         .split('/')

@@ -4,6 +4,7 @@
 mod error;
 mod health;
 mod jobs;
+mod range;
 mod upload;
 
 pub use error::ApiError;
