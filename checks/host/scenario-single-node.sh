@@ -44,6 +44,9 @@ if [ -s /twin/sample.zip ]; then
 else
   fail "sample bundle present" "examples/sap_sample was not built (cargo build --release --examples)"
 fi
+# 5c. storage and job rows agree.
+audit() { runuser -u lxgate -- env $(cat /var/lib/lxgate/.env.systemd) LXGATE_CONFIG=/etc/lxgate/config.toml lxgate storage audit --verify | grep ' 0 orphans, 0 missing, 0 damaged'; }
+check "lxgate storage audit --verify: every object has its row" "lxgate" audit
 # 6. SIGKILL the watcher: the web unit stays ready, the watcher comes back.
 pid_before=$(systemctl show -P MainPID lxgate-watcher.service)
 systemctl kill -s KILL lxgate-watcher.service
