@@ -413,3 +413,59 @@ fn preflight_refuses_when_space_is_short_naming_both_numbers() {
     );
     assert!(!target.exists(), "nothing copied before refusing");
 }
+
+#[test]
+fn an_unreadable_source_file_is_logged_with_its_cause_and_the_rest_is_copied() {
+    // Root reads everything, so as root the copy runs as nobody; as anyone else mode
+    // 000 is already unreadable.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let t = tempdir();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = t.path().join("legacy");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    std::fs::write(src.join("sub/b.txt"), b"b").unwrap();
+    std::fs::write(src.join("sub/secret.txt"), b"s").unwrap();
+    std::fs::set_permissions(
+        src.join("sub/secret.txt"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let target = t.path().join("state/data");
+    std::fs::create_dir_all(&target).unwrap();
+    let mut args = vec![bin().to_string(), "recover".into(), "--merge".into()];
+    args.extend(["--from".into(), src.display().to_string()]);
+    args.extend(["--to".into(), target.display().to_string()]);
+    let o = if root {
+        std::process::Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(t.path().join("state"))
+            .status()
+            .unwrap();
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .args(&args)
+            .output()
+            .unwrap()
+    } else {
+        std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("ERROR: {}", src.join("sub/secret.txt").display()))
+            && err.contains("Permission denied"),
+        "path and cause: {err}"
+    );
+    assert!(stdout(&o).contains("1 errors"), "{}", stdout(&o));
+    assert_eq!(std::fs::read(target.join("a.txt")).unwrap(), b"a");
+    assert_eq!(std::fs::read(target.join("sub/b.txt")).unwrap(), b"b");
+    assert!(!target.join("sub/secret.txt").exists());
+    assert!(files_under(&target)
+        .iter()
+        .all(|p| !p.to_string_lossy().contains(".lxgate-recover-")));
+}
