@@ -38,7 +38,7 @@ pub enum ConfigError {
     },
     #[error("no database configured: set DATABASE_URL or [database] url in the config file")]
     NoDatabase,
-    #[error("hub transfer API is enabled without mTLS: set [hub] require_mtls = true and give nginx a client CA (services.lxgate.hub.transferApi.clientCaFile)")]
+    #[error("hub transfer API is enabled without mTLS: set [hub] require_mtls = true (ENDOREG_HUB_TRANSFER_REQUIRE_MTLS) and give nginx a client CA (services.lxgate.hub.transferApi.clientCaFile)")]
     TransferWithoutMtls,
 }
 
@@ -205,6 +205,22 @@ pub struct HubConfig {
     pub require_mtls: Option<bool>,
     /// Run lxgate-hub-export (site_node).
     pub export: Option<bool>,
+    /// Header nginx sets from `$ssl_client_verify` (default X-Client-Cert-Verified).
+    pub mtls_meta_key: Option<String>,
+    /// The value that header must have (default SUCCESS).
+    pub mtls_meta_value: Option<String>,
+    /// Refuse transfer requests not marked `X-Forwarded-Proto: https` (default true).
+    pub require_secure_transport: Option<bool>,
+}
+
+/// The hub transfer receiver's effective switches (SPEC §8).
+#[derive(Debug, Clone, Serialize)]
+pub struct HubTransfers {
+    pub enabled: bool,
+    pub require_mtls: bool,
+    pub mtls_meta_key: String,
+    pub mtls_meta_value: String,
+    pub require_secure_transport: bool,
 }
 
 /// The effective runtime configuration after defaults, file and environment.
@@ -228,6 +244,7 @@ pub struct Config {
     pub watcher_rescan_secs: u64,
     pub watcher_concurrency: usize,
     pub watcher_max_per_scan: usize,
+    pub hub_transfers: HubTransfers,
     pub file: FileConfig,
 }
 
@@ -389,8 +406,49 @@ impl Config {
         let default_center =
             get("LX_ANNOTATE_DEFAULT_CENTER").or_else(|| file.server.default_center.clone());
 
-        if file.hub.transfer_api == Some(true) && file.hub.require_mtls == Some(false) {
+        let flag = |var: &'static str, file_value: Option<bool>, default: bool| match get(var) {
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::BadValue {
+                    var,
+                    value: v,
+                    why: "use true or false".into(),
+                }),
+            },
+            None => Ok(file_value.unwrap_or(default)),
+        };
+        let hub_transfers = HubTransfers {
+            enabled: flag("ENDOREG_ENABLE_HUB_TRANSFERS", file.hub.transfer_api, false)?,
+            require_mtls: flag(
+                "ENDOREG_HUB_TRANSFER_REQUIRE_MTLS",
+                file.hub.require_mtls,
+                true,
+            )?,
+            mtls_meta_key: get("ENDOREG_HUB_TRANSFER_MTLS_META_KEY")
+                .or_else(|| file.hub.mtls_meta_key.clone())
+                .unwrap_or_else(|| "X-Client-Cert-Verified".into()),
+            mtls_meta_value: get("ENDOREG_HUB_TRANSFER_MTLS_META_VALUE")
+                .or_else(|| file.hub.mtls_meta_value.clone())
+                .unwrap_or_else(|| "SUCCESS".into()),
+            require_secure_transport: flag(
+                "ENDOREG_HUB_TRANSFER_REQUIRE_SECURE_TRANSPORT",
+                file.hub.require_secure_transport,
+                true,
+            )?,
+        };
+        if hub_transfers.enabled && !hub_transfers.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);
+        }
+        if hub_transfers.enabled && role != Role::CentralHub {
+            return Err(ConfigError::BadValue {
+                var: "ENDOREG_ENABLE_HUB_TRANSFERS",
+                value: "true".into(),
+                why: format!(
+                    "only a central_hub receives transfers, this node is {}; disable transfers or set the role",
+                    role.as_str()
+                ),
+            });
         }
 
         Ok(Config {
@@ -411,6 +469,7 @@ impl Config {
             watcher_rescan_secs: file.watcher.rescan_secs.unwrap_or(30),
             watcher_concurrency: file.watcher.concurrency.unwrap_or(4).max(1),
             watcher_max_per_scan: file.watcher.max_per_scan.unwrap_or(4096).max(1),
+            hub_transfers,
             file,
         })
     }

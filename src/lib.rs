@@ -8,6 +8,7 @@ pub mod db;
 pub mod dev;
 pub mod doctor;
 pub mod http;
+pub mod hub;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

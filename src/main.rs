@@ -107,6 +107,11 @@ enum Cmd {
         #[arg(long)]
         mark_complete: bool,
     },
+    /// Site nodes a hub accepts transfers from.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Managed storage against the UploadJob rows: audit, quarantine orphans.
     Storage {
         #[command(subcommand)]
@@ -117,6 +122,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Register (or re-key) a site node owned by a center; prints its secret once.
+    Add {
+        key: String,
+        #[arg(long)]
+        center: String,
+        /// Pin the node's client certificate (SHA-1 fingerprint, as nginx reports it).
+        #[arg(long)]
+        cert_fingerprint: Option<String>,
+    },
+    /// Forget a site node: its transfers stay, new requests are refused.
+    Remove { key: String },
 }
 
 #[derive(Subcommand)]
@@ -332,6 +352,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lxgate::recover::print_summary(&summary);
             if !summary.errors.is_empty() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Node { cmd } => {
+            let cfg = load()?;
+            let client = lxgate::db::connect(cfg.require_database_url()?).await?;
+            match cmd {
+                NodeCmd::Add {
+                    key,
+                    center,
+                    cert_fingerprint,
+                } => {
+                    let secret = lxgate::hub::nodes::add(
+                        &client,
+                        &key,
+                        &center,
+                        cert_fingerprint.as_deref(),
+                    )
+                    .await?;
+                    eprintln!("node {key} (center {center}) registered; its secret is shown once, give it to the site as LX_ANNOTATE_HUB_SOURCE_NODE_SECRET:");
+                    println!("{secret}");
+                }
+                NodeCmd::Remove { key } => {
+                    if !lxgate::hub::nodes::remove(&client, &key).await? {
+                        anyhow::bail!("no node {key:?}");
+                    }
+                    eprintln!("node {key} removed");
+                }
             }
         }
         Cmd::Storage { cmd } => {

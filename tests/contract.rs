@@ -369,3 +369,20 @@ fn render_is_byte_identical_across_runs() {
         );
     }
 }
+
+#[test]
+fn the_readme_documents_every_env_name_of_the_contract() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let missing: Vec<&str> = lxgate::contract::CONTRACT
+        .env
+        .iter()
+        .flat_map(|e| std::iter::once(&e.name).chain(&e.aliases))
+        .map(String::as_str)
+        .filter(|n| !readme.contains(&format!("`{n}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md lacks these env names of nix/contract.toml: {missing:?}"
+    );
+}

@@ -5,6 +5,7 @@ mod error;
 mod health;
 mod jobs;
 mod range;
+mod transfers;
 mod upload;
 
 pub use error::ApiError;
@@ -40,6 +41,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/upload-jobs/", get(jobs::list))
         .route("/api/upload-jobs/{id}", get(jobs::get_one))
         .route("/api/media/{id}", get(jobs::media))
+        .route("/api/media/hub/transfers/", post(transfers::register))
+        .route(
+            "/api/media/hub/transfers/{key}/media/",
+            post(transfers::media),
+        )
+        .route(
+            "/api/media/hub/transfers/{key}/status/",
+            get(transfers::status),
+        )
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

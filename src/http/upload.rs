@@ -143,7 +143,7 @@ fn header_str(h: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiEr
     }
 }
 
-fn validate_name(what: &str, name: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn validate_name(what: &str, name: Option<&str>) -> Result<String, ApiError> {
     let name = name
         .map(str::trim)
         .filter(|n| !n.is_empty())

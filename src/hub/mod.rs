@@ -1,0 +1,2 @@
+//! Site → hub export (SPEC §8). The receiver's HTTP side lives in `http::transfers`.
+pub mod nodes;

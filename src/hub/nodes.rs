@@ -1,0 +1,161 @@
+//! Site nodes a hub accepts transfers from (SPEC §8): node key, owning center, a slow
+//! hash of the node secret (the secret itself is shown once and never stored), and
+//! optionally the pinned fingerprint of the node's client certificate.
+
+use pbkdf2::pbkdf2_hmac;
+use rand::RngCore;
+use sha2::Sha256;
+
+use crate::auth::{center_id, AuthError};
+
+/// PBKDF2-HMAC-SHA256 rounds: slow enough that a stolen table is expensive to attack,
+/// fast enough (~0.1 s) for the few requests a transfer makes.
+const ROUNDS: u32 = 210_000;
+
+/// A node as the receiver knows it once its key and secret checked out.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub key: String,
+    pub center_id: i64,
+    pub center_key: String,
+    pub cert_fingerprint: Option<String>,
+}
+
+fn derive(secret: &str, salt: &[u8], rounds: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    pbkdf2_hmac::<Sha256>(secret.as_bytes(), salt, rounds, &mut out);
+    out
+}
+
+/// `pbkdf2-sha256$ROUNDS$SALT$HASH` (hex).
+pub fn hash_secret(secret: &str) -> String {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let h = derive(secret, &salt, ROUNDS);
+    format!(
+        "pbkdf2-sha256${ROUNDS}${}${}",
+        hex::encode(salt),
+        hex::encode(h)
+    )
+}
+
+pub fn verify_secret(secret: &str, stored: &str) -> bool {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let [scheme, rounds, salt, hash] = parts[..] else {
+        return false;
+    };
+    let (Ok(rounds), Ok(salt), Ok(hash)) =
+        (rounds.parse::<u32>(), hex::decode(salt), hex::decode(hash))
+    else {
+        return false;
+    };
+    if scheme != "pbkdf2-sha256" || hash.len() != 32 {
+        return false;
+    }
+    let got = derive(secret, &salt, rounds);
+    // Constant time: the comparison must not tell how many bytes matched.
+    got.iter().zip(&hash).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// nginx's `$ssl_client_fingerprint` is lowercase hex SHA-1; operators often paste it
+/// with colons from `openssl x509 -fingerprint`.
+pub fn normalize_fingerprint(fp: &str) -> String {
+    fp.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+pub fn valid_node_key(k: &str) -> bool {
+    crate::auth::valid_center_key(k)
+}
+
+/// Register (or re-key) a site node; returns its new secret, shown once.
+pub async fn add(
+    c: &tokio_postgres::Client,
+    key: &str,
+    center: &str,
+    fingerprint: Option<&str>,
+) -> Result<String, AuthError> {
+    if !valid_node_key(key) {
+        return Err(AuthError::BadCenterKey(key.into()));
+    }
+    let cid = center_id(c, center)
+        .await?
+        .ok_or_else(|| AuthError::UnknownCenter(center.into()))?;
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let secret = format!("lxn_{}", hex::encode(raw));
+    let hash = tokio::task::spawn_blocking({
+        let s = secret.clone();
+        move || hash_secret(&s)
+    })
+    .await
+    .expect("hashing does not panic");
+    let fp = fingerprint.map(normalize_fingerprint);
+    c.execute(
+        "INSERT INTO nodes (node_key, role, center_id, secret_hash, cert_fingerprint)
+         VALUES ($1, 'site_node', $2, $3, $4)
+         ON CONFLICT (node_key) DO UPDATE SET center_id = EXCLUDED.center_id,
+             secret_hash = EXCLUDED.secret_hash, cert_fingerprint = EXCLUDED.cert_fingerprint",
+        &[&key, &cid, &hash, &fp],
+    )
+    .await?;
+    Ok(secret)
+}
+
+pub async fn remove(c: &tokio_postgres::Client, key: &str) -> Result<bool, AuthError> {
+    Ok(c.execute("DELETE FROM nodes WHERE node_key = $1", &[&key])
+        .await?
+        > 0)
+}
+
+/// The node whose key and secret these are, if any.
+pub async fn authenticate(
+    c: &tokio_postgres::Client,
+    key: &str,
+    secret: &str,
+) -> Result<Option<Node>, crate::db::DbError> {
+    let row = c
+        .query_opt(
+            "SELECT n.secret_hash, n.center_id, c.center_key, n.cert_fingerprint
+             FROM nodes n JOIN centers c ON c.id = n.center_id
+             WHERE n.node_key = $1 AND n.role = 'site_node'",
+            &[&key],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored: String = row.get(0);
+    let secret = secret.to_string();
+    let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &stored))
+        .await
+        .unwrap_or(false);
+    Ok(ok.then(|| Node {
+        key: key.to_string(),
+        center_id: row.get(1),
+        center_key: row.get(2),
+        cert_fingerprint: row.get(3),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_verifies_against_its_hash_only() {
+        let h = hash_secret("lxn_abc");
+        assert!(h.starts_with("pbkdf2-sha256$210000$") && !h.contains("lxn_abc"));
+        assert!(verify_secret("lxn_abc", &h));
+        assert!(!verify_secret("lxn_abd", &h));
+        assert!(!verify_secret("lxn_abc", "plain"));
+        assert_ne!(h, hash_secret("lxn_abc"), "salted");
+    }
+
+    #[test]
+    fn fingerprints_compare_however_they_were_pasted() {
+        assert_eq!(normalize_fingerprint("AB:cd:01"), "abcd01");
+    }
+}

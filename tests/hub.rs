@@ -1,0 +1,311 @@
+//! The hub-transfer receiver over real HTTP into real PostgreSQL and storage: the
+//! gates in order, idempotent registration, media checked against its hash, one job.
+mod common;
+use common::*;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+struct Hub {
+    site: Site,
+    srv: Server,
+    secret: String,
+}
+
+fn hub_with(settings: &str) -> Hub {
+    let mut site = Site::new("central_hub");
+    let cfg = site.dir.path().join("lxgate.toml");
+    std::fs::write(&cfg, settings).unwrap();
+    site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    site.migrate();
+    site.ok(&["center", "add", "A", "--name", "A"]);
+    site.ok(&["center", "add", "B", "--name", "B"]);
+    let secret = site
+        .ok(&["node", "add", "site-a", "--center", "A"])
+        .trim()
+        .to_string();
+    let srv = Server::start(&site);
+    Hub { site, srv, secret }
+}
+
+fn hub() -> Hub {
+    hub_with("[hub]\ntransfer_api = true\n")
+}
+
+/// Headers nginx and a well-configured site send; tests drop or change some.
+fn headers(h: &Hub) -> Vec<(String, String)> {
+    [
+        ("X-Forwarded-Proto", "https"),
+        ("X-Client-Cert-Verified", "SUCCESS"),
+        ("X-Network-Node-Key", "site-a"),
+        ("X-Network-Node-Secret", h.secret.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn without(mut hs: Vec<(String, String)>, name: &str) -> Vec<(String, String)> {
+    hs.retain(|(k, _)| k != name);
+    hs
+}
+
+fn with(mut hs: Vec<(String, String)>, name: &str, value: &str) -> Vec<(String, String)> {
+    hs.retain(|(k, _)| k != name);
+    hs.push((name.into(), value.into()));
+    hs
+}
+
+fn send(
+    h: &Hub,
+    method: &str,
+    path: &str,
+    hs: &[(String, String)],
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, serde_json::Value) {
+    let mut r = http().request(method, &h.srv.url(path));
+    for (k, v) in hs {
+        r = r.set(k, v);
+    }
+    call(match body {
+        Some((ct, b)) => r.set("Content-Type", ct).send_bytes(&b),
+        None => r.call(),
+    })
+}
+
+fn register(h: &Hub, hs: &[(String, String)], body: serde_json::Value) -> (u16, serde_json::Value) {
+    send(
+        h,
+        "POST",
+        "/api/media/hub/transfers/",
+        hs,
+        Some(("application/json", body.to_string().into_bytes())),
+    )
+}
+
+fn transfer(key: &str, media: &[u8]) -> serde_json::Value {
+    json!({
+        "transfer_key": key,
+        "source_node_key": "site-a",
+        "target_node_key": "hub",
+        "source_center_key": "A",
+        "resource_kind": "video",
+        "resource_hash": hex::encode(Sha256::digest(media)),
+        "payload_schema_version": 1,
+        "metadata": [{"examination": "colonoscopy"}],
+    })
+}
+
+fn multipart(role: &str, media: &[u8]) -> (String, Vec<u8>) {
+    let b = "lxgateboundary7";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"media_role\"\r\n\r\n{role}\r\n--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"clip.mp4\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(media);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
+fn upload_media(h: &Hub, key: &str, media: &[u8]) -> (u16, serde_json::Value) {
+    let (ct, body) = multipart("processed", media);
+    send(
+        h,
+        "POST",
+        &format!("/api/media/hub/transfers/{key}/media/"),
+        &headers(h),
+        Some((&ct, body)),
+    )
+}
+
+#[test]
+fn gates_refuse_in_order_with_a_reason() {
+    let h = hub();
+    let body = transfer("t-gates", b"clip");
+    let hs = headers(&h);
+    let (s, e) = register(&h, &without(hs.clone(), "X-Forwarded-Proto"), body.clone());
+    assert_eq!(s, 403, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("https"), "{e}");
+    let (s, e) = register(
+        &h,
+        &with(hs.clone(), "X-Client-Cert-Verified", "NONE"),
+        body.clone(),
+    );
+    assert_eq!(s, 403, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("client certificate"),
+        "{e}"
+    );
+    let (s, _) = register(
+        &h,
+        &without(hs.clone(), "X-Network-Node-Secret"),
+        body.clone(),
+    );
+    assert_eq!(s, 401);
+    let (s, e) = register(
+        &h,
+        &with(hs.clone(), "X-Network-Node-Secret", "lxn_wrong"),
+        body.clone(),
+    );
+    assert_eq!(s, 401, "{e}");
+    let (s, _) = register(
+        &h,
+        &with(hs.clone(), "X-Network-Node-Key", "site-x"),
+        body.clone(),
+    );
+    assert_eq!(s, 401);
+    // The node may only speak for itself and its own center.
+    let mut other_center = body.clone();
+    other_center["source_center_key"] = json!("B");
+    let (s, e) = register(&h, &hs, other_center);
+    assert_eq!(s, 403, "{e}");
+    let mut other_node = body.clone();
+    other_node["source_node_key"] = json!("site-b");
+    let (s, _) = register(&h, &hs, other_node);
+    assert_eq!(s, 403);
+    assert_eq!(h.site.count("SELECT count(*) FROM transfers"), 0);
+    // The secret is kept only as a slow hash.
+    let stored: String = h
+        .site
+        .sql("SELECT secret_hash FROM nodes WHERE node_key = 'site-a'")[0]
+        .get(0);
+    assert!(stored.starts_with("pbkdf2-sha256$") && !stored.contains(&h.secret));
+}
+
+#[test]
+fn register_deliver_apply_and_every_retry_is_harmless() {
+    let h = hub();
+    let media = b"processed video bytes".repeat(5000);
+    let hs = headers(&h);
+    let (s, t) = register(&h, &hs, transfer("t-1", &media));
+    assert_eq!(s, 201, "{t}");
+    assert_eq!(t["transfer_status"], "awaiting_media");
+    let (s, t) = register(&h, &hs, transfer("t-1", &media));
+    assert_eq!(
+        (s, &t["transfer_status"]),
+        (409, &json!("awaiting_media")),
+        "{t}"
+    );
+    let (s, t) = send(&h, "GET", "/api/media/hub/transfers/t-1/status/", &hs, None);
+    assert_eq!((s, &t["transfer_status"]), (200, &json!("awaiting_media")));
+
+    // The wrong bytes: inconsistent, nothing stored.
+    let (s, t) = upload_media(&h, "t-1", b"some other bytes");
+    assert_eq!(
+        (s, &t["transfer_status"]),
+        (422, &json!("inconsistent")),
+        "{t}"
+    );
+    assert!(
+        t["detail"].as_str().unwrap().contains("does not match"),
+        "{t}"
+    );
+    assert_eq!(h.site.count("SELECT count(*) FROM upload_jobs"), 0);
+    assert!(files_under(&h.site.data().join("storage/objects")).is_empty());
+    assert!(files_under(&h.site.data().join("storage/tmp")).is_empty());
+
+    // The right bytes: one job through the ingest core, the transfer applied.
+    let (s, t) = upload_media(&h, "t-1", &media);
+    assert_eq!((s, &t["transfer_status"]), (200, &json!("applied")), "{t}");
+    let job = t["upload_job_id"].as_str().unwrap().to_string();
+    let row = &h.site.sql(&format!(
+        "SELECT ingest_mode, source_system, kind, content_hash, provenance->>'transfer_key', c.center_key
+         FROM upload_jobs j JOIN centers c ON c.id = j.center_id WHERE j.id = '{job}'"
+    ))[0];
+    assert_eq!(row.get::<_, String>(0), "hub_transfer");
+    assert_eq!(row.get::<_, String>(1), "hub:site-a");
+    assert_eq!(row.get::<_, String>(2), "video");
+    assert_eq!(row.get::<_, String>(3), hex::encode(Sha256::digest(&media)));
+    assert_eq!(row.get::<_, String>(4), "t-1");
+    assert_eq!(row.get::<_, String>(5), "A");
+
+    // Retries after applied: 409 with the status, never a second job.
+    let (s, t) = upload_media(&h, "t-1", &media);
+    assert_eq!((s, &t["transfer_status"]), (409, &json!("applied")));
+    let (s, t) = register(&h, &hs, transfer("t-1", &media));
+    assert_eq!((s, &t["upload_job_id"]), (409, &json!(job)));
+    assert_eq!(h.site.count("SELECT count(*) FROM upload_jobs"), 1);
+    assert_eq!(h.site.count("SELECT count(*) FROM transfers"), 1);
+    assert_eq!(
+        h.site
+            .count("SELECT count(*) FROM upload_jobs WHERE status <> 'error'"),
+        1
+    );
+}
+
+#[test]
+fn another_nodes_transfer_is_invisible_and_a_pinned_certificate_is_enforced() {
+    let h = hub();
+    let hs = headers(&h);
+    let (s, _) = register(&h, &hs, transfer("t-own", b"x"));
+    assert_eq!(s, 201);
+    let secret_b = h
+        .site
+        .ok(&[
+            "node",
+            "add",
+            "site-b",
+            "--center",
+            "B",
+            "--cert-fingerprint",
+            "AA:BB:CC",
+        ])
+        .trim()
+        .to_string();
+    let hs_b = with(
+        with(hs.clone(), "X-Network-Node-Key", "site-b"),
+        "X-Network-Node-Secret",
+        &secret_b,
+    );
+    let hs_b_cert = with(hs_b.clone(), "X-Client-Cert-Fingerprint", "aabbcc");
+    let (s, _) = send(
+        &h,
+        "GET",
+        "/api/media/hub/transfers/t-own/status/",
+        &hs_b_cert,
+        None,
+    );
+    assert_eq!(s, 404, "another node's transfer looks absent");
+    let mut theirs = transfer("t-own", b"x");
+    theirs["source_node_key"] = json!("site-b");
+    theirs["source_center_key"] = json!("B");
+    let (s, e) = register(&h, &hs_b_cert, theirs.clone());
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (409, Some("transfer_key_taken")),
+        "{e}"
+    );
+    let (s, e) = send(
+        &h,
+        "GET",
+        "/api/media/hub/transfers/t-own/status/",
+        &hs_b,
+        None,
+    );
+    assert_eq!(s, 403, "no fingerprint presented: {e}");
+    let (s, _) = send(
+        &h,
+        "GET",
+        "/api/media/hub/transfers/t-own/status/",
+        &with(hs_b, "X-Client-Cert-Fingerprint", "dd:ee"),
+        None,
+    );
+    assert_eq!(s, 403);
+}
+
+#[test]
+fn transfers_off_answer_404_and_on_without_mtls_refuses_to_start() {
+    let h = hub_with("[hub]\ntransfer_api = false\n");
+    let (s, e) = register(&h, &headers(&h), transfer("t", b"x"));
+    assert_eq!(s, 404, "{e}");
+    let o = h.site.run(&["config", "check"]);
+    assert!(o.status.success());
+    let mut env = h.site.env();
+    env.push(("ENDOREG_ENABLE_HUB_TRANSFERS", "true"));
+    env.push(("ENDOREG_HUB_TRANSFER_REQUIRE_MTLS", "false"));
+    let o = lxgate(&["serve"], &env);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("without mTLS"), "{}", stderr(&o));
+}
