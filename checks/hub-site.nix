@@ -12,6 +12,7 @@ let
       nginx = { hostName = role; sslCertificate = "${tls}/server.crt"; sslCertificateKey = "${tls}/server.key"; };
     };
     networking.firewall.allowedTCPPorts = [ 443 ];
+    environment.systemPackages = [ pkgs.curl pkgs.openssl pkgs.postgresql ];
   };
 in
 pkgs.testers.runNixOSTest {
@@ -35,8 +36,24 @@ pkgs.testers.runNixOSTest {
         assert code("-H 'X-Client-Cert-Verified: SUCCESS'") == "403"
     with subtest("a certificate from another CA is refused"):
         assert code("--cert ${tls}/rogue.crt --key ${tls}/rogue.key") == "400"
-    with subtest("a site certificate passes nginx and reaches lxgate"):
-        assert code("--cert ${tls}/site.crt --key ${tls}/site.key") == "404"
-        site.succeed("grep -q no_route /tmp/body")
+    with subtest("a site certificate passes nginx and reaches lxgate's node check"):
+        assert code("-X POST --cert ${tls}/site.crt --key ${tls}/site.key") == "401"
+        site.succeed("grep -q unauthenticated /tmp/body")
+    lx = "su -s /bin/sh lxgate -c 'DATABASE_URL=\"host=/run/postgresql dbname=lxgate user=lxgate\" lxgate --config /etc/lxgate/config.toml {}'"
+    with subtest("a pinned site node sends a whole transfer"):
+        hub.succeed(lx.format("center add A --name A"))
+        fp = site.succeed("openssl x509 -in ${tls}/site.crt -noout -fingerprint -sha1 | cut -d= -f2").strip()
+        secret = hub.succeed(lx.format(f"node add site-a --center A --cert-fingerprint {fp}")).strip()
+        site.succeed("head -c 300000 /dev/urandom > /tmp/media.bin")
+        digest = site.succeed("sha256sum /tmp/media.bin | cut -c1-64").strip()
+        auth = f"--cert ${tls}/site.crt --key ${tls}/site.key -H 'X-Network-Node-Key: site-a' -H 'X-Network-Node-Secret: {secret}'"
+        reg = f'{{"transfer_key":"vm-1","source_node_key":"site-a","target_node_key":"hub","source_center_key":"A","resource_kind":"video","resource_hash":"{digest}","payload_schema_version":1,"metadata":[]}}'
+        site.succeed(f"echo '{reg}' > /tmp/reg.json")
+        assert code(f"{auth} -X POST -H 'Content-Type: application/json' -d @/tmp/reg.json") == "201"
+        assert code(f"{auth} -X POST -H 'Content-Type: application/json' -d @/tmp/reg.json") == "409"
+        media = site.succeed(f"curl -s --cacert ${tls}/server.crt -o /tmp/body -w '%{{http_code}}' {auth} -F media_role=processed -F file=@/tmp/media.bin {url}vm-1/media/").strip()
+        assert media == "200", media
+        site.succeed("grep -q applied /tmp/body")
+        hub.succeed(f"su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE ingest_mode = 'hub_transfer' AND content_hash = '{digest}'\\\"\" | grep -qx 1")
   '';
 }

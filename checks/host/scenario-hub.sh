@@ -7,8 +7,8 @@ ok() { echo "ok $1" >> "$out"; }
 fail() { echo "FAIL $1: $2" >> "$out"; for u in ${3:-}; do journalctl -u "$u" --no-pager -n 15 | sed 's/^/    /' >> "$out"; done; }
 check() { local name=$1 units=$2; shift 2; local o; if o=$("$@" 2>&1); then ok "$name"; else fail "$name" "$(echo "$o" | tail -5 | tr '\n' ' ')" "$units"; fi; }
 t=/etc/lxgate/tls
-url=https://localhost/api/media/hub/transfers/
-hub() { curl -s --cacert $t/server.crt --resolve localhost:443:127.0.0.1 -o /tmp/body -w '%{http_code}' "$@" "$url"; }
+base=https://localhost/api/media/hub/transfers/
+hub() { curl -s --cacert $t/server.crt --resolve localhost:443:127.0.0.1 -o /tmp/body -w '%{http_code}' "$@" "${url:-$base}"; }
 is() { local want=$1; shift; local got; got=$(hub "$@"); [ "$got" = "$want" ] || { echo "HTTP $got, expected $want: $(head -c 200 /tmp/body)"; return 1; }; }
 
 for u in lxgate-keys lxgate-migrate lxgate nginx; do
@@ -21,8 +21,26 @@ check "nginx asks for a client certificate signed by the sites' CA" "nginx" grep
 check "no client certificate: 403 from nginx" "nginx" is 403
 check "forged X-Client-Cert-Verified: SUCCESS without a certificate: 403" "nginx" is 403 -H 'X-Client-Cert-Verified: SUCCESS'
 check "a certificate from another CA is refused (400)" "nginx" is 400 --cert $t/rogue.crt --key $t/rogue.key
-reaches() { is 404 --cert $t/site.crt --key $t/site.key && grep -q '"no_route"' /tmp/body; }
-check "a site certificate passes nginx and reaches lxgate" "nginx lxgate" reaches
+# 401 comes from lxgate's node check, which runs only after nginx's attestation passed.
+reaches() { is 401 -X POST --cert $t/site.crt --key $t/site.key && grep -q '"unauthenticated"' /tmp/body; }
+check "a site certificate passes nginx and reaches lxgate's node check" "nginx lxgate" reaches
+# A whole transfer through nginx, the node pinned to its certificate's fingerprint.
+lx() { runuser -u lxgate -- env $(cat /var/lib/lxgate/.env.systemd) LXGATE_CONFIG=/etc/lxgate/config.toml lxgate "$@"; }
+lx center add A --name A >/dev/null 2>&1
+fp=$(openssl x509 -in $t/site.crt -noout -fingerprint -sha1 | cut -d= -f2)
+secret=$(lx node add site-a --center A --cert-fingerprint "$fp" 2>/dev/null)
+head -c 300000 /dev/urandom > /tmp/media.bin
+sum=$(sha256sum /tmp/media.bin | cut -c1-64)
+site() { hub --cert $t/site.crt --key $t/site.key -H "X-Network-Node-Key: site-a" -H "X-Network-Node-Secret: $secret" "$@"; }
+reg='{"transfer_key":"twin-1","source_node_key":"site-a","target_node_key":"hub","source_center_key":"A","resource_kind":"video","resource_hash":"'$sum'","payload_schema_version":1,"metadata":[]}'
+registered() { [ "$(site -X POST -H 'Content-Type: application/json' -d "$reg")" = 201 ] && grep -q awaiting_media /tmp/body; }
+check "a pinned site registers a transfer through nginx (201)" "nginx lxgate" registered
+again() { [ "$(site -X POST -H 'Content-Type: application/json' -d "$reg")" = 409 ]; }
+check "registering the same key again answers 409" "lxgate" again
+media() { url=https://localhost/api/media/hub/transfers/twin-1/media/ site -F media_role=processed -F file=@/tmp/media.bin | grep -qx 200 && grep -q '"applied"' /tmp/body; }
+check "its media through nginx is applied" "nginx lxgate" media
+job() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_jobs WHERE ingest_mode='hub_transfer' AND content_hash='$sum' AND provenance->>'client_cert_fingerprint' IS NOT NULL" | grep -qx 1; }
+check "one UploadJob with the client certificate's fingerprint in its provenance" "lxgate" job
 # Off the transfer path a client certificate changes nothing and the attestation
 # header a client sends never reaches the app.
 check "other paths work without a client certificate" "nginx lxgate" sh -c "curl -sf --cacert $t/server.crt --resolve localhost:443:127.0.0.1 https://localhost/readyz"
