@@ -42,6 +42,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed("install -o lxgate -g lxgate ${sapSample} /var/lib/lxgate/data/import/sap_import/.b.part && mv /var/lib/lxgate/data/import/sap_import/.b.part /var/lib/lxgate/data/import/sap_import/bundle.zip")
         machine.wait_until_succeeds("test -e /var/lib/lxgate/data/import/sap_import_processed/bundle.zip")
         machine.wait_until_succeeds("su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE kind = 'preanonymized'\\\"\" | grep -qx 11")
+    with subtest("the storage audit unit runs in its sandbox and finds storage consistent"):
+        machine.wait_for_unit("lxgate-storage-audit.timer")
+        machine.succeed("systemctl start lxgate-storage-audit.service")
+        machine.succeed("journalctl -u lxgate-storage-audit.service | grep -q ' 0 orphans, 0 missing, 0 damaged'")
     with subtest("every stored object has its UploadJob row"):
         machine.succeed("su -s /bin/sh lxgate -c 'DATABASE_URL=\"host=/run/postgresql dbname=lxgate user=lxgate\" lxgate --config /etc/lxgate/config.toml storage audit --verify' | grep -q ' 0 orphans, 0 missing, 0 damaged'")
     with subtest("killing the watcher leaves the web unit healthy"):

@@ -3,8 +3,8 @@
 # tests/render_nix.rs holds byte-equal to `lxgate render`.
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
-#   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths
-#   nixos/lib/systemd-unit-options.nix                 description after before requires wantedBy unitConfig serviceConfig pathConfig
+#   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers
+#   nixos/lib/systemd-unit-options.nix                 description after before requires wantedBy unitConfig serviceConfig pathConfig timerConfig
 #   nixos/modules/system/boot/systemd/tmpfiles.nix     systemd.tmpfiles.settings.<n>.<path>.d.{mode,user,group}
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
 #   nixos/modules/services/web-servers/nginx/default.nix, vhost-options.nix, location-options.nix
@@ -171,6 +171,10 @@ in
     systemd.paths = lib.mapAttrs'
       (n: u: lib.nameValuePair (lib.removeSuffix ".path" n) (unitBase u // { pathConfig = u.Path; }))
       (byType ".path");
+
+    systemd.timers = lib.mapAttrs'
+      (n: u: lib.nameValuePair (lib.removeSuffix ".timer" n) (unitBase u // { timerConfig = u.Timer; }))
+      (byType ".timer");
 
     services.postgresql = mkIf cfg.database.createLocally {
       enable = true;

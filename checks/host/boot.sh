@@ -111,7 +111,7 @@ wants=()
 for u in "$work"/render/systemd/*; do
   binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
 done
-for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
+for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-storage-audit.timer lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
   wants+=("systemd.wants=$u")
 done
 wants+=(${wants_extra[@]+"${wants_extra[@]}"})

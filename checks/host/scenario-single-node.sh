@@ -47,6 +47,9 @@ fi
 # 5c. storage and job rows agree.
 audit() { runuser -u lxgate -- env $(cat /var/lib/lxgate/.env.systemd) LXGATE_CONFIG=/etc/lxgate/config.toml lxgate storage audit --verify | grep ' 0 orphans, 0 missing, 0 damaged'; }
 check "lxgate storage audit --verify: every object has its row" "lxgate" audit
+check "lxgate-storage-audit.timer is scheduled" "lxgate-storage-audit.timer" systemctl is-active --quiet lxgate-storage-audit.timer
+unit_audit() { systemctl start lxgate-storage-audit.service && journalctl -u lxgate-storage-audit.service --no-pager | grep ' 0 orphans, 0 missing, 0 damaged'; }
+check "lxgate-storage-audit.service runs in its sandbox and finds storage consistent" "lxgate-storage-audit" unit_audit
 # 6. SIGKILL the watcher: the web unit stays ready, the watcher comes back.
 pid_before=$(systemctl show -P MainPID lxgate-watcher.service)
 systemctl kill -s KILL lxgate-watcher.service

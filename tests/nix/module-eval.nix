@@ -65,7 +65,8 @@ if failed != [ ] then { inherit failed; } else {
   tmpfiles = lib.mapAttrsToList (path: r: "d ${path} ${r.d.mode} ${r.d.user} ${r.d.group} - -") c.systemd.tmpfiles.settings.lxgate;
   units =
     lib.mapAttrs' (n: u: lib.nameValuePair "${n}.service" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Service" u.serviceConfig)))) c.systemd.services
-    // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.path" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Path" u.pathConfig)))) c.systemd.paths;
+    // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.path" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Path" u.pathConfig)))) c.systemd.paths
+    // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.timer" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Timer" u.timerConfig)))) c.systemd.timers;
   nginxLocations = lib.attrNames c.services.nginx.virtualHosts.${lib.head (lib.attrNames c.services.nginx.virtualHosts)}.locations;
   postgres = c.services.postgresql.ensureUsers;
 }
