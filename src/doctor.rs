@@ -211,6 +211,28 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
         ));
     }
 
+    // A hub that accepts transfers relies on nginx demanding a certificate from the
+    // sites' CA; without a readable CA file nginx does not start.
+    if config.as_ref().is_some_and(|c| c.hub_transfers.enabled) {
+        let ca = inputs.get("client_ca_file").to_string();
+        let name = format!("client CA {ca}");
+        match std::fs::read_to_string(under(root, &ca)) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+                checks.push(Check::pass(name, "PEM certificate present"))
+            }
+            Ok(_) => checks.push(Check::fail(
+                name,
+                "not a PEM certificate",
+                "put the CA certificate that signs the sites' client certificates there (PEM)",
+            )),
+            Err(e) => checks.push(Check::fail(
+                name,
+                format!("unreadable: {e}"),
+                "install the sites' CA certificate there or set [hub] client_ca_file (services.lxgate.hub.transferApi.clientCaFile)",
+            )),
+        }
+    }
+
     if let Some(url) = config.as_ref().and_then(|c| c.database_url.clone()) {
         match crate::db::connect(&url).await {
             Err(e) => checks.push(Check::fail(

@@ -45,13 +45,75 @@ fn write_accounts(t: &Path) {
 }
 
 fn doctor(t: &Path) -> (bool, String) {
-    let o = lxgate(&["doctor", "--root", t.to_str().unwrap()], &[]);
+    doctor_with(t, &[])
+}
+
+fn doctor_with(t: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let o = lxgate(&["doctor", "--root", t.to_str().unwrap()], env);
     (o.status.success(), stdout(&o))
+}
+
+/// `systemd-tmpfiles --create` of the rendered rules under the tree `t`.
+fn tmpfiles_create(t: &Path) {
+    run_ok(
+        Command::new("systemd-tmpfiles")
+            .args(["--create", &format!("--root={}", t.display())])
+            .arg(t.join("etc/tmpfiles.d/lxgate.conf")),
+        "systemd-tmpfiles",
+    );
+}
+
+/// A tree as tmpfiles and lxgate-keys leave it; doctor passes on it.
+fn fresh_tree(t: &Path) {
+    write_accounts(t);
+    render(&["tmpfiles"], &t.join("etc"));
+    tmpfiles_create(t);
+    let key = t.join("var/lib/lxgate/keys/master.age");
+    std::fs::write(&key, "AGE-SECRET-KEY-1TEST\n").unwrap();
+    std::os::unix::fs::chown(&key, Some(0), Some(991)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+#[test]
+fn doctor_on_a_transfer_hub_checks_the_sites_ca() {
+    need("systemd-tmpfiles", "systemd");
+    let t = tempdir();
+    let t = t.path();
+    fresh_tree(t);
+    let cfg = t.join("hub.toml");
+    std::fs::write(
+        &cfg,
+        "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"/etc/lxgate/tls/sites-ca.crt\"\n",
+    )
+    .unwrap();
+    let env = [("LXGATE_CONFIG", cfg.to_str().unwrap())];
+    let only = || only_failure_with(t, &env);
+    let fail = only();
+    assert!(
+        fail.contains("client CA /etc/lxgate/tls/sites-ca.crt: unreadable")
+            && fail.contains("clientCaFile"),
+        "{fail}"
+    );
+    let ca = t.join("etc/lxgate/tls/sites-ca.crt");
+    std::fs::create_dir_all(ca.parent().unwrap()).unwrap();
+    std::fs::write(&ca, "not a certificate\n").unwrap();
+    assert!(only().contains("not a PEM certificate"));
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (ok, out) = doctor_with(t, &env);
+    assert!(ok && out.contains("ok    client CA"), "{out}");
 }
 
 /// doctor must fail with exactly one failing check; that check's line.
 fn only_failure(t: &Path) -> String {
-    let (ok, out) = doctor(t);
+    only_failure_with(t, &[])
+}
+
+fn only_failure_with(t: &Path, env: &[(&str, &str)]) -> String {
+    let (ok, out) = doctor_with(t, env);
     let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
     assert!(
         !ok && fails.len() == 1,
@@ -65,25 +127,8 @@ fn tmpfiles_creates_the_tree_doctor_accepts_and_each_mutation_is_named() {
     need("systemd-tmpfiles", "systemd");
     let t = tempdir();
     let t = t.path();
-    write_accounts(t);
-    render(&["tmpfiles"], &t.join("etc"));
-    let conf = t.join("etc/tmpfiles.d/lxgate.conf");
-    let tmpfiles = || {
-        let o = Command::new("systemd-tmpfiles")
-            .args([
-                "--create",
-                &format!("--root={}", t.display()),
-                conf.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "systemd-tmpfiles: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    tmpfiles();
+    fresh_tree(t);
+    let tmpfiles = || tmpfiles_create(t);
     for d in &lxgate::contract::CONTRACT.directory {
         let base = if d.root == lxgate::contract::DirRoot::State {
             "var/lib/lxgate"
@@ -100,9 +145,6 @@ fn tmpfiles_creates_the_tree_doctor_accepts_and_each_mutation_is_named() {
         );
     }
     let key = t.join("var/lib/lxgate/keys/master.age");
-    std::fs::write(&key, "AGE-SECRET-KEY-1TEST\n").unwrap();
-    std::os::unix::fs::chown(&key, Some(0), Some(991)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let (ok, out) = doctor(t);
     assert!(ok, "doctor on a fresh tree:\n{out}");
 
@@ -292,17 +334,13 @@ fn nginx_accepts_the_rendered_server_block_for_every_role() {
             ),
         )
         .unwrap();
-        let o = Command::new("nginx")
-            .args(["-t", "-p"])
-            .arg(d)
-            .arg("-c")
-            .arg(&main)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{name}: nginx -t: {}",
-            String::from_utf8_lossy(&o.stderr)
+        run_ok(
+            Command::new("nginx")
+                .args(["-t", "-p"])
+                .arg(d)
+                .arg("-c")
+                .arg(&main),
+            &format!("{name}: nginx -t"),
         );
     }
 }

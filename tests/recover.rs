@@ -392,15 +392,11 @@ fn preflight_refuses_when_space_is_short_naming_both_numbers() {
     let src = legacy_tree(t.path(), 4, 100);
     let small = t.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    let m = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(&small)
-        .output()
-        .unwrap();
-    assert!(
-        m.status.success(),
-        "mounting a small tmpfs (run as root): {}",
-        String::from_utf8_lossy(&m.stderr)
+    run_ok(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&small),
+        "mounting a small tmpfs (run as root)",
     );
     let target = small.join("data");
     let o = recover_into("--merge", &src, &target, &[]);

@@ -352,15 +352,10 @@ pub async fn media(
             Ok(Json(load(&state, &node, &key).await?.body()).into_response())
         }
         Err(e) => {
-            set_status(
-                &state,
-                &key,
-                "failed",
-                "storing the media failed on the hub; send it again",
-                None,
-            )
-            .await?;
-            Err(e.into())
+            let err: ApiError = e.into();
+            let detail = format!("storing the media failed on the hub: {}", err.message);
+            set_status(&state, &key, "failed", &detail, None).await?;
+            Err(err)
         }
     }
 }
