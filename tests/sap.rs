@@ -13,9 +13,7 @@ fn site(extra: &str) -> (Site, PathBuf) {
 }
 
 fn drop_zip(import: &Path, name: &str, bytes: &[u8]) {
-    let tmp = import.join(format!("sap_import/.{name}.part"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, import.join("sap_import").join(name)).unwrap();
+    drop_file(&import.join("sap_import"), name, bytes);
 }
 
 /// Rewrite every occurrence of `from` with `to` (same length) in a zip's raw bytes:

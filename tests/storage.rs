@@ -11,9 +11,7 @@ fn site() -> (Site, PathBuf) {
 
 fn ingest(s: &Site, import: &Path, files: &[(&str, &[u8])]) {
     for (name, bytes) in files {
-        let tmp = import.join("video_import").join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes).unwrap();
-        std::fs::rename(&tmp, import.join("video_import").join(name)).unwrap();
+        drop_file(&import.join("video_import"), name, bytes);
     }
     s.ok(&["watch", "--once"]);
 }
@@ -165,8 +163,7 @@ fn an_ingest_waits_while_orphans_are_being_quarantined() {
         c
     });
     let v = import.join("video_import");
-    std::fs::write(v.join(".c.tmp"), b"clip c").unwrap();
-    std::fs::rename(v.join(".c.tmp"), v.join("c.mp4")).unwrap();
+    drop_file(&v, "c.mp4", b"clip c");
     let log = s.dir.path().join("watch.log");
     let mut w = Proc::spawn(&["watch", "--once"], &s.env(), &log);
     std::thread::sleep(Duration::from_millis(1500));

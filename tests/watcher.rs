@@ -5,7 +5,7 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 fn site(settle_ms: u64, pair_timeout: u64) -> (Site, PathBuf) {
@@ -16,13 +16,6 @@ fn site_with(settle_ms: u64, pair_timeout: u64, extra: &str) -> (Site, PathBuf) 
     Site::with_center_a(&format!(
         "[watcher]\nsettle_ms = {settle_ms}\npair_timeout_secs = {pair_timeout}\nrescan_secs = 1\nconcurrency = 4\n{extra}"
     ))
-}
-
-fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
-    // Write under an ignored name, then rename: how a well-behaved sender drops.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
 fn once(s: &Site) {

@@ -83,6 +83,22 @@ impl From<deadpool_postgres::PoolError> for ApiError {
         ApiError::internal("database pool", e)
     }
 }
+impl From<axum::extract::multipart::MultipartRejection> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartRejection) -> Self {
+        ApiError::bad_request(
+            "bad_multipart",
+            format!("malformed multipart body: {}", e.body_text()),
+        )
+    }
+}
+impl From<axum::extract::multipart::MultipartError> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartError) -> Self {
+        ApiError::bad_request(
+            "bad_multipart",
+            format!("malformed multipart body: {}", e.body_text()),
+        )
+    }
+}
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         ApiError::internal("database", e)

@@ -50,11 +50,7 @@ async fn gate(state: &AppState, h: &HeaderMap) -> Result<Node, ApiError> {
     ) else {
         return Err(unauthenticated());
     };
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::internal("pool", e))?;
+    let client = state.pool.get().await?;
     let node = nodes::authenticate(&client, key, secret)
         .await?
         .ok_or_else(unauthenticated)?;
@@ -119,11 +115,7 @@ impl Transfer {
 
 /// The transfer, if it exists and belongs to `node` (another node's looks absent).
 async fn load(state: &AppState, node: &Node, key: &str) -> Result<Transfer, ApiError> {
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::internal("pool", e))?;
+    let client = state.pool.get().await?;
     let row = client
         .query_opt(
             "SELECT transfer_status, detail, upload_job_id, resource_kind, resource_hash,
@@ -131,8 +123,7 @@ async fn load(state: &AppState, node: &Node, key: &str) -> Result<Transfer, ApiE
              FROM transfers WHERE transfer_key = $1 AND source_node_key = $2",
             &[&key, &node.key],
         )
-        .await
-        .map_err(|e| ApiError::internal("transfers", e))?
+        .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(Transfer {
         key: key.to_string(),
@@ -153,11 +144,7 @@ async fn set_status(
     detail: &str,
     job: Option<uuid::Uuid>,
 ) -> Result<(), ApiError> {
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::internal("pool", e))?;
+    let client = state.pool.get().await?;
     client
         .execute(
             "UPDATE transfers SET transfer_status = $2, detail = $3,
@@ -165,8 +152,7 @@ async fn set_status(
              WHERE transfer_key = $1",
             &[&key, &status, &detail, &job],
         )
-        .await
-        .map_err(|e| ApiError::internal("transfers", e))?;
+        .await?;
     Ok(())
 }
 
@@ -225,11 +211,7 @@ pub async fn register(
         }
     };
     let metadata = v.get("metadata").cloned().unwrap_or_else(|| json!([]));
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| ApiError::internal("pool", e))?;
+    let client = state.pool.get().await?;
     let inserted = client
         .execute(
             "INSERT INTO transfers (transfer_key, source_node_key, target_node_key, source_center_key,
@@ -238,8 +220,7 @@ pub async fn register(
              ON CONFLICT (transfer_key) DO NOTHING",
             &[&key, &node.key, &target, &center, &kind, &hash, &schema, &metadata],
         )
-        .await
-        .map_err(|e| ApiError::internal("transfers", e))?;
+        .await?;
     drop(client);
     if inserted == 0 {
         // A retry, or another node's key: only the owner learns the status.
@@ -277,12 +258,6 @@ pub async fn media(
     if t.status == "applied" {
         return Ok((StatusCode::CONFLICT, Json(t.body())).into_response());
     }
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::bad_request(
-            "bad_multipart",
-            format!("malformed multipart body: {}", e.body_text()),
-        )
-    };
     let mut mp = Multipart::from_request(req, &state).await.map_err(|e| {
         ApiError::bad_request(
             "bad_multipart",
@@ -291,11 +266,11 @@ pub async fn media(
     })?;
     let mut role: Option<String> = None;
     let (staged, name) = loop {
-        let field = mp.next_field().await.map_err(bad)?.ok_or_else(|| {
+        let field = mp.next_field().await?.ok_or_else(|| {
             ApiError::bad_request("missing_file", "multipart body has no `file` field")
         })?;
         match field.name() {
-            Some("media_role") => role = Some(field.text().await.map_err(bad)?),
+            Some("media_role") => role = Some(field.text().await?),
             Some("file") => {
                 if role.as_deref() != Some("processed") {
                     return Err(ApiError::bad_request(

@@ -41,30 +41,16 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         .is_some_and(|v| v.starts_with("multipart/form-data"));
 
     let (staged, name, kind, center_id) = if multipart {
-        let mut mp = Multipart::from_request(req, &state).await.map_err(|e| {
-            ApiError::bad_request(
-                "bad_multipart",
-                format!("malformed multipart body: {}", e.body_text()),
-            )
-        })?;
+        let mut mp = Multipart::from_request(req, &state).await?;
         let mut center_key: Option<String> = None;
         let mut kind: Option<String> = None;
         loop {
-            let field = mp
-                .next_field()
-                .await
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "bad_multipart",
-                        format!("malformed multipart body: {}", e.body_text()),
-                    )
-                })?
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "missing_file",
-                        "multipart body has no `file` field: add one with the file's bytes",
-                    )
-                })?;
+            let field = mp.next_field().await?.ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_file",
+                    "multipart body has no `file` field: add one with the file's bytes",
+                )
+            })?;
             match field.name() {
                 Some("center_key") => center_key = Some(field.text().await.unwrap_or_default()),
                 Some("kind") => kind = Some(field.text().await.unwrap_or_default()),

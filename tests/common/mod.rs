@@ -86,6 +86,14 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Write under an ignored (dot) name, then rename: how a well-behaved sender drops a
+/// file into an import folder.
+pub fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
 /// Run a tool the test depends on; its failure fails the test with its stderr.
 pub fn run_ok(c: &mut Command, what: &str) -> Output {
     let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
