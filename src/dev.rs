@@ -55,14 +55,19 @@ pub async fn run(state: &Path, listen: &str) -> Result<()> {
     } else {
         format!("http://{listen}")
     };
-    println!("lxgate dev is up: {base}");
-    println!("  data root : {}", config.data_dir.display());
-    println!("  database  : {url}");
-    println!("  token     : {token}   (uploader for center \"dev\"; shown once)");
-    println!("  try       : curl -H 'Authorization: Bearer {token}' -H 'X-Filename: a.pdf' -H 'X-Kind: report' --data-binary @README.md http://{listen}/api/upload/");
-    println!("  more      : DATABASE_URL='{url}' lxgate token create --role super_admin --name me");
-    println!("  Ctrl-C stops lxgate and the dev database.");
-    let result = crate::http::serve(config).await;
+    let data_root = config.data_dir.clone();
+    // The banner (with the token the README tells people to use) only once the
+    // listener is bound: a client reading it may connect at once.
+    let result = crate::http::serve_then(config, move || {
+        println!("lxgate dev is up: {base}");
+        println!("  data root : {}", data_root.display());
+        println!("  database  : {url}");
+        println!("  token     : {token}   (uploader for center \"dev\"; shown once)");
+        println!("  try       : curl -H 'Authorization: Bearer {token}' -H 'X-Filename: a.pdf' -H 'X-Kind: report' --data-binary @README.md http://{listen}/api/upload/");
+        println!("  more      : DATABASE_URL='{url}' lxgate token create --role super_admin --name me");
+        println!("  Ctrl-C stops lxgate and the dev database.");
+    })
+    .await;
     drop(cluster);
     result
 }

@@ -94,6 +94,12 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
 
 /// Bind, notify systemd when ready, serve until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_then(config, || {}).await
+}
+
+/// `serve`, calling `bound` once the listener accepts connections, so whoever prints
+/// "up" (lxgate dev) never announces an address that still refuses connections.
+pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_string();
     let pool = crate::db::pool(&url, config.pool_size)?;
     let storage = Storage::new(&config.storage_dir);
@@ -126,12 +132,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
+        bound();
         tokio::spawn(announce_ready(state, listen.clone()));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
     } else {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
+        bound();
         tokio::spawn(announce_ready(state, listen.clone()));
         axum::serve(
             listener,
