@@ -38,6 +38,8 @@ pub enum ConfigError {
     },
     #[error("no database configured: set DATABASE_URL or [database] url in the config file")]
     NoDatabase,
+    #[error("[hub] export: {0}")]
+    HubExport(String),
     #[error("hub transfer API is enabled without mTLS: set [hub] require_mtls = true (ENDOREG_HUB_TRANSFER_REQUIRE_MTLS) and give nginx a client CA (services.lxgate.hub.transferApi.clientCaFile)")]
     TransferWithoutMtls,
 }
@@ -203,8 +205,20 @@ pub struct HubConfig {
     pub client_ca_file: Option<String>,
     /// Refuse transfer requests whose proxy attestation header is missing (default true).
     pub require_mtls: Option<bool>,
-    /// Run lxgate-hub-export (site_node).
+    /// Run lxgate-hub-export (site_node): send marked jobs to the hub.
     pub export: Option<bool>,
+    /// The hub's https base URL (site_node export).
+    pub url: Option<String>,
+    /// This site's node key at the hub (`lxgate node add` on the hub).
+    pub node_key: Option<String>,
+    /// The hub's node key (target_node_key of every transfer).
+    pub target_node_key: Option<String>,
+    /// CA that signs the hub's server certificate.
+    pub ca_file: Option<PathBuf>,
+    /// This site's client certificate (PEM) for the hub's mTLS.
+    pub client_certificate: Option<PathBuf>,
+    /// Its key, when the systemd credential hub-client-key is not loaded.
+    pub client_certificate_key: Option<PathBuf>,
     /// Header nginx sets from `$ssl_client_verify` (default X-Client-Cert-Verified).
     pub mtls_meta_key: Option<String>,
     /// The value that header must have (default SUCCESS).
@@ -245,7 +259,60 @@ pub struct Config {
     pub watcher_concurrency: usize,
     pub watcher_max_per_scan: usize,
     pub hub_transfers: HubTransfers,
+    pub hub_export: Option<crate::hub::export::ExportSettings>,
     pub file: FileConfig,
+}
+
+/// The sender's settings when `[hub] export` is on; every missing piece named at once.
+fn hub_export(
+    role: Role,
+    h: &HubConfig,
+) -> Result<Option<crate::hub::export::ExportSettings>, ConfigError> {
+    if !h.export.unwrap_or(false) {
+        return Ok(None);
+    }
+    if role != Role::SiteNode {
+        return Err(ConfigError::HubExport(format!(
+            "only a site_node exports to a hub, this node is {}; set role = \"site_node\" or export = false",
+            role.as_str()
+        )));
+    }
+    let mut missing = Vec::new();
+    let mut need = |name: &'static str, present: bool| {
+        if !present {
+            missing.push(name);
+        }
+    };
+    need("url", h.url.is_some());
+    need("node_key", h.node_key.is_some());
+    need("target_node_key", h.target_node_key.is_some());
+    need("ca_file", h.ca_file.is_some());
+    need("client_certificate", h.client_certificate.is_some());
+    if !missing.is_empty() {
+        return Err(ConfigError::HubExport(format!(
+            "set {} in [hub] (services.lxgate.hub.export.*)",
+            missing.join(", ")
+        )));
+    }
+    let url = h.url.clone().unwrap_or_default();
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        ConfigError::HubExport(format!(
+            "url {url:?} must start with https://: transfers carry patient media and the node secret"
+        ))
+    })?;
+    if rest.is_empty() || rest.contains(['?', '#']) {
+        return Err(ConfigError::HubExport(format!(
+            "url {url:?} must be the hub's base address, e.g. https://hub.example.org"
+        )));
+    }
+    Ok(Some(crate::hub::export::ExportSettings {
+        url: url.trim_end_matches('/').to_string(),
+        node_key: h.node_key.clone().unwrap_or_default(),
+        target_node_key: h.target_node_key.clone().unwrap_or_default(),
+        ca_file: h.ca_file.clone().unwrap_or_default(),
+        client_certificate: h.client_certificate.clone().unwrap_or_default(),
+        client_certificate_key: h.client_certificate_key.clone(),
+    }))
 }
 
 fn ser_redacted_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -450,6 +517,7 @@ impl Config {
                 ),
             });
         }
+        let hub_export = hub_export(role, &file.hub)?;
 
         Ok(Config {
             role,
@@ -470,6 +538,7 @@ impl Config {
             watcher_concurrency: file.watcher.concurrency.unwrap_or(4).max(1),
             watcher_max_per_scan: file.watcher.max_per_scan.unwrap_or(4096).max(1),
             hub_transfers,
+            hub_export,
             file,
         })
     }

@@ -112,6 +112,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    /// Site → hub export: mark jobs, send what is marked (lxgate-hub-export.service).
+    #[command(name = "hub-export")]
+    HubExport {
+        #[command(subcommand)]
+        cmd: HubExportCmd,
+    },
     /// Managed storage against the UploadJob rows: audit, quarantine orphans.
     Storage {
         #[command(subcommand)]
@@ -137,6 +143,28 @@ enum NodeCmd {
     },
     /// Forget a site node: its transfers stay, new requests are refused.
     Remove { key: String },
+}
+
+#[derive(Subcommand)]
+enum HubExportCmd {
+    /// Mark upload jobs for export. Marking states that their media is anonymized and
+    /// processed: lxgate sends what it is told to and never decides that itself.
+    Mark {
+        #[arg(required = true)]
+        jobs: Vec<uuid::Uuid>,
+        /// Who marks (kept with the mark).
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// Send every pending mark once; exit 1 when any is left failed or retrying.
+    Run,
+    /// Marks and how far each got.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed exports back in the queue once their cause is fixed.
+    Retry,
 }
 
 #[derive(Subcommand)]
@@ -378,6 +406,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         anyhow::bail!("no node {key:?}");
                     }
                     eprintln!("node {key} removed");
+                }
+            }
+        }
+        Cmd::HubExport { cmd } => {
+            let cfg = load()?;
+            let client = lxgate::db::connect(cfg.require_database_url()?).await?;
+            use lxgate::hub::export;
+            match cmd {
+                HubExportCmd::Mark { jobs, by } => export::mark(&client, &jobs, &by).await?,
+                HubExportCmd::Run => {
+                    let s = export::run(&cfg, &client).await?;
+                    eprintln!(
+                        "hub export: {} applied, {} to retry, {} failed",
+                        s.applied, s.retrying, s.failed
+                    );
+                    if s.retrying + s.failed > 0 {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                HubExportCmd::List { json } => {
+                    let rows = export::list(&client).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        for r in rows {
+                            println!(
+                                "{}  {:<8} attempts={} {}",
+                                r.upload_job_id,
+                                r.state,
+                                r.attempts,
+                                r.last_error.unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                HubExportCmd::Retry => {
+                    let n = export::retry_failed(&client).await?;
+                    eprintln!("{n} failed export(s) queued again");
                 }
             }
         }

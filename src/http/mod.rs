@@ -13,7 +13,7 @@ pub use error::ApiError;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -37,14 +37,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/api/upload/", post(upload::upload))
+        // Bodies that stream into storage are bounded by UPLOAD_MAX_SIZE in staging, not
+        // by axum's 2 MB default (which multipart bodies would otherwise hit).
+        .route(
+            "/api/upload/",
+            post(upload::upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/api/upload-jobs/", get(jobs::list))
         .route("/api/upload-jobs/{id}", get(jobs::get_one))
         .route("/api/media/{id}", get(jobs::media))
         .route("/api/media/hub/transfers/", post(transfers::register))
         .route(
             "/api/media/hub/transfers/{key}/media/",
-            post(transfers::media),
+            post(transfers::media).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/media/hub/transfers/{key}/status/",

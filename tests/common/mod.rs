@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use lxgate::pgcluster::Cluster;
 
+pub mod edge;
+
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
 extern "C" fn stop_cluster() {

@@ -1,0 +1,189 @@
+//! The hub's edge as it runs in production: real nginx with TLS and client-certificate
+//! checks in front of `lxgate serve`, and a small PKI made with the openssl CLI.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, run_ok, wait_for, Proc};
+
+/// A hub CA with a server certificate for localhost, a sites' CA with a site client
+/// certificate, and a rogue CA with a certificate nginx must refuse. All X.509 v3, as
+/// rustls requires.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let p = Pki {
+            dir: dir.to_path_buf(),
+        };
+        for ca in ["hub-ca", "client-ca", "rogue-ca"] {
+            p.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &p.s(&format!("{ca}.key")),
+                "-out",
+                &p.s(&format!("{ca}.crt")),
+            ]);
+        }
+        p.leaf(
+            "server",
+            "hub-ca",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        p.leaf("site", "client-ca", "extendedKeyUsage=clientAuth\n");
+        p.leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n");
+        p
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn leaf(&self, name: &str, ca: &str, ext: &str) {
+        let extfile = self.path(&format!("{name}.ext"));
+        std::fs::write(&extfile, format!("basicConstraints=CA:FALSE\n{ext}")).unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &self.s(&format!("{name}.key")),
+            "-out",
+            &self.s(&format!("{name}.csr")),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &self.s(&format!("{name}.csr")),
+            "-CA",
+            &self.s(&format!("{ca}.crt")),
+            "-CAkey",
+            &self.s(&format!("{ca}.key")),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &extfile.display().to_string(),
+            "-out",
+            &self.s(&format!("{name}.crt")),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        run_ok(
+            Command::new("openssl").args(args).stdin(Stdio::null()),
+            "openssl",
+        );
+    }
+
+    /// SHA-1 fingerprint as nginx's $ssl_client_fingerprint reports it (hex, no colons).
+    pub fn fingerprint(&self, name: &str) -> String {
+        let o = run_ok(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+                .arg(self.path(&format!("{name}.crt"))),
+            "openssl fingerprint",
+        );
+        let text = String::from_utf8(o.stdout).unwrap();
+        text.trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .replace(':', "")
+            .to_ascii_lowercase()
+    }
+}
+
+/// A private nginx (own prefix, pid, logs, temp paths) serving the given server blocks;
+/// `{port}` in them is replaced by the port it listens on.
+pub struct Nginx {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    pub fn start(dir: &Path, servers: &str) -> Nginx {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let d = dir.display();
+        // As root the workers would otherwise run as nobody, who cannot enter the test's
+        // temp dirs.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root root;\n"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n    log_format lx '\"$request\" $status verify=$ssl_client_verify fp=$ssl_client_fingerprint';\n    access_log {d}/access.log lx;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{}\n}}\n",
+            servers.replace("{port}", &port.to_string())
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let mut c = Command::new(nginx_bin());
+        c.arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut proc = Proc {
+            child: c.spawn().expect("spawn nginx"),
+        };
+        let log = dir.join("error.log");
+        wait_for("nginx to listen", Duration::from_secs(20), || {
+            assert!(
+                proc.alive(),
+                "nginx died: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Nginx {
+            proc,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+pub fn nginx_bin() -> &'static str {
+    if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    }
+}
