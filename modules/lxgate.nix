@@ -4,7 +4,8 @@
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
 #   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers
-#   nixos/lib/systemd-unit-options.nix                 description after before requires wantedBy unitConfig serviceConfig pathConfig timerConfig
+#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig
+#                                                      (unitOption: list definitions concatenate, e.g. LoadCredential)
 #   nixos/modules/system/boot/systemd/tmpfiles.nix     systemd.tmpfiles.settings.<n>.<path>.d.{mode,user,group}
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
 #   nixos/modules/services/web-servers/nginx/default.nix, vhost-options.nix, location-options.nix
@@ -41,7 +42,15 @@ let
     recovery = { enable = cfg.recovery.enable; } // lib.optionalAttrs (cfg.recovery.source != null) { source = toString cfg.recovery.source; };
     hub = {
       transfer_api = cfg.hub.transferApi.enable;
-    } // lib.optionalAttrs (cfg.hub.transferApi.clientCaFile != null) { client_ca_file = toString cfg.hub.transferApi.clientCaFile; };
+      export = cfg.hub.export.enable;
+    } // lib.optionalAttrs (cfg.hub.transferApi.clientCaFile != null) { client_ca_file = toString cfg.hub.transferApi.clientCaFile; }
+    // lib.optionalAttrs cfg.hub.export.enable (lib.filterAttrs (_: v: v != null) {
+      url = cfg.hub.export.url;
+      node_key = cfg.hub.export.nodeKey;
+      target_node_key = cfg.hub.export.targetNodeKey;
+      ca_file = if cfg.hub.export.caFile == null then null else toString cfg.hub.export.caFile;
+      client_certificate = if cfg.hub.export.clientCertificate == null then null else toString cfg.hub.export.clientCertificate;
+    });
   } // lib.optionalAttrs cfg.database.createLocally {
     database.url = "host=/run/postgresql dbname=${cfg.user} user=${cfg.user}";
   };
@@ -65,8 +74,9 @@ let
     after = u.Unit.After or [ ];
     before = u.Unit.Before or [ ];
     requires = u.Unit.Requires or [ ];
+    wants = u.Unit.Wants or [ ];
     wantedBy = (u.Install or { }).WantedBy or [ ];
-    unitConfig = removeAttrs u.Unit [ "Description" "After" "Before" "Requires" ];
+    unitConfig = removeAttrs u.Unit [ "Description" "After" "Before" "Requires" "Wants" ];
   };
   credentials = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
 in
@@ -117,6 +127,14 @@ in
       enable = mkEnableOption "the hub transfer receiver (central_hub only, behind nginx mTLS)";
       clientCaFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs site client certificates."; };
     };
+    hub.export = {
+      enable = mkEnableOption "lxgate-hub-export (site_node): send jobs marked with `lxgate hub-export mark` to the hub. The node secret and the client key are read by systemd from /etc/lxgate/credentials/hub-node-secret and hub-client-key (root-only, outside the store)";
+      url = mkOption { type = types.nullOr types.str; default = null; description = "The hub's https base URL."; };
+      nodeKey = mkOption { type = types.nullOr types.str; default = null; description = "This site's node key at the hub (`lxgate node add` there)."; };
+      targetNodeKey = mkOption { type = types.nullOr types.str; default = null; description = "The hub's node key."; };
+      caFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs the hub's server certificate."; };
+      clientCertificate = mkOption { type = types.nullOr types.path; default = null; description = "This site's client certificate (PEM; public, may be in the store)."; };
+    };
   };
 
   config = mkIf cfg.enable {
@@ -128,6 +146,18 @@ in
       {
         assertion = cfg.hub.transferApi.enable -> cfg.role == "central_hub";
         message = "services.lxgate.hub.transferApi.enable only makes sense on a hub: set services.lxgate.role = \"central_hub\" or disable the transfer API.";
+      }
+      {
+        assertion = cfg.hub.export.enable -> cfg.role == "site_node";
+        message = "services.lxgate.hub.export.enable sends this host's media to a hub: set services.lxgate.role = \"site_node\" or disable the export.";
+      }
+      {
+        assertion = cfg.hub.export.enable -> lib.all (v: v != null) [ cfg.hub.export.url cfg.hub.export.nodeKey cfg.hub.export.targetNodeKey cfg.hub.export.caFile cfg.hub.export.clientCertificate ];
+        message = "services.lxgate.hub.export needs url, nodeKey, targetNodeKey, caFile and clientCertificate.";
+      }
+      {
+        assertion = cfg.hub.export.enable && cfg.hub.export.url != null -> lib.hasPrefix "https://" cfg.hub.export.url;
+        message = "services.lxgate.hub.export.url must start with https:// (it carries patient media and the node secret).";
       }
       {
         assertion = cfg.role == "central_hub" -> (cfg.database.createLocally || (cfg.settings.database.url or null) != null);
@@ -162,7 +192,7 @@ in
     systemd.services = lib.mapAttrs'
       (n: u: lib.nameValuePair (lib.removeSuffix ".service" n) (unitBase u // {
         serviceConfig = u.Service // lib.optionalAttrs (credentials != [ ] && !(lib.hasPrefix "lxgate-keys" n)) {
-          LoadCredential = credentials;
+          LoadCredential = lib.toList (u.Service.LoadCredential or [ ]) ++ credentials;
         };
         restartTriggers = [ checkedConfig ];
       }))

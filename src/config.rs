@@ -597,6 +597,35 @@ mod tests {
             .collect()
     }
 
+    fn export_file(url: &str) -> FileConfig {
+        toml::from_str(&format!(
+            "role = \"site_node\"\n[hub]\nexport = true\nurl = \"{url}\"\nnode_key = \"s\"\ntarget_node_key = \"h\"\nca_file = \"/ca\"\nclient_certificate = \"/c\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn hub_export_needs_https_every_setting_and_a_site_node() {
+        let c = Config::from_parts(export_file("https://hub.example.org/"), &env(&[])).unwrap();
+        assert_eq!(c.hub_export.unwrap().url, "https://hub.example.org");
+        let e = Config::from_parts(export_file("http://hub.example.org"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must start with https://"), "{e}");
+        let e = Config::from_parts(
+            export_file("https://h"),
+            &env(&[("ENDOREG_DEPLOYMENT_ROLE", "central_hub")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("only a site_node exports"), "{e}");
+        let mut f = export_file("https://h");
+        f.hub.ca_file = None;
+        f.hub.node_key = None;
+        let e = Config::from_parts(f, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("set node_key, ca_file in [hub]"), "{e}");
+    }
+
     #[test]
     fn aliases_that_agree_are_fine() {
         let c = Config::from_parts(

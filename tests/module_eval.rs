@@ -100,6 +100,7 @@ fn every_role_evaluates_and_matches_lxgate_render() {
         "standalone",
         "standalone-everything",
         "site_node",
+        "site_node-export",
         "central_hub",
     ] {
         let v = eval(case);
@@ -145,6 +146,11 @@ fn each_bad_configuration_fails_with_its_fix() {
             "must be 0640 root:lxgate-keys (it is 0400 root:root)",
         ),
         ("bad-nginx-without-tls", "services.lxgate.nginx needs TLS"),
+        ("bad-export-over-http", "url must start with https://"),
+        (
+            "bad-export-not-a-site",
+            "set services.lxgate.role = \"site_node\"",
+        ),
     ] {
         let v = eval(case);
         let failed: Vec<String> = serde_json::from_value(v["failed"].clone()).unwrap();

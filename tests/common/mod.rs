@@ -375,6 +375,7 @@ pub const ROLE_CASES: &[(&str, &str)] = &[
     ("standalone", "role = \"standalone\"\n"),
     ("standalone-everything", "role = \"standalone\"\n[sap_import]\nenable = true\n[recovery]\nenable = true\nsource = \"/srv/old-data\"\n[server]\nlisten = \"unix:/run/lxgate/lxgate.sock\"\n"),
     ("site_node", "role = \"site_node\"\n[paths]\nstate = \"/srv/lx\"\ndata = \"/mnt/crypt/lx\"\n[host]\nuser = \"lx\"\ngroup = \"lx\"\nkeys_group = \"lxkeys\"\n[watcher]\nmemory_max = \"1G\"\n"),
+    ("site_node-export", "role = \"site_node\"\n[hub]\nexport = true\nurl = \"https://hub.example.org\"\nnode_key = \"site-a\"\ntarget_node_key = \"hub\"\nca_file = \"/etc/lxgate/hub-ca.pem\"\nclient_certificate = \"/etc/lxgate/site.pem\"\n"),
     ("central_hub", "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"/etc/lxgate/ca.pem\"\n[watcher]\nenable = false\n[host]\nserver_name = \"hub.example.org\"\n"),
 ];
 
