@@ -341,6 +341,25 @@ fn a_damaged_object_is_refused_by_the_hub_and_the_mark_fails_with_the_fix() {
 }
 
 #[test]
+fn a_client_certificate_rustls_cannot_use_is_named_with_the_fix() {
+    let f = fleet();
+    std::fs::write(
+        &f.site_cfg,
+        std::fs::read_to_string(&f.site_cfg)
+            .unwrap()
+            .replace("site.crt", "site-v1.crt"),
+    )
+    .unwrap();
+    std::fs::copy(f.pki.path("site-v1.key"), f.creds.join("hub-client-key")).unwrap();
+    let (code, err) = run(&f);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("site-v1.crt") && err.contains("X.509 v3"),
+        "{err}"
+    );
+}
+
+#[test]
 fn marks_refuse_what_the_hub_would_refuse() {
     let f = fleet();
     let o = f

@@ -41,8 +41,10 @@ if [ "$scenario" = hub ]; then
   done
   for c in site:client-ca rogue:rogue-ca; do
     openssl req "${ec[@]}" -subj "/CN=${c%%:*}" -keyout "$work/tls/${c%%:*}.key" -out "$work/tls/${c%%:*}.csr" 2>/dev/null
+    # X.509 v3 (extensions), as a real CA issues them: rustls refuses v1 client certificates.
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > "$work/tls/client.ext"
     openssl x509 -req -in "$work/tls/${c%%:*}.csr" -CA "$work/tls/${c#*:}.crt" -CAkey "$work/tls/${c#*:}.key" \
-      -CAcreateserial -days 2 -out "$work/tls/${c%%:*}.crt" 2>/dev/null
+      -CAcreateserial -days 2 -extfile "$work/tls/client.ext" -out "$work/tls/${c%%:*}.crt" 2>/dev/null
   done
   chmod 0644 "$work"/tls/*.key
 fi
@@ -62,9 +64,43 @@ fi
 if [ -n "$drop" ]; then
   sed -i "\#/import/$drop #d" "$work/render/tmpfiles.d/lxgate.conf"
 fi
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$work/tls/server.key" -out "$work/tls/server.crt" 2>/dev/null
+# The server certificate is issued by a CA (hub-ca), as at a real hub: rustls, in the
+# site's sender, refuses a self-signed certificate as a server's.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=hub-ca \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+  -keyout "$work/tls/hub-ca.key" -out "$work/tls/hub-ca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+  -keyout "$work/tls/server.key" -out "$work/tls/server.csr" 2>/dev/null
+printf 'basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$work/tls/server.ext"
+openssl x509 -req -in "$work/tls/server.csr" -CA "$work/tls/hub-ca.crt" -CAkey "$work/tls/hub-ca.key" \
+  -CAcreateserial -days 2 -extfile "$work/tls/server.ext" -out "$work/tls/server.crt" 2>/dev/null
 chmod 0644 "$work/tls/server.key"
+if [ "$scenario" = hub ]; then
+  # The site side of checks/hub-site.nix, on the same host: a site_node's settings, its
+  # data tree and its rendered lxgate-hub-export.service, which sends to this hub's nginx.
+  cat > "$work/site.toml" <<'TOML'
+role = "site_node"
+[paths]
+state = "/var/lib/lxgate-site"
+[server]
+default_center = "A"
+listen = "127.0.0.1:8081"
+[host]
+config = "/etc/lxgate/site.toml"
+nginx = false
+[hub]
+export = true
+url = "https://localhost"
+node_key = "site-a"
+target_node_key = "hub"
+ca_file = "/etc/lxgate/tls/hub-ca.crt"
+client_certificate = "/etc/lxgate/tls/site.crt"
+TOML
+  "$bin" --config "$work/site.toml" render all --bin /usr/local/bin/lxgate --out "$work/site-render" 2>/dev/null
+  extra_binds+=(--bind-ro="$work/site.toml:/etc/lxgate/site.toml"
+    --bind-ro="$work/site-render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate-site.conf"
+    --bind-ro="$work/site-render/systemd/lxgate-hub-export.service:/etc/systemd/system/lxgate-hub-export.service")
+fi
 
 cat > "$work/sysusers.conf" <<'SU'
 g lxgate -

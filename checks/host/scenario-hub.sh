@@ -8,7 +8,7 @@ fail() { echo "FAIL $1: $2" >> "$out"; for u in ${3:-}; do journalctl -u "$u" --
 check() { local name=$1 units=$2; shift 2; local o; if o=$("$@" 2>&1); then ok "$name"; else fail "$name" "$(echo "$o" | tail -5 | tr '\n' ' ')" "$units"; fi; }
 t=/etc/lxgate/tls
 base=https://localhost/api/media/hub/transfers/
-hub() { curl -s --cacert $t/server.crt --resolve localhost:443:127.0.0.1 -o /tmp/body -w '%{http_code}' "$@" "${url:-$base}"; }
+hub() { curl -s --cacert $t/hub-ca.crt --resolve localhost:443:127.0.0.1 -o /tmp/body -w '%{http_code}' "$@" "${url:-$base}"; }
 is() { local want=$1; shift; local got; got=$(hub "$@"); [ "$got" = "$want" ] || { echo "HTTP $got, expected $want: $(head -c 200 /tmp/body)"; return 1; }; }
 
 for u in lxgate-keys lxgate-migrate lxgate nginx; do
@@ -43,5 +43,34 @@ job() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_j
 check "one UploadJob with the client certificate's fingerprint in its provenance" "lxgate" job
 # Off the transfer path a client certificate changes nothing and the attestation
 # header a client sends never reaches the app.
-check "other paths work without a client certificate" "nginx lxgate" sh -c "curl -sf --cacert $t/server.crt --resolve localhost:443:127.0.0.1 https://localhost/readyz"
+check "other paths work without a client certificate" "nginx lxgate" sh -c "curl -sf --cacert $t/hub-ca.crt --resolve localhost:443:127.0.0.1 https://localhost/readyz"
+
+# The site's sender, as its unit runs it (rendered from a site_node's settings, with the
+# node secret and client key as systemd credentials), through the same nginx.
+site_lx() { runuser -u lxgate -- env DATABASE_URL="host=/run/postgresql dbname=lxgate_site user=lxgate" LXGATE_CONFIG=/etc/lxgate/site.toml lxgate "$@"; }
+install -d -m 0700 /etc/lxgate/credentials
+printf '%s\n' "$secret" > /etc/lxgate/credentials/hub-node-secret
+install -m 0600 $t/site.key /etc/lxgate/credentials/hub-client-key
+chmod 0600 /etc/lxgate/credentials/hub-node-secret
+runuser -u postgres -- createdb -O lxgate lxgate_site
+printf 'DATABASE_URL=host=/run/postgresql dbname=lxgate_site user=lxgate\n' > /var/lib/lxgate-site/.env.systemd
+chown lxgate:lxgate /var/lib/lxgate-site/.env.systemd
+site_lx migrate >/dev/null 2>&1; site_lx center add A --name A >/dev/null 2>&1
+head -c 2500000 /dev/urandom > /var/lib/lxgate-site/data/import/video_import/.s.tmp
+mv /var/lib/lxgate-site/data/import/video_import/.s.tmp /var/lib/lxgate-site/data/import/video_import/Patient_Name.mp4
+chown lxgate:lxgate /var/lib/lxgate-site/data/import/video_import/Patient_Name.mp4
+site_lx watch --once >/dev/null 2>&1
+sjob=$(runuser -u postgres -- psql -tA lxgate_site -c "SELECT id FROM upload_jobs WHERE original_name = 'Patient_Name.mp4'")
+ssum=$(runuser -u postgres -- psql -tA lxgate_site -c "SELECT content_hash FROM upload_jobs WHERE original_name = 'Patient_Name.mp4'")
+check "the site ingested a video to export" "" test -n "$sjob"
+site_lx hub-export mark "$sjob" >/dev/null 2>&1
+check "lxgate-hub-export.service sends the marked job (exit 0)" "lxgate-hub-export nginx lxgate" systemctl start lxgate-hub-export.service
+at_hub() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_jobs WHERE ingest_mode='hub_transfer' AND content_hash='$ssum' AND original_name = '$sjob.mp4'" | grep -qx 1; }
+check "the hub has one job for it, named by the site's job id, not the file name" "lxgate" at_hub
+applied() { runuser -u postgres -- psql -tA lxgate_site -c "SELECT state FROM hub_exports WHERE upload_job_id = '$sjob'" | grep -qx applied; }
+check "the site records the export as applied" "lxgate-hub-export" applied
+check "a second run sends nothing and succeeds" "lxgate-hub-export" systemctl start lxgate-hub-export.service
+check "still one job at the hub" "lxgate" at_hub
+no_secret() { ! journalctl --no-pager | grep -qF "$secret"; }
+check "the node secret appears nowhere in the journal" "" no_secret
 echo done >> "$out"

@@ -63,5 +63,5 @@ for u in lxgate lxgate-watcher; do
 done
 # 8. nginx serves a static file over TLS.
 echo hello-static > /var/lib/lxgate/staticfiles/hello.txt
-check "nginx serves /static/ over TLS" "nginx" sh -c 'curl -sf --cacert /etc/lxgate/tls/server.crt --resolve localhost:443:127.0.0.1 https://localhost/static/hello.txt | grep -qx hello-static'
+check "nginx serves /static/ over TLS" "nginx" sh -c 'curl -sf --cacert /etc/lxgate/tls/hub-ca.crt --resolve localhost:443:127.0.0.1 https://localhost/static/hello.txt | grep -qx hello-static'
 echo "done" >> "$out"

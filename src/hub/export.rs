@@ -484,7 +484,12 @@ fn tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig
         .context("TLS protocol versions")?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .context("the client certificate and its key do not match")
+        .map_err(|e| {
+            anyhow!(
+                "the client certificate {} cannot be used with its key: {e}. It must be an X.509 v3 certificate (issued with extensions, e.g. extendedKeyUsage=clientAuth) for that key",
+                cert.display()
+            )
+        })
 }
 
 #[cfg(test)]

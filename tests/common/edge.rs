@@ -49,6 +49,36 @@ impl Pki {
         );
         p.leaf("site", "client-ca", "extendedKeyUsage=clientAuth\n");
         p.leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n");
+        // What `openssl x509 -req` makes without -extfile: X.509 v1, which rustls refuses.
+        p.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=site-v1",
+            "-keyout",
+            &p.s("site-v1.key"),
+            "-out",
+            &p.s("site-v1.csr"),
+        ]);
+        p.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p.s("site-v1.csr"),
+            "-CA",
+            &p.s("client-ca.crt"),
+            "-CAkey",
+            &p.s("client-ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &p.s("site-v1.crt"),
+        ]);
         p
     }
 
