@@ -1,6 +1,7 @@
 # A central hub and a site node: both roles boot with the module, and the hub's nginx
 # lets only certificates from the sites' CA through to the transfer path (a forged
-# attestation header is not a certificate). Host twin: checks/host/scenario-hub.sh.
+# attestation header is not a certificate); the site's lxgate-hub-export.service sends a
+# marked job through it. Host twin: checks/host/scenario-hub.sh.
 { pkgs, self }:
 let
   tls = import ../nix/test-tls.nix { inherit pkgs; names = [ "hub" "site" ]; };
@@ -21,7 +22,17 @@ pkgs.testers.runNixOSTest {
     imports = [ (base "central_hub") ];
     services.lxgate.hub.transferApi = { enable = true; clientCaFile = "${tls}/ca.crt"; };
   };
-  nodes.site = base "site_node";
+  nodes.site = { ... }: {
+    imports = [ (base "site_node") ];
+    services.lxgate.hub.export = {
+      enable = true;
+      url = "https://hub";
+      nodeKey = "site-a";
+      targetNodeKey = "hub";
+      caFile = "${tls}/hub-ca.crt";
+      clientCertificate = "${tls}/site.crt";
+    };
+  };
   testScript = ''
     start_all()
     hub.wait_for_unit("lxgate.service")
@@ -29,7 +40,7 @@ pkgs.testers.runNixOSTest {
     hub.wait_for_unit("nginx.service")
     url = "https://hub/api/media/hub/transfers/"
     def code(args):
-        return site.succeed(f"curl -s --cacert ${tls}/server.crt -o /tmp/body -w '%{{http_code}}' {args} {url}").strip()
+        return site.succeed(f"curl -s --cacert ${tls}/hub-ca.crt -o /tmp/body -w '%{{http_code}}' {args} {url}").strip()
     with subtest("transfer path without a client certificate is refused by nginx"):
         assert code("") == "403"
     with subtest("a forged attestation header does not replace a certificate"):
@@ -51,9 +62,24 @@ pkgs.testers.runNixOSTest {
         site.succeed(f"echo '{reg}' > /tmp/reg.json")
         assert code(f"{auth} -X POST -H 'Content-Type: application/json' -d @/tmp/reg.json") == "201"
         assert code(f"{auth} -X POST -H 'Content-Type: application/json' -d @/tmp/reg.json") == "409"
-        media = site.succeed(f"curl -s --cacert ${tls}/server.crt -o /tmp/body -w '%{{http_code}}' {auth} -F media_role=processed -F file=@/tmp/media.bin {url}vm-1/media/").strip()
+        media = site.succeed(f"curl -s --cacert ${tls}/hub-ca.crt -o /tmp/body -w '%{{http_code}}' {auth} -F media_role=processed -F file=@/tmp/media.bin {url}vm-1/media/").strip()
         assert media == "200", media
         site.succeed("grep -q applied /tmp/body")
         hub.succeed(f"su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE ingest_mode = 'hub_transfer' AND content_hash = '{digest}'\\\"\" | grep -qx 1")
+    with subtest("the site's lxgate-hub-export.service sends a marked job, once"):
+        # The credentials the unit loads: root-only files outside the store.
+        site.succeed(f"install -d -m 0700 /etc/lxgate/credentials && printf '%s' '{secret}' > /etc/lxgate/credentials/hub-node-secret")
+        site.succeed("install -m 0600 ${tls}/site.key /etc/lxgate/credentials/hub-client-key")
+        site.succeed(lx.format("center add A --name A"))
+        site.succeed("head -c 2000000 /dev/urandom > /tmp/v.mp4 && install -o lxgate -g lxgate -m 0640 /tmp/v.mp4 /var/lib/lxgate/data/import/video_import/.v.tmp && mv /var/lib/lxgate/data/import/video_import/.v.tmp /var/lib/lxgate/data/import/video_import/Patient_Name.mp4")
+        site.wait_until_succeeds("su -s /bin/sh postgres -c \"psql -tA lxgate -c 'SELECT id FROM upload_jobs'\" | grep -q .")
+        sjob = site.succeed("su -s /bin/sh postgres -c \"psql -tA lxgate -c 'SELECT id FROM upload_jobs'\"").strip()
+        ssum = site.succeed("su -s /bin/sh postgres -c \"psql -tA lxgate -c 'SELECT content_hash FROM upload_jobs'\"").strip()
+        site.succeed(lx.format(f"hub-export mark {sjob}"))
+        site.succeed("systemctl start lxgate-hub-export.service")
+        site.succeed(f"su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT state FROM hub_exports WHERE upload_job_id = '{sjob}'\\\"\" | grep -qx applied")
+        site.succeed("systemctl start lxgate-hub-export.service")
+        hub.succeed(f"su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE content_hash = '{ssum}' AND original_name = '{sjob}.mp4'\\\"\" | grep -qx 1")
+        site.fail(f"journalctl --no-pager | grep -qF '{secret}'")
   '';
 }

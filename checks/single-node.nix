@@ -54,6 +54,6 @@ pkgs.testers.runNixOSTest {
         machine.wait_for_unit("lxgate-watcher.service")
     with subtest("static file through nginx over TLS"):
         machine.succeed("echo hello > /var/lib/lxgate/staticfiles/hello.txt")
-        machine.succeed("curl -sf --cacert ${tls}/server.crt https://localhost/static/hello.txt | grep -qx hello")
+        machine.succeed("curl -sf --cacert ${tls}/hub-ca.crt https://localhost/static/hello.txt | grep -qx hello")
   '';
 }
