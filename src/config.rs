@@ -225,6 +225,12 @@ pub struct HubConfig {
     pub mtls_meta_value: Option<String>,
     /// Refuse transfer requests not marked `X-Forwarded-Proto: https` (default true).
     pub require_secure_transport: Option<bool>,
+    /// central_hub: accept only HMAC-signed transfer requests, never the secret header
+    /// (default false: endoreg-db senders send the secret).
+    pub require_signed_requests: Option<bool>,
+    /// site_node: sign requests instead of sending the secret (default true; false for
+    /// an endoreg-db hub).
+    pub sign_requests: Option<bool>,
 }
 
 /// The hub transfer receiver's effective switches (SPEC §8).
@@ -235,6 +241,7 @@ pub struct HubTransfers {
     pub mtls_meta_key: String,
     pub mtls_meta_value: String,
     pub require_secure_transport: bool,
+    pub require_signed_requests: bool,
 }
 
 /// The effective runtime configuration after defaults, file and environment.
@@ -312,6 +319,7 @@ fn hub_export(
         ca_file: h.ca_file.clone().unwrap_or_default(),
         client_certificate: h.client_certificate.clone().unwrap_or_default(),
         client_certificate_key: h.client_certificate_key.clone(),
+        sign_requests: h.sign_requests.unwrap_or(true),
     }))
 }
 
@@ -503,6 +511,7 @@ impl Config {
                 file.hub.require_secure_transport,
                 true,
             )?,
+            require_signed_requests: file.hub.require_signed_requests.unwrap_or(false),
         };
         if hub_transfers.enabled && !hub_transfers.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);

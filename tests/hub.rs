@@ -309,3 +309,120 @@ fn transfers_off_answer_404_and_on_without_mtls_refuses_to_start() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("without mTLS"), "{}", stderr(&o));
 }
+
+/// Headers of a request signed as site-a, without the secret.
+fn signed(
+    h: &Hub,
+    method: &str,
+    path: &str,
+    key: &str,
+    body_sha256: &str,
+    timestamp: i64,
+) -> Vec<(String, String)> {
+    let k = lxgate::hub::nodes::signing_key("site-a", &h.secret);
+    let sig = lxgate::hub::signing::Signed {
+        method,
+        path,
+        timestamp,
+        transfer_key: key,
+        body_sha256,
+    }
+    .sign(&k);
+    let mut hs = without(headers(h), "X-Network-Node-Secret");
+    hs.push(("X-Lxgate-Timestamp".into(), timestamp.to_string()));
+    hs.push(("X-Lxgate-Content-Sha256".into(), body_sha256.into()));
+    hs.push(("X-Lxgate-Signature".into(), sig));
+    hs
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+#[test]
+fn signed_requests_work_without_the_secret_and_nothing_else_passes_for_one() {
+    let h = hub_with("[hub]\ntransfer_api = true\nrequire_signed_requests = true\n");
+    let now = chrono::Utc::now().timestamp();
+    let reg_path = "/api/media/hub/transfers/";
+    let body = transfer("t-signed", b"signed clip");
+    let bytes = body.to_string().into_bytes();
+    let post = |hs: &[(String, String)], b: &[u8]| {
+        send(
+            &h,
+            "POST",
+            reg_path,
+            hs,
+            Some(("application/json", b.to_vec())),
+        )
+    };
+
+    // This hub takes no secrets: the endoreg-db style header is refused.
+    let (s, e) = register(&h, &headers(&h), body.clone());
+    assert_eq!((s, e["code"].as_str()), (401, Some("unsigned")), "{e}");
+    // A body changed after signing.
+    let hs = signed(&h, "POST", reg_path, "t-signed", &sha(&bytes), now);
+    let (s, e) = post(
+        &hs,
+        &transfer("t-signed", b"other clip").to_string().into_bytes(),
+    );
+    assert_eq!((s, e["code"].as_str()), (401, Some("bad_signature")), "{e}");
+    // A signature made for another transfer key or path.
+    let hs = signed(&h, "POST", reg_path, "t-other", &sha(&bytes), now);
+    assert_eq!(post(&hs, &bytes).0, 401);
+    let hs = signed(
+        &h,
+        "POST",
+        "/api/media/hub/transfers/x/",
+        "t-signed",
+        &sha(&bytes),
+        now,
+    );
+    assert_eq!(post(&hs, &bytes).0, 401);
+    // Too old: a captured request cannot be replayed later.
+    let hs = signed(&h, "POST", reg_path, "t-signed", &sha(&bytes), now - 301);
+    let (s, e) = post(&hs, &bytes);
+    assert_eq!(s, 401, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("NTP"), "{e}");
+    assert_eq!(h.site.count("SELECT count(*) FROM transfers"), 0);
+
+    // Properly signed: register, media, status.
+    let hs = signed(&h, "POST", reg_path, "t-signed", &sha(&bytes), now);
+    let (s, e) = post(&hs, &bytes);
+    assert_eq!(s, 201, "{e}");
+    let media_path = "/api/media/hub/transfers/t-signed/media/";
+    let (ct, mp) = multipart("processed", b"signed clip");
+    // Media signed for other bytes than it carries.
+    let hs = signed(
+        &h,
+        "POST",
+        media_path,
+        "t-signed",
+        &sha(b"not the clip"),
+        now,
+    );
+    let (s, e) = send(&h, "POST", media_path, &hs, Some((&ct, mp.clone())));
+    assert_eq!((s, e["code"].as_str()), (401, Some("bad_signature")), "{e}");
+    assert_eq!(h.site.count("SELECT count(*) FROM upload_jobs"), 0);
+    let hs = signed(
+        &h,
+        "POST",
+        media_path,
+        "t-signed",
+        &sha(b"signed clip"),
+        now,
+    );
+    let (s, e) = send(&h, "POST", media_path, &hs, Some((&ct, mp)));
+    assert_eq!(
+        (s, e["transfer_status"].as_str()),
+        (200, Some("applied")),
+        "{e}"
+    );
+    let status_path = "/api/media/hub/transfers/t-signed/status/";
+    let hs = signed(&h, "GET", status_path, "t-signed", &sha(b""), now);
+    let (s, e) = send(&h, "GET", status_path, &hs, None);
+    assert_eq!(
+        (s, e["transfer_status"].as_str()),
+        (200, Some("applied")),
+        "{e}"
+    );
+}

@@ -20,13 +20,18 @@ struct Fleet {
 }
 
 fn fleet() -> Fleet {
+    fleet_with("")
+}
+
+/// `hub_extra`: more `[hub]` settings for the hub.
+fn fleet_with(hub_extra: &str) -> Fleet {
     let mut hub = Site::new("central_hub");
     let pki = Pki::new(&hub.dir.path().join("pki"));
     let cfg = hub.dir.path().join("hub.toml");
     std::fs::write(
         &cfg,
         format!(
-            "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\n[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n",
+            "role = \"central_hub\"\n[hub]\ntransfer_api = true\n{hub_extra}client_ca_file = \"{}\"\n[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n",
             pki.path("client-ca.crt").display(),
             pki.path("server.crt").display(),
             pki.path("server.key").display()
@@ -357,6 +362,29 @@ fn a_client_certificate_rustls_cannot_use_is_named_with_the_fix() {
         err.contains("site-v1.crt") && err.contains("X.509 v3"),
         "{err}"
     );
+}
+
+#[test]
+fn a_hub_that_takes_only_signatures_refuses_the_secret_and_accepts_the_default_sender() {
+    let f = fleet_with("require_signed_requests = true\n");
+    let (job, hash) = site_job(&f, "e.mp4", b"clip e");
+    f.site.ok(&["hub-export", "mark", &job]);
+    // A sender set up for an endoreg-db hub sends the secret itself.
+    let cfg = std::fs::read_to_string(&f.site_cfg).unwrap();
+    std::fs::write(&f.site_cfg, format!("{cfg}sign_requests = false\n")).unwrap();
+    assert_eq!(run(&f).0, 1);
+    let (state, _, why) = export_row(&f, &job);
+    assert_eq!(state, "pending");
+    assert!(
+        why.as_deref().unwrap_or("").contains("only signed"),
+        "{why:?}"
+    );
+    assert_eq!(hub_counts(&f, &hash), (0, 0));
+    // lxgate's default signs: accepted.
+    std::fs::write(&f.site_cfg, cfg).unwrap();
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hub_counts(&f, &hash), (1, 1));
 }
 
 #[test]

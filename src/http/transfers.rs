@@ -10,7 +10,7 @@
 //! upload after `applied` answers 409 — never a second transfer or job.
 
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -18,14 +18,31 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 use crate::hub::nodes::{self, Node};
+use crate::hub::signing;
 use crate::ingest::{self, Boundary, Kind, NewJob};
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// What the node check needs to know about a request: what a signature covers, and the
+/// body's real hash when the handler already has the whole body.
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
+    transfer_key: &'a str,
+    body_sha256: Option<String>,
+}
+
+/// A node that passed every gate, and the body hash its signature covers (if signed),
+/// which a streamed body must still match.
+struct Authenticated {
+    node: Node,
+    signed_body_sha256: Option<String>,
+}
+
 /// Every gate before a handler runs; the authenticated node.
-async fn gate(state: &AppState, h: &HeaderMap) -> Result<Node, ApiError> {
+async fn gate(state: &AppState, h: &HeaderMap, r: Req<'_>) -> Result<Authenticated, ApiError> {
     let t = &state.config.hub_transfers;
     if !t.enabled {
         return Err(ApiError::new(
@@ -44,16 +61,28 @@ async fn gate(state: &AppState, h: &HeaderMap) -> Result<Node, ApiError> {
             "no verified client certificate: connect through the hub's nginx with the site's certificate",
         ));
     }
-    let (Some(key), Some(secret)) = (
-        header(h, "x-network-node-key"),
-        header(h, "x-network-node-secret"),
-    ) else {
+    let Some(key) = header(h, "x-network-node-key") else {
         return Err(unauthenticated());
     };
     let client = state.pool.get().await?;
-    let node = nodes::authenticate(&client, key, secret)
-        .await?
-        .ok_or_else(unauthenticated)?;
+    let (node, signed_body_sha256) = if let Some(signature) = header(h, signing::SIGNATURE) {
+        let (node, declared) = check_signature(&client, h, key, signature, &r).await?;
+        (node, Some(declared))
+    } else if let Some(secret) = header(h, "x-network-node-secret") {
+        if t.require_signed_requests {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unsigned",
+                "this hub accepts only signed transfer requests (X-Lxgate-Signature): run lxgate hub-export with [hub] sign_requests = true",
+            ));
+        }
+        let node = nodes::authenticate(&client, key, secret)
+            .await?
+            .ok_or_else(unauthenticated)?;
+        (node, None)
+    } else {
+        return Err(unauthenticated());
+    };
     if let Some(pinned) = &node.cert_fingerprint {
         let presented = header(h, "x-client-cert-fingerprint").map(nodes::normalize_fingerprint);
         if presented.as_deref() != Some(pinned.as_str()) {
@@ -63,7 +92,58 @@ async fn gate(state: &AppState, h: &HeaderMap) -> Result<Node, ApiError> {
             ));
         }
     }
-    Ok(node)
+    Ok(Authenticated {
+        node,
+        signed_body_sha256,
+    })
+}
+
+/// A signed request: fresh, its declared body hash true where the body is known, and
+/// the signature made with the node's key. The node and the declared body hash.
+async fn check_signature(
+    client: &tokio_postgres::Client,
+    h: &HeaderMap,
+    key: &str,
+    signature: &str,
+    r: &Req<'_>,
+) -> Result<(Node, String), ApiError> {
+    let refuse = |msg: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", msg);
+    let timestamp = header(h, signing::TIMESTAMP)
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| refuse("a signed request needs X-Lxgate-Timestamp (unix seconds)".into()))?;
+    let now = chrono::Utc::now().timestamp();
+    if !signing::fresh(timestamp, now) {
+        return Err(refuse(format!(
+            "the request's timestamp is {} s away from the hub's clock (allowed: {} s); check the site's time (NTP)",
+            (now - timestamp).abs(),
+            signing::WINDOW_SECS
+        )));
+    }
+    let declared = header(h, signing::CONTENT_SHA256)
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| refuse("a signed request needs X-Lxgate-Content-Sha256".into()))?;
+    if let Some(actual) = &r.body_sha256 {
+        if *actual != declared {
+            return Err(refuse(
+                "the body does not hash to X-Lxgate-Content-Sha256: it changed after signing"
+                    .into(),
+            ));
+        }
+    }
+    let signed = signing::Signed {
+        method: r.method,
+        path: r.path,
+        timestamp,
+        transfer_key: r.transfer_key,
+        body_sha256: &declared,
+    };
+    match nodes::authenticate_signed(client, key, &signed, signature).await? {
+        nodes::SignedAuth::Node(n) => Ok((n, declared)),
+        nodes::SignedAuth::Refused => Err(unauthenticated()),
+        nodes::SignedAuth::NotSigningCapable => Err(refuse(format!(
+            "node {key:?} was registered before signed requests: re-key it on the hub with `lxgate node add {key} --center …` and give the site the new secret"
+        ))),
+    }
 }
 
 fn unauthenticated() -> ApiError {
@@ -158,10 +238,27 @@ async fn set_status(
 
 pub async fn register(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let node = gate(&state, &headers).await?;
+    // The key the signature covers; a body that is not JSON fails below, after the gates.
+    let signed_key = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("transfer_key")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let node = gate(
+        &state,
+        &headers,
+        Req {
+            method: "POST",
+            path: uri.path(),
+            transfer_key: &signed_key,
+            body_sha256: Some(signing::sha256_hex(&body)),
+        },
+    )
+    .await?
+    .node;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_transfer", format!("the body is not JSON: {e}")))?;
     let key = text(&v, "transfer_key")?;
@@ -240,10 +337,22 @@ pub async fn register(
 
 pub async fn status(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
-    let node = gate(&state, &headers).await?;
+    let node = gate(
+        &state,
+        &headers,
+        Req {
+            method: "GET",
+            path: uri.path(),
+            transfer_key: &key,
+            body_sha256: Some(signing::sha256_hex(b"")),
+        },
+    )
+    .await?
+    .node;
     Ok(Json(load(&state, &node, &key).await?.body()).into_response())
 }
 
@@ -252,7 +361,22 @@ pub async fn media(
     Path(key): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let node = gate(&state, req.headers()).await?;
+    let path = req.uri().path().to_string();
+    let Authenticated {
+        node,
+        signed_body_sha256,
+    } = gate(
+        &state,
+        req.headers(),
+        Req {
+            method: "POST",
+            path: &path,
+            transfer_key: &key,
+            // For media the signature covers the file's sha256, checked once staged.
+            body_sha256: None,
+        },
+    )
+    .await?;
     let fingerprint = header(req.headers(), "x-client-cert-fingerprint").map(str::to_string);
     let t = load(&state, &node, &key).await?;
     if t.status == "applied" {
@@ -300,6 +424,14 @@ pub async fn media(
         tracing::warn!(transfer = %key, node = %node.key, "{detail}");
         let t = load(&state, &node, &key).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(t.body())).into_response());
+    }
+    if signed_body_sha256.is_some_and(|d| d != staged.sha256) {
+        staged.discard();
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "the media does not hash to the signed X-Lxgate-Content-Sha256: it changed after signing",
+        ));
     }
     let name = super::upload::validate_name("file field's filename", Some(&name))?;
     let job = NewJob {

@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::signing;
 use crate::config::Config;
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
@@ -39,6 +40,8 @@ pub struct ExportSettings {
     pub client_certificate: PathBuf,
     /// Used only when no `hub-client-key` credential is loaded.
     pub client_certificate_key: Option<PathBuf>,
+    /// HMAC-sign requests (the secret never travels); false only for an endoreg-db hub.
+    pub sign_requests: bool,
 }
 
 /// What one `run` did; the unit fails (exit 1) when anything is left failed or retrying.
@@ -223,7 +226,15 @@ struct Sender {
     base: String,
     node_key: String,
     target: String,
-    secret: String,
+    credential: Credential,
+}
+
+/// How the sender proves it is the node.
+enum Credential {
+    /// The PBKDF2-derived key that signs each request (see `signing`).
+    Signing([u8; 32]),
+    /// The secret itself, in X-Network-Node-Secret (endoreg-db hubs).
+    Secret(String),
 }
 
 impl Sender {
@@ -243,21 +254,54 @@ impl Sender {
             .timeout_read(Duration::from_secs(300))
             .timeout_write(Duration::from_secs(300))
             .build();
+        let credential = if s.sign_requests {
+            // Slow on purpose (PBKDF2); once per run.
+            Credential::Signing(super::nodes::signing_key(&s.node_key, &secret))
+        } else {
+            Credential::Secret(secret)
+        };
         Ok(Sender {
             agent,
             base: s.url.clone(),
             node_key: s.node_key.clone(),
             target: s.target_node_key.clone(),
-            secret,
+            credential,
         })
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
-        self.agent
+    /// A request to the hub with the node's credential: signed over `transfer_key` and
+    /// the body's sha256, or with the secret.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        transfer_key: &str,
+        body_sha256: &str,
+    ) -> ureq::Request {
+        let r = self
+            .agent
             .request(method, &format!("{}{path}", self.base))
             .set("X-Network-Node-Key", &self.node_key)
-            .set("X-Network-Node-Secret", &self.secret)
-            .set("Accept", "application/json")
+            .set("Accept", "application/json");
+        match &self.credential {
+            Credential::Secret(secret) => r.set("X-Network-Node-Secret", secret),
+            Credential::Signing(key) => {
+                let timestamp = chrono::Utc::now().timestamp();
+                // The hub sees the path of the full URL, base path included.
+                let full = url_path(&self.base, path);
+                let signature = signing::Signed {
+                    method,
+                    path: &full,
+                    timestamp,
+                    transfer_key,
+                    body_sha256,
+                }
+                .sign(key);
+                r.set(signing::TIMESTAMP, &timestamp.to_string())
+                    .set(signing::CONTENT_SHA256, body_sha256)
+                    .set(signing::SIGNATURE, &signature)
+            }
+        }
     }
 
     fn send(&self, item: &Item) -> Outcome {
@@ -276,9 +320,14 @@ impl Sender {
         });
         let body = serde_json::to_vec(&register).expect("json");
         let answer = hub_answer(
-            self.request("POST", "/api/media/hub/transfers/")
-                .set("Content-Type", "application/json")
-                .send_bytes(&body),
+            self.request(
+                "POST",
+                "/api/media/hub/transfers/",
+                &item.key,
+                &signing::sha256_hex(&body),
+            )
+            .set("Content-Type", "application/json")
+            .send_bytes(&body),
             "registering",
         );
         let status = match answer {
@@ -333,6 +382,9 @@ impl Sender {
             self.request(
                 "POST",
                 &format!("/api/media/hub/transfers/{}/media/", item.key),
+                &item.key,
+                // For media the signature covers the file's sha256 (the hub checks it).
+                &item.hash,
             )
             .set(
                 "Content-Type",
@@ -404,6 +456,13 @@ fn classify(code: u16, v: &Value, what: &str) -> Outcome {
         400 | 413 | 422 if from_app => Outcome::Failed(why),
         _ => Outcome::Retry(why),
     }
+}
+
+/// The path part of `base` + `path` (`https://hub/x` + `/api/…` → `/x/api/…`).
+fn url_path(base: &str, path: &str) -> String {
+    let after_scheme = base.split_once("://").map_or(base, |(_, r)| r);
+    let prefix = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    format!("{prefix}{path}")
 }
 
 fn credential(name: &str) -> Option<PathBuf> {
@@ -495,6 +554,12 @@ fn tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signed_path_includes_the_base_path() {
+        assert_eq!(url_path("https://hub:8443", "/api/x/"), "/api/x/");
+        assert_eq!(url_path("https://hub/lx", "/api/x/"), "/lx/api/x/");
+    }
 
     #[test]
     fn the_hub_sees_the_extension_never_the_name() {

@@ -4,6 +4,8 @@
 
 use pbkdf2::pbkdf2_hmac;
 use rand::RngCore;
+
+use super::signing::Signed;
 use sha2::Sha256;
 
 use crate::auth::{center_id, AuthError};
@@ -27,16 +29,39 @@ fn derive(secret: &str, salt: &[u8], rounds: u32) -> [u8; 32] {
     out
 }
 
+/// The salt is the node's own (`lxgate-node:<key>`), not random, so a site can derive
+/// the same value from its secret and sign with it (see `signing`). Node keys are unique
+/// per hub, so no two nodes share a salt.
+fn signing_salt(node_key: &str) -> Vec<u8> {
+    format!("lxgate-node:{node_key}").into_bytes()
+}
+
+/// The HMAC key a site signs its requests with; equal to the hash the hub stores.
+pub fn signing_key(node_key: &str, secret: &str) -> [u8; 32] {
+    derive(secret, &signing_salt(node_key), ROUNDS)
+}
+
 /// `pbkdf2-sha256$ROUNDS$SALT$HASH` (hex).
-pub fn hash_secret(secret: &str) -> String {
-    let mut salt = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut salt);
-    let h = derive(secret, &salt, ROUNDS);
+pub fn hash_secret(node_key: &str, secret: &str) -> String {
     format!(
         "pbkdf2-sha256${ROUNDS}${}${}",
-        hex::encode(salt),
-        hex::encode(h)
+        hex::encode(signing_salt(node_key)),
+        hex::encode(signing_key(node_key, secret))
     )
+}
+
+/// The stored hash as a signing key, when it was made with the node's signing salt.
+fn stored_signing_key(node_key: &str, stored: &str) -> Option<Vec<u8>> {
+    let parts: Vec<&str> = stored.split('$').collect();
+    let [scheme, rounds, salt, hash] = parts[..] else {
+        return None;
+    };
+    (scheme == "pbkdf2-sha256"
+        && rounds == ROUNDS.to_string()
+        && hex::decode(salt).ok()? == signing_salt(node_key))
+    .then(|| hex::decode(hash).ok())
+    .flatten()
+    .filter(|h| h.len() == 32)
 }
 
 pub fn verify_secret(secret: &str, stored: &str) -> bool {
@@ -87,8 +112,8 @@ pub async fn add(
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let secret = format!("lxn_{}", hex::encode(raw));
     let hash = tokio::task::spawn_blocking({
-        let s = secret.clone();
-        move || hash_secret(&s)
+        let (s, k) = (secret.clone(), key.to_string());
+        move || hash_secret(&k, &s)
     })
     .await
     .expect("hashing does not panic");
@@ -110,12 +135,10 @@ pub async fn remove(c: &tokio_postgres::Client, key: &str) -> Result<bool, AuthE
         > 0)
 }
 
-/// The node whose key and secret these are, if any.
-pub async fn authenticate(
+async fn load(
     c: &tokio_postgres::Client,
     key: &str,
-    secret: &str,
-) -> Result<Option<Node>, crate::db::DbError> {
+) -> Result<Option<(String, Node)>, crate::db::DbError> {
     let row = c
         .query_opt(
             "SELECT n.secret_hash, n.center_id, c.center_key, n.cert_fingerprint
@@ -124,20 +147,62 @@ pub async fn authenticate(
             &[&key],
         )
         .await?;
-    let Some(row) = row else {
+    Ok(row.map(|row| {
+        (
+            row.get(0),
+            Node {
+                key: key.to_string(),
+                center_id: row.get(1),
+                center_key: row.get(2),
+                cert_fingerprint: row.get(3),
+            },
+        )
+    }))
+}
+
+/// The node whose key and secret these are, if any.
+pub async fn authenticate(
+    c: &tokio_postgres::Client,
+    key: &str,
+    secret: &str,
+) -> Result<Option<Node>, crate::db::DbError> {
+    let Some((stored, node)) = load(c, key).await? else {
         return Ok(None);
     };
-    let stored: String = row.get(0);
     let secret = secret.to_string();
     let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &stored))
         .await
         .unwrap_or(false);
-    Ok(ok.then(|| Node {
-        key: key.to_string(),
-        center_id: row.get(1),
-        center_key: row.get(2),
-        cert_fingerprint: row.get(3),
-    }))
+    Ok(ok.then_some(node))
+}
+
+/// How a signed request's node check ended.
+pub enum SignedAuth {
+    Node(Node),
+    /// Unknown node or a signature that does not verify.
+    Refused,
+    /// The node's stored hash predates signed requests (random salt): re-key it.
+    NotSigningCapable,
+}
+
+/// The node that signed this request, if its signature verifies.
+pub async fn authenticate_signed(
+    c: &tokio_postgres::Client,
+    key: &str,
+    signed: &Signed<'_>,
+    signature: &str,
+) -> Result<SignedAuth, crate::db::DbError> {
+    let Some((stored, node)) = load(c, key).await? else {
+        return Ok(SignedAuth::Refused);
+    };
+    let Some(k) = stored_signing_key(key, &stored) else {
+        return Ok(SignedAuth::NotSigningCapable);
+    };
+    Ok(if signed.verify(&k, signature) {
+        SignedAuth::Node(node)
+    } else {
+        SignedAuth::Refused
+    })
 }
 
 #[cfg(test)]
@@ -146,12 +211,30 @@ mod tests {
 
     #[test]
     fn a_secret_verifies_against_its_hash_only() {
-        let h = hash_secret("lxn_abc");
+        let h = hash_secret("site-a", "lxn_abc");
         assert!(h.starts_with("pbkdf2-sha256$210000$") && !h.contains("lxn_abc"));
         assert!(verify_secret("lxn_abc", &h));
         assert!(!verify_secret("lxn_abd", &h));
         assert!(!verify_secret("lxn_abc", "plain"));
-        assert_ne!(h, hash_secret("lxn_abc"), "salted");
+        assert_ne!(h, hash_secret("site-b", "lxn_abc"), "salted per node");
+    }
+
+    #[test]
+    fn the_stored_hash_is_the_key_the_site_signs_with() {
+        let h = hash_secret("site-a", "lxn_abc");
+        let k = stored_signing_key("site-a", &h).unwrap();
+        assert_eq!(k, signing_key("site-a", "lxn_abc"));
+        assert!(
+            stored_signing_key("site-b", &h).is_none(),
+            "another node's salt"
+        );
+        // A hash with a random salt (before signed requests) cannot verify signatures.
+        let old = format!(
+            "pbkdf2-sha256$210000${}${}",
+            "00".repeat(16),
+            "11".repeat(32)
+        );
+        assert!(stored_signing_key("site-a", &old).is_none());
     }
 
     #[test]
