@@ -55,5 +55,7 @@ pkgs.testers.runNixOSTest {
     with subtest("static file through nginx over TLS"):
         machine.succeed("echo hello > /var/lib/lxgate/staticfiles/hello.txt")
         machine.succeed("curl -sf --cacert ${tls}/hub-ca.crt https://localhost/static/hello.txt | grep -qx hello")
+    with subtest("lxgate smoke: doctor, a sealed round trip with the master key, TLS through nginx"):
+        machine.succeed("su -s /bin/sh lxgate -c 'DATABASE_URL=\"host=/run/postgresql dbname=lxgate user=lxgate\" lxgate --config /etc/lxgate/config.toml smoke --ca ${tls}/hub-ca.crt'")
   '';
 }

@@ -21,7 +21,7 @@ pub struct Check {
 }
 
 impl Check {
-    fn pass(check: impl Into<String>, detail: impl Into<String>) -> Check {
+    pub(crate) fn pass(check: impl Into<String>, detail: impl Into<String>) -> Check {
         Check {
             check: check.into(),
             ok: true,
@@ -29,7 +29,11 @@ impl Check {
             fix: None,
         }
     }
-    fn fail(check: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    pub(crate) fn fail(
+        check: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
         Check {
             check: check.into(),
             ok: false,

@@ -7,16 +7,12 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rand::RngCore;
 
 use crate::doctor::Accounts;
 
-/// An age X25519 identity string (`AGE-SECRET-KEY-1…`, bech32 of 32 random bytes).
+/// A new age X25519 identity string (`AGE-SECRET-KEY-1…`).
 pub fn new_identity() -> Result<String> {
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let hrp = bech32::Hrp::parse("age-secret-key-")?;
-    Ok(bech32::encode::<bech32::Bech32>(hrp, &secret)?.to_uppercase())
+    Ok(crate::age::Identity::generate().to_secret_string())
 }
 
 pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {

@@ -1,6 +1,7 @@
 //! lxgate: the runtime boundary for clinic patient media. The binary (`src/main.rs`)
 //! only parses arguments; everything it runs lives here so tests share it.
 
+pub mod age;
 pub mod auth;
 pub mod config;
 pub mod contract;
@@ -17,5 +18,6 @@ pub mod recover;
 pub mod render;
 pub mod sap;
 pub mod sdnotify;
+pub mod smoke;
 pub mod storage_audit;
 pub mod watch;

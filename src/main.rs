@@ -77,6 +77,20 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// After a deploy: everything doctor checks, an age-sealed round trip through managed
+    /// storage, and a static file fetched from nginx over TLS. Exit 1 on any failure.
+    Smoke {
+        #[arg(long)]
+        json: bool,
+        /// CA bundle that must verify nginx's certificate (default: the system's).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// nginx's TLS port on this host.
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Convert SAP IS-H bundles into preanonymized pairs (lxgate-sap-import.service).
     SapImport {
         /// Convert what is there, then exit (the .path unit runs this).
@@ -337,6 +351,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Doctor { json, root } => {
             let file = FileConfig::load(cli.config.as_deref())?;
             let checks = lxgate::doctor::run(&file, &env, &root).await;
+            lxgate::doctor::print(&checks, json);
+            if checks.iter().any(|c| !c.ok) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Smoke {
+            json,
+            ca,
+            port,
+            root,
+        } => {
+            let file = FileConfig::load(cli.config.as_deref())?;
+            let opts = lxgate::smoke::Options { ca, port };
+            let checks = lxgate::smoke::run(&file, &env, &root, &opts).await;
             lxgate::doctor::print(&checks, json);
             if checks.iter().any(|c| !c.ok) {
                 return Ok(ExitCode::FAILURE);

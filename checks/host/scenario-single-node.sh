@@ -64,4 +64,8 @@ done
 # 8. nginx serves a static file over TLS.
 echo hello-static > /var/lib/lxgate/staticfiles/hello.txt
 check "nginx serves /static/ over TLS" "nginx" sh -c 'curl -sf --cacert /etc/lxgate/tls/hub-ca.crt --resolve localhost:443:127.0.0.1 https://localhost/static/hello.txt | grep -qx hello-static'
+# 9. lxgate smoke, the post-deploy acceptance check, as the service user: doctor, an
+# age-sealed round trip through storage with the master key, a static file over TLS.
+smoke() { runuser -u lxgate -- env $(cat /var/lib/lxgate/.env.systemd) LXGATE_CONFIG=/etc/lxgate/config.toml lxgate smoke --ca /etc/lxgate/tls/hub-ca.crt; }
+check "lxgate smoke passes" "lxgate nginx" smoke
 echo "done" >> "$out"
