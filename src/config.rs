@@ -231,6 +231,11 @@ pub struct HubConfig {
     /// site_node: sign requests instead of sending the secret (default true; false for
     /// an endoreg-db hub).
     pub sign_requests: Option<bool>,
+    /// site_node: seal media with age to this recipient (`lxgate keys recipient` on the
+    /// hub) before it leaves the site.
+    pub hub_recipient: Option<String>,
+    /// central_hub: refuse media that is not sealed with age (default false).
+    pub require_sealed_media: Option<bool>,
 }
 
 /// The hub transfer receiver's effective switches (SPEC §8).
@@ -242,6 +247,7 @@ pub struct HubTransfers {
     pub mtls_meta_value: String,
     pub require_secure_transport: bool,
     pub require_signed_requests: bool,
+    pub require_sealed_media: bool,
 }
 
 /// The effective runtime configuration after defaults, file and environment.
@@ -320,6 +326,17 @@ fn hub_export(
         client_certificate: h.client_certificate.clone().unwrap_or_default(),
         client_certificate_key: h.client_certificate_key.clone(),
         sign_requests: h.sign_requests.unwrap_or(true),
+        hub_recipient: match &h.hub_recipient {
+            None => None,
+            Some(r) => {
+                crate::age::Recipient::parse(r).map_err(|e| {
+                    ConfigError::HubExport(format!(
+                        "hub_recipient: {e}; use the age1… line `lxgate keys recipient` prints on the hub"
+                    ))
+                })?;
+                Some(r.trim().to_string())
+            }
+        },
     }))
 }
 
@@ -512,6 +529,7 @@ impl Config {
                 true,
             )?,
             require_signed_requests: file.hub.require_signed_requests.unwrap_or(false),
+            require_sealed_media: file.hub.require_sealed_media.unwrap_or(false),
         };
         if hub_transfers.enabled && !hub_transfers.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);

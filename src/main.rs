@@ -236,6 +236,13 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum KeysCmd {
+    /// Print the master identity's age recipient (age1…), for sites that seal media to
+    /// this hub ([hub] hub_recipient).
+    Recipient {
+        /// Identity file (default: the configured master key).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
     Ensure {
         #[arg(long)]
         key: PathBuf,
@@ -507,6 +514,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+        }
+        Cmd::Keys {
+            cmd: KeysCmd::Recipient { key },
+        } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let file = FileConfig::load(cli.config.as_deref())?;
+                    PathBuf::from(
+                        lxgate::render::Inputs::from_settings(&file, None).get("master_key"),
+                    )
+                }
+            };
+            let id = lxgate::age::Identity::from_file(&key).map_err(|e| {
+                anyhow::anyhow!("reading the master identity {}: {e}", key.display())
+            })?;
+            println!("{}", id.recipient());
         }
         Cmd::Keys {
             cmd: KeysCmd::Ensure { key, group },

@@ -31,8 +31,9 @@ fn fleet_with(hub_extra: &str) -> Fleet {
     std::fs::write(
         &cfg,
         format!(
-            "role = \"central_hub\"\n[hub]\ntransfer_api = true\n{hub_extra}client_ca_file = \"{}\"\n[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n",
+            "role = \"central_hub\"\n[hub]\ntransfer_api = true\n{hub_extra}client_ca_file = \"{}\"\n[host]\nserver_name = \"localhost\"\nmaster_key = \"{}\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n",
             pki.path("client-ca.crt").display(),
+            hub.dir.path().join("keys/master.age").display(),
             pki.path("server.crt").display(),
             pki.path("server.key").display()
         ),
@@ -40,6 +41,21 @@ fn fleet_with(hub_extra: &str) -> Fleet {
     .unwrap();
     hub.set("LXGATE_CONFIG", cfg.to_str().unwrap());
     hub.migrate();
+    // The hub's age master identity, as lxgate-keys.service makes it (root).
+    let group = if unsafe { libc::geteuid() } == 0 {
+        "root"
+    } else {
+        "nogroup"
+    };
+    let key = hub.dir.path().join("keys/master.age");
+    hub.ok(&[
+        "keys",
+        "ensure",
+        "--key",
+        key.to_str().unwrap(),
+        "--group",
+        group,
+    ]);
     hub.ok(&["center", "add", "A", "--name", "A"]);
     let secret = hub
         .ok(&[
@@ -385,6 +401,62 @@ fn a_hub_that_takes_only_signatures_refuses_the_secret_and_accepts_the_default_s
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
     assert_eq!(hub_counts(&f, &hash), (1, 1));
+}
+
+#[test]
+fn sealed_media_is_opened_by_the_hub_and_a_hub_that_requires_it_refuses_plain_media() {
+    let f = fleet_with("require_sealed_media = true\n");
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let (job, hash) = site_job(&f, "f.mp4", &body);
+    f.site.ok(&["hub-export", "mark", &job]);
+    // Plain media to a hub that takes only sealed media: refused, nothing stored.
+    assert_eq!(run(&f).0, 1);
+    let (state, _, why) = export_row(&f, &job);
+    assert_eq!(state, "failed");
+    assert!(
+        why.as_deref().unwrap_or("").contains("hub_recipient"),
+        "{why:?}"
+    );
+    assert_eq!(hub_counts(&f, &hash).1, 0);
+
+    // Sealed to another key: the hub cannot open it.
+    let cfg = std::fs::read_to_string(&f.site_cfg).unwrap();
+    let stranger = lxgate::age::Identity::generate().recipient().to_string();
+    std::fs::write(
+        &f.site_cfg,
+        format!("{cfg}hub_recipient = \"{stranger}\"\n"),
+    )
+    .unwrap();
+    f.site.ok(&["hub-export", "retry"]);
+    assert_eq!(run(&f).0, 1);
+    let (state, _, why) = export_row(&f, &job);
+    assert_eq!(state, "failed");
+    assert!(
+        why.as_deref().unwrap_or("").contains("does not open"),
+        "{why:?}"
+    );
+    assert_eq!(hub_counts(&f, &hash).1, 0);
+
+    // Sealed to the hub's recipient: opened, hashed as plaintext, stored.
+    let recipient = f.hub.ok(&["keys", "recipient"]).trim().to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    std::fs::write(
+        &f.site_cfg,
+        format!("{cfg}hub_recipient = \"{recipient}\"\n"),
+    )
+    .unwrap();
+    f.site.ok(&["hub-export", "retry"]);
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    let stored: String = f.hub.sql(&format!(
+        "SELECT storage_path FROM upload_jobs WHERE content_hash = '{hash}'"
+    ))[0]
+        .get(0);
+    assert_eq!(
+        std::fs::read(f.hub.data().join("storage").join(stored)).unwrap(),
+        body
+    );
 }
 
 #[test]

@@ -64,6 +64,11 @@ impl From<crate::ingest::IngestError> for ApiError {
             ),
             E::Empty => ApiError::bad_request("empty_body", "the upload is empty: send the file's bytes as the body"),
             E::Source(_) => ApiError::bad_request("incomplete_body", "the upload ended early; send it again"),
+            E::Sealed(why) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unsealable",
+                format!("the media does not open with this hub's age key ({why}): seal it to the recipient `lxgate keys recipient` prints on the hub"),
+            ),
             E::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::error!(error = %e, "storage full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", "managed storage is full; retry later or ask the operator")

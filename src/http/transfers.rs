@@ -356,6 +356,33 @@ pub async fn status(
     Ok(Json(load(&state, &node, &key).await?.body()).into_response())
 }
 
+/// The hub's age identity when the media says it is sealed (`media_encryption=age`);
+/// plain media only where the hub allows it.
+fn opener(
+    state: &AppState,
+    encryption: Option<&str>,
+) -> Result<Option<std::sync::Arc<crate::age::Identity>>, ApiError> {
+    match encryption {
+        Some("age") => {
+            let inputs = crate::render::Inputs::from_settings(&state.config.file, None);
+            let key = inputs.get("master_key");
+            crate::age::Identity::from_file(std::path::Path::new(key))
+                .map(|id| Some(std::sync::Arc::new(id)))
+                .map_err(|e| ApiError::internal("reading the hub's master identity", e))
+        }
+        Some(other) => Err(ApiError::bad_request(
+            "bad_media_encryption",
+            format!("media_encryption {other:?} is not supported; send age, or leave it out"),
+        )),
+        None if state.config.hub_transfers.require_sealed_media => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsealed",
+            "this hub accepts only media sealed with age to its recipient (media_encryption=age): set [hub] hub_recipient on the site",
+        )),
+        None => Ok(None),
+    }
+}
+
 pub async fn media(
     State(state): State<AppState>,
     Path(key): Path<String>,
@@ -389,12 +416,14 @@ pub async fn media(
         )
     })?;
     let mut role: Option<String> = None;
+    let mut encryption: Option<String> = None;
     let (staged, name) = loop {
         let field = mp.next_field().await?.ok_or_else(|| {
             ApiError::bad_request("missing_file", "multipart body has no `file` field")
         })?;
         match field.name() {
             Some("media_role") => role = Some(field.text().await?),
+            Some("media_encryption") => encryption = Some(field.text().await?),
             Some("file") => {
                 if role.as_deref() != Some("processed") {
                     return Err(ApiError::bad_request(
@@ -406,9 +435,20 @@ pub async fn media(
                     .file_name()
                     .map(str::to_string)
                     .unwrap_or_else(|| key.clone());
-                let staged =
-                    super::upload::stage(&state.storage, field, state.config.upload_max_size)
-                        .await?;
+                let opener = opener(&state, encryption.as_deref())?;
+                let staged = super::upload::stage_opening(
+                    &state.storage,
+                    field,
+                    state.config.upload_max_size,
+                    opener,
+                )
+                .await
+                .map_err(|e| {
+                    if let crate::ingest::IngestError::Sealed(why) = &e {
+                        tracing::warn!(transfer = %key, node = %node.key, "sealed media does not open: {why}");
+                    }
+                    ApiError::from(e)
+                })?;
                 break (staged, name);
             }
             _ => {}

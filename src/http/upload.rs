@@ -236,16 +236,41 @@ fn provenance(state: &AppState, p: &Principal, req: &Request) -> serde_json::Val
 /// Stream a body into a staged temp file on a blocking thread, stopping at the limit.
 /// Memory stays bounded by the channel: at most 2 body chunks queued per upload
 /// (64 concurrent uploads stay under 100 MB RSS; see scripts/bench).
-pub async fn stage<S, E>(storage: &Storage, mut body: S, limit: u64) -> Result<Staged, IngestError>
+pub async fn stage<S, E>(storage: &Storage, body: S, limit: u64) -> Result<Staged, IngestError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    stage_opening(storage, body, limit, None).await
+}
+
+/// `stage`, opening an age-sealed body with `identity` on the way: what is staged (and
+/// hashed) is the plaintext; the limit counts the sealed bytes.
+pub async fn stage_opening<S, E>(
+    storage: &Storage,
+    mut body: S,
+    limit: u64,
+    identity: Option<std::sync::Arc<crate::age::Identity>>,
+) -> Result<Staged, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut writer = storage.writer()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let worker = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        while let Some(chunk) = rx.blocking_recv() {
-            writer.write(&chunk)?;
+    let worker = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
+        match identity {
+            None => {
+                while let Some(chunk) = rx.blocking_recv() {
+                    writer.write(&chunk)?;
+                }
+            }
+            Some(id) => {
+                let chunks = std::iter::from_fn(|| rx.blocking_recv());
+                let mut input = std::io::BufReader::new(crate::age::ChunkReader::new(chunks));
+                crate::age::decrypt(&id, &mut input, &mut writer)
+                    .map_err(|e| IngestError::Sealed(e.to_string()))?;
+            }
         }
         Ok(writer)
     });
@@ -270,13 +295,14 @@ where
         }
     }
     drop(tx);
-    let writer = worker
+    let worker = worker
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-    if let Some(f) = failure {
-        drop(writer); // deletes the temp file
-        return Err(f);
-    }
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // A stream that broke off explains a failed opening better than the opening does.
+    let writer = match (worker, failure.take()) {
+        (_, Some(f)) => return Err(f),
+        (w, None) => w?,
+    };
     Ok(tokio::task::spawn_blocking(move || writer.finish())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??)

@@ -42,6 +42,8 @@ pub struct ExportSettings {
     pub client_certificate_key: Option<PathBuf>,
     /// HMAC-sign requests (the secret never travels); false only for an endoreg-db hub.
     pub sign_requests: bool,
+    /// Seal media with age to the hub's recipient (`age1…`, checked at config load).
+    pub hub_recipient: Option<String>,
 }
 
 /// What one `run` did; the unit fails (exit 1) when anything is left failed or retrying.
@@ -227,6 +229,7 @@ struct Sender {
     node_key: String,
     target: String,
     credential: Credential,
+    seal_to: Option<crate::age::Recipient>,
 }
 
 /// How the sender proves it is the node.
@@ -260,12 +263,18 @@ impl Sender {
         } else {
             Credential::Secret(secret)
         };
+        let seal_to = s
+            .hub_recipient
+            .as_deref()
+            .map(crate::age::Recipient::parse)
+            .transpose()?;
         Ok(Sender {
             agent,
             base: s.url.clone(),
             node_key: s.node_key.clone(),
             target: s.target_node_key.clone(),
             credential,
+            seal_to,
         })
     }
 
@@ -367,18 +376,42 @@ impl Sender {
             .map(|m| m.len())
             .map_err(|e| e.to_string())?;
         let boundary = format!("lxgate-{}", uuid::Uuid::new_v4().simple());
+        let sealed_field = if self.seal_to.is_some() {
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"media_encryption\"\r\n\r\nage\r\n")
+        } else {
+            String::new()
+        };
         let head = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"media_role\"\r\n\r\nprocessed\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}{}\"\r\n\
+             {sealed_field}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}{}\"\r\n\
              Content-Type: application/octet-stream\r\n\r\n",
             item.job, item.extension
         );
         let tail = format!("\r\n--{boundary}--\r\n");
-        let total = head.len() as u64 + len + tail.len() as u64;
+        // Sealed media is encrypted on a thread while it is sent: nothing but ciphertext
+        // leaves the site, and no sealed copy is written to disk.
+        type Sealer = std::thread::JoinHandle<std::io::Result<()>>;
+        let (media, media_len, sealer): (Box<dyn Read + Send>, u64, Option<Sealer>) =
+            match self.seal_to {
+                None => (Box::new(file), len, None),
+                Some(to) => {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+                    let mut file = file;
+                    let sealer = std::thread::spawn(move || {
+                        crate::age::encrypt(&to, &mut file, &mut ChannelWriter(tx))
+                    });
+                    (
+                        Box::new(crate::age::ChunkReader::new(rx.into_iter())),
+                        crate::age::sealed_len(len),
+                        Some(sealer),
+                    )
+                }
+            };
+        let total = head.len() as u64 + media_len + tail.len() as u64;
         let body = std::io::Cursor::new(head.into_bytes())
-            .chain(file)
+            .chain(media)
             .chain(std::io::Cursor::new(tail.into_bytes()));
-        hub_answer(
+        let answer = hub_answer(
             self.request(
                 "POST",
                 &format!("/api/media/hub/transfers/{}/media/", item.key),
@@ -393,7 +426,34 @@ impl Sender {
             .set("Content-Length", &total.to_string())
             .send(body),
             "uploading the media",
-        )
+        );
+        if let Some(s) = sealer {
+            match s.join() {
+                Ok(Ok(())) => {}
+                // A broken pipe means the hub stopped reading; its answer says why.
+                Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(format!("sealing the media: {e}"))
+                }
+                Ok(Err(_)) => {}
+                Err(_) => return Err("sealing the media panicked".into()),
+            }
+        }
+        answer
+    }
+}
+
+/// The sending end of a sealed stream.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.send(buf.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
+        })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -150,6 +150,8 @@ pub enum IngestError {
     Db(#[from] crate::db::DbError),
     #[error("the upload stream broke off: {0}")]
     Source(String),
+    #[error("the sealed media does not open: {0}")]
+    Sealed(String),
 }
 
 impl IngestError {

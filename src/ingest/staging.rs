@@ -110,6 +110,17 @@ impl StagedWriter {
     }
 }
 
+/// So a decoder (age) can write plaintext straight into staging.
+impl Write for StagedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        StagedWriter::write(self, buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Drop for StagedWriter {
     fn drop(&mut self) {
         if self.file.is_some() {
