@@ -274,32 +274,6 @@ fn systemd_analyze_verifies_every_unit_and_long_running_units_score_at_most_2() 
     }
 }
 
-pub fn make_cert(dir: &Path, name: &str) {
-    let o = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join(format!("{name}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{name}.crt")))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 #[test]
 fn nginx_accepts_the_rendered_server_block_for_every_role() {
     need("nginx", "nginx-light");
@@ -307,8 +281,7 @@ fn nginx_accepts_the_rendered_server_block_for_every_role() {
     for &(name, settings) in ROLE_CASES {
         let t = tempdir();
         let d = t.path();
-        make_cert(d, "server");
-        make_cert(d, "ca");
+        let pki = common::edge::Pki::new(&d.join("pki"));
         let cfg = d.join("c.toml");
         let mut doc: toml::Table = toml::from_str(settings).unwrap();
         let host = doc
@@ -318,11 +291,11 @@ fn nginx_accepts_the_rendered_server_block_for_every_role() {
             .unwrap();
         host.insert(
             "tls_certificate".into(),
-            d.join("server.crt").display().to_string().into(),
+            pki.path("server.crt").display().to_string().into(),
         );
         host.insert(
             "tls_certificate_key".into(),
-            d.join("server.key").display().to_string().into(),
+            pki.path("server.key").display().to_string().into(),
         );
         let hub = doc
             .entry("hub")
@@ -331,7 +304,7 @@ fn nginx_accepts_the_rendered_server_block_for_every_role() {
             .unwrap();
         hub.insert(
             "client_ca_file".into(),
-            d.join("ca.crt").display().to_string().into(),
+            pki.path("client-ca.crt").display().to_string().into(),
         );
         std::fs::write(&cfg, toml::to_string(&doc).unwrap()).unwrap();
         render(&["--config", cfg.to_str().unwrap(), "nginx"], d);

@@ -41,21 +41,9 @@ fn fleet_with(hub_extra: &str) -> Fleet {
     .unwrap();
     hub.set("LXGATE_CONFIG", cfg.to_str().unwrap());
     hub.migrate();
-    // The hub's age master identity, as lxgate-keys.service makes it (root).
-    let group = if unsafe { libc::geteuid() } == 0 {
-        "root"
-    } else {
-        "nogroup"
-    };
+    // The hub's age master identity (opens sealed media).
     let key = hub.dir.path().join("keys/master.age");
-    hub.ok(&[
-        "keys",
-        "ensure",
-        "--key",
-        key.to_str().unwrap(),
-        "--group",
-        group,
-    ]);
+    hub.ensure_master_key(&key);
     hub.ok(&["center", "add", "A", "--name", "A"]);
     let secret = hub
         .ok(&[

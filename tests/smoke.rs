@@ -37,20 +37,7 @@ fn host() -> Host {
     .unwrap();
     site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
     site.migrate();
-    // As lxgate-keys.service does (root); the group is the caller's own here.
-    let group = if unsafe { libc::geteuid() } == 0 {
-        "root"
-    } else {
-        "nogroup"
-    };
-    site.ok(&[
-        "keys",
-        "ensure",
-        "--key",
-        key.to_str().unwrap(),
-        "--group",
-        group,
-    ]);
+    site.ensure_master_key(&key);
     let block = site
         .ok(&["render", "nginx"])
         .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;");

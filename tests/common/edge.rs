@@ -20,65 +20,27 @@ impl Pki {
             dir: dir.to_path_buf(),
         };
         for ca in ["hub-ca", "client-ca", "rogue-ca"] {
-            p.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                &p.s(&format!("{ca}.key")),
-                "-out",
-                &p.s(&format!("{ca}.crt")),
-            ]);
+            p.key_and(
+                ca,
+                &[
+                    "-x509",
+                    "-days",
+                    "2",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                    "-out",
+                    &p.s(&format!("{ca}.crt")),
+                ],
+            );
         }
-        p.leaf(
-            "server",
-            "hub-ca",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        );
-        p.leaf("site", "client-ca", "extendedKeyUsage=clientAuth\n");
-        p.leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth\n");
+        let server = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
+        p.leaf("server", "hub-ca", Some(server));
+        p.leaf("site", "client-ca", Some("extendedKeyUsage=clientAuth\n"));
+        p.leaf("rogue", "rogue-ca", Some("extendedKeyUsage=clientAuth\n"));
         // What `openssl x509 -req` makes without -extfile: X.509 v1, which rustls refuses.
-        p.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=site-v1",
-            "-keyout",
-            &p.s("site-v1.key"),
-            "-out",
-            &p.s("site-v1.csr"),
-        ]);
-        p.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &p.s("site-v1.csr"),
-            "-CA",
-            &p.s("client-ca.crt"),
-            "-CAkey",
-            &p.s("client-ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &p.s("site-v1.crt"),
-        ]);
+        p.leaf("site-v1", "client-ca", None);
         p
     }
 
@@ -90,10 +52,11 @@ impl Pki {
         self.path(name).display().to_string()
     }
 
-    fn leaf(&self, name: &str, ca: &str, ext: &str) {
-        let extfile = self.path(&format!("{name}.ext"));
-        std::fs::write(&extfile, format!("basicConstraints=CA:FALSE\n{ext}")).unwrap();
-        self.openssl(&[
+    /// A new P-256 key `name.key`, then `openssl req` with `rest`.
+    fn key_and(&self, name: &str, rest: &[&str]) {
+        let subject = format!("/CN={name}");
+        let key = self.s(&format!("{name}.key"));
+        let mut args = vec![
             "req",
             "-newkey",
             "ec",
@@ -101,29 +64,44 @@ impl Pki {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-subj",
-            &format!("/CN={name}"),
+            &subject,
             "-keyout",
-            &self.s(&format!("{name}.key")),
-            "-out",
-            &self.s(&format!("{name}.csr")),
-        ]);
-        self.openssl(&[
+            &key,
+        ];
+        args.extend_from_slice(rest);
+        self.openssl(&args);
+    }
+
+    /// `name.crt` signed by `ca`; X.509 v3 with these extensions, v1 without.
+    fn leaf(&self, name: &str, ca: &str, ext: Option<&str>) {
+        let csr = self.s(&format!("{name}.csr"));
+        self.key_and(name, &["-out", &csr]);
+        let (ca_crt, ca_key, out) = (
+            self.s(&format!("{ca}.crt")),
+            self.s(&format!("{ca}.key")),
+            self.s(&format!("{name}.crt")),
+        );
+        let mut args = vec![
             "x509",
             "-req",
             "-in",
-            &self.s(&format!("{name}.csr")),
+            &csr,
             "-CA",
-            &self.s(&format!("{ca}.crt")),
+            &ca_crt,
             "-CAkey",
-            &self.s(&format!("{ca}.key")),
+            &ca_key,
             "-CAcreateserial",
             "-days",
             "2",
-            "-extfile",
-            &extfile.display().to_string(),
             "-out",
-            &self.s(&format!("{name}.crt")),
-        ]);
+            &out,
+        ];
+        let extfile = self.s(&format!("{name}.ext"));
+        if let Some(ext) = ext {
+            std::fs::write(&extfile, format!("basicConstraints=CA:FALSE\n{ext}")).unwrap();
+            args.extend_from_slice(&["-extfile", &extfile]);
+        }
+        self.openssl(&args);
     }
 
     fn openssl(&self, args: &[&str]) {

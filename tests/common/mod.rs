@@ -215,6 +215,24 @@ impl Site {
         self.ok(&args).trim().to_string()
     }
 
+    /// The age master identity at `key`, made as lxgate-keys.service makes it; the
+    /// group is root when the tests run as root (as in CI), else nogroup.
+    pub fn ensure_master_key(&self, key: &Path) {
+        let group = if unsafe { libc::geteuid() } == 0 {
+            "root"
+        } else {
+            "nogroup"
+        };
+        self.ok(&[
+            "keys",
+            "ensure",
+            "--key",
+            key.to_str().unwrap(),
+            "--group",
+            group,
+        ]);
+    }
+
     pub fn sql(&self, q: &str) -> Vec<tokio_postgres::Row> {
         rt().block_on(async {
             let c = lxgate::db::connect(&self.db).await.unwrap();
