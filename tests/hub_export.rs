@@ -457,3 +457,55 @@ fn marks_refuse_what_the_hub_would_refuse() {
     assert!(stderr(&o).contains("no upload job"), "{}", stderr(&o));
     assert_eq!(f.site.count("SELECT count(*) FROM hub_exports"), 0);
 }
+
+/// Benchmark for the closing notes, never an assertion on time. Run with
+/// `cargo test --release --test hub_export -- --ignored --nocapture export_throughput`.
+#[test]
+#[ignore]
+fn export_throughput() {
+    const MIB: usize = 1 << 20;
+    let size = 512 * MIB;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let body: Vec<u8> = (0..size / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    for sealed in [false, true] {
+        let f = fleet();
+        let (job, _) = site_job(&f, "bench.mp4", &body);
+        if sealed {
+            let r = f.hub.ok(&["keys", "recipient"]).trim().to_string();
+            let cfg = std::fs::read_to_string(&f.site_cfg).unwrap();
+            std::fs::write(&f.site_cfg, format!("{cfg}hub_recipient = \"{r}\"\n")).unwrap();
+        }
+        f.site.ok(&["hub-export", "mark", &job]);
+        let t = std::time::Instant::now();
+        let (code, err) = run(&f);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(code, 0, "{err}");
+        let object: String = f.site.sql(&format!(
+            "SELECT storage_path FROM upload_jobs WHERE id = '{job}'"
+        ))[0]
+            .get(0);
+        let object = f.site.data().join("storage").join(object);
+        let t = std::time::Instant::now();
+        run_ok(
+            std::process::Command::new("sha256sum").arg(&object),
+            "sha256sum",
+        );
+        let floor = t.elapsed().as_secs_f64();
+        println!(
+            "export {} MiB {}: {:.2} s = {:.0} MB/s (sha256sum of the same file: {:.2} s = {:.0} MB/s)",
+            size / MIB,
+            if sealed { "sealed with age" } else { "plain" },
+            secs,
+            size as f64 / secs / 1e6,
+            floor,
+            size as f64 / floor / 1e6
+        );
+    }
+}
