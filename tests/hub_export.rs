@@ -23,7 +23,7 @@ fn fleet() -> Fleet {
     fleet_with("")
 }
 
-/// `hub_extra`: more `[hub]` settings for the hub.
+/// `hub_extra`: appended to the hub's settings, inside its `[hub]` table (which is last).
 fn fleet_with(hub_extra: &str) -> Fleet {
     let mut hub = Site::new("central_hub");
     let pki = Pki::new(&hub.dir.path().join("pki"));
@@ -31,11 +31,11 @@ fn fleet_with(hub_extra: &str) -> Fleet {
     std::fs::write(
         &cfg,
         format!(
-            "role = \"central_hub\"\n[hub]\ntransfer_api = true\n{hub_extra}client_ca_file = \"{}\"\n[host]\nserver_name = \"localhost\"\nmaster_key = \"{}\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n",
-            pki.path("client-ca.crt").display(),
+            "role = \"central_hub\"\n[host]\nserver_name = \"localhost\"\nmaster_key = \"{}\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\n{hub_extra}",
             hub.dir.path().join("keys/master.age").display(),
             pki.path("server.crt").display(),
-            pki.path("server.key").display()
+            pki.path("server.key").display(),
+            pki.path("client-ca.crt").display()
         ),
     )
     .unwrap();
@@ -475,7 +475,7 @@ fn export_throughput() {
         })
         .collect();
     for sealed in [false, true] {
-        let f = fleet();
+        let f = fleet_with("[server]\nupload_max_size = 1073741824\n");
         let (job, _) = site_job(&f, "bench.mp4", &body);
         if sealed {
             let r = f.hub.ok(&["keys", "recipient"]).trim().to_string();
