@@ -236,6 +236,9 @@ pub struct HubConfig {
     pub hub_recipient: Option<String>,
     /// central_hub: refuse media that is not sealed with age (default false).
     pub require_sealed_media: Option<bool>,
+    /// central_hub: largest transfer media in bytes (default 50 GiB, nginx's
+    /// client_max_body_size; videos outgrow UPLOAD_MAX_SIZE's API default).
+    pub max_media_size: Option<u64>,
 }
 
 /// The hub transfer receiver's effective switches (SPEC §8).
@@ -248,6 +251,7 @@ pub struct HubTransfers {
     pub require_secure_transport: bool,
     pub require_signed_requests: bool,
     pub require_sealed_media: bool,
+    pub max_media_size: u64,
 }
 
 /// The effective runtime configuration after defaults, file and environment.
@@ -530,6 +534,7 @@ impl Config {
             )?,
             require_signed_requests: file.hub.require_signed_requests.unwrap_or(false),
             require_sealed_media: file.hub.require_sealed_media.unwrap_or(false),
+            max_media_size: file.hub.max_media_size.unwrap_or(50 << 30),
         };
         if hub_transfers.enabled && !hub_transfers.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);

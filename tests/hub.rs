@@ -426,3 +426,29 @@ fn signed_requests_work_without_the_secret_and_nothing_else_passes_for_one() {
         "{e}"
     );
 }
+
+#[test]
+fn transfer_media_has_its_own_limit_not_the_api_upload_limit() {
+    let h = hub_with(
+        "[server]\nupload_max_size = 100\n[hub]\ntransfer_api = true\nmax_media_size = 4000\n",
+    );
+    let fits = vec![5u8; 3000];
+    let (s, e) = register(&h, &headers(&h), transfer("t-fits", &fits));
+    assert_eq!(s, 201, "{e}");
+    let (s, e) = upload_media(&h, "t-fits", &fits);
+    assert_eq!(
+        (s, e["transfer_status"].as_str()),
+        (200, Some("applied")),
+        "{e}"
+    );
+    let big = vec![6u8; 5000];
+    let (s, e) = register(&h, &headers(&h), transfer("t-big", &big));
+    assert_eq!(s, 201, "{e}");
+    let (s, e) = upload_media(&h, "t-big", &big);
+    assert_eq!((s, e["code"].as_str()), (413, Some("too_large")), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("max_media_size"),
+        "{e}"
+    );
+    assert_eq!(h.site.count("SELECT count(*) FROM upload_jobs"), 1);
+}

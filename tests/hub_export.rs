@@ -23,7 +23,7 @@ fn fleet() -> Fleet {
     fleet_with("")
 }
 
-/// `hub_extra`: appended to the hub's settings, inside its `[hub]` table (which is last).
+/// `hub_extra`: more settings in the hub's `[hub]` table.
 fn fleet_with(hub_extra: &str) -> Fleet {
     let mut hub = Site::new("central_hub");
     let pki = Pki::new(&hub.dir.path().join("pki"));
@@ -475,7 +475,7 @@ fn export_throughput() {
         })
         .collect();
     for sealed in [false, true] {
-        let f = fleet_with("[server]\nupload_max_size = 1073741824\n");
+        let f = fleet();
         let (job, _) = site_job(&f, "bench.mp4", &body);
         if sealed {
             let r = f.hub.ok(&["keys", "recipient"]).trim().to_string();

@@ -439,15 +439,21 @@ pub async fn media(
                 let staged = super::upload::stage_opening(
                     &state.storage,
                     field,
-                    state.config.upload_max_size,
+                    state.config.hub_transfers.max_media_size,
                     opener,
                 )
                 .await
-                .map_err(|e| {
-                    if let crate::ingest::IngestError::Sealed(why) = &e {
+                .map_err(|e| match e {
+                    crate::ingest::IngestError::Sealed(why) => {
                         tracing::warn!(transfer = %key, node = %node.key, "sealed media does not open: {why}");
+                        ApiError::from(crate::ingest::IngestError::Sealed(why))
                     }
-                    ApiError::from(e)
+                    crate::ingest::IngestError::TooLarge { limit } => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("the media exceeds this hub's limit of {limit} bytes ([hub] max_media_size)"),
+                    ),
+                    other => ApiError::from(other),
                 })?;
                 break (staged, name);
             }
