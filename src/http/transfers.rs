@@ -356,6 +356,31 @@ pub async fn status(
     Ok(Json(load(&state, &node, &key).await?.body()).into_response())
 }
 
+/// Read and drop a field (up to `limit` bytes); how much was read. Used before a
+/// refusal: answering while the site is still sending makes nginx report a broken
+/// upstream (502) instead of the refusal, and the site would retry what will not pass.
+async fn drain(mut field: axum::extract::multipart::Field<'_>, limit: u64) -> u64 {
+    let mut seen = 0u64;
+    while let Ok(Some(c)) = field.chunk().await {
+        seen += c.len() as u64;
+        if seen > limit {
+            break;
+        }
+    }
+    seen
+}
+
+/// `drain` for every field left in the body.
+async fn drain_rest(mp: &mut Multipart, mut limit: u64) {
+    while let Ok(Some(f)) = mp.next_field().await {
+        let seen = drain(f, limit).await;
+        if seen > limit {
+            return;
+        }
+        limit -= seen;
+    }
+}
+
 /// The hub's age identity when the media says it is sealed (`media_encryption=age`);
 /// plain media only where the hub allows it.
 fn opener(
@@ -425,7 +450,10 @@ pub async fn media(
             Some("media_role") => role = Some(field.text().await?),
             Some("media_encryption") => encryption = Some(field.text().await?),
             Some("file") => {
+                let limit = state.config.hub_transfers.max_media_size;
                 if role.as_deref() != Some("processed") {
+                    let seen = drain(field, limit).await;
+                    drain_rest(&mut mp, limit.saturating_sub(seen)).await;
                     return Err(ApiError::bad_request(
                         "bad_media_role",
                         "send media_role=processed before the file field",
@@ -435,11 +463,18 @@ pub async fn media(
                     .file_name()
                     .map(str::to_string)
                     .unwrap_or_else(|| key.clone());
-                let opener = opener(&state, encryption.as_deref())?;
+                let opener = match opener(&state, encryption.as_deref()) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let seen = drain(field, limit).await;
+                        drain_rest(&mut mp, limit.saturating_sub(seen)).await;
+                        return Err(e);
+                    }
+                };
                 let staged = super::upload::stage_opening(
                     &state.storage,
                     field,
-                    state.config.hub_transfers.max_media_size,
+                    limit,
                     opener,
                 )
                 .await

@@ -284,8 +284,11 @@ where
                     failure = Some(IngestError::TooLarge { limit });
                     break;
                 }
-                if tx.send(chunk).await.is_err() {
-                    break; // the writer failed; its error is reported below
+                // Once the writer has failed (its error is reported below), the rest
+                // of the body is read and dropped, so the client gets that answer
+                // instead of a connection reset halfway through its upload.
+                if !tx.is_closed() {
+                    let _ = tx.send(chunk).await;
                 }
             }
             Err(e) => {
