@@ -93,16 +93,29 @@ fn a_growing_file_is_not_ingested_before_it_settles() {
     let log = s.dir.path().join("watch.log");
     let _w = Proc::spawn(&["watch"], &s.env(), &log);
     let mut f = std::fs::File::create(&path).unwrap();
+    // The settle rule is about time: a writer that pauses for settle_ms (2 s here) looks
+    // finished. On a loaded machine an fsync can stall that long, so what the test holds
+    // the watcher to is "no ingest while every pause so far was shorter than that".
+    let settle = Duration::from_millis(2000);
+    let mut last_write = std::time::Instant::now();
+    let mut longest_pause = Duration::ZERO;
     for i in 0..25 {
         use std::io::Write;
         f.write_all(format!("chunk {i}\n").as_bytes()).unwrap();
+        longest_pause = longest_pause.max(last_write.elapsed());
+        last_write = std::time::Instant::now();
         f.sync_all().unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            s.count("SELECT count(*) FROM upload_jobs"),
-            0,
-            "ingested while still growing (after {i} appends)"
+        let jobs = s.count("SELECT count(*) FROM upload_jobs");
+        let paused = longest_pause.max(last_write.elapsed());
+        assert!(
+            jobs == 0 || paused >= settle,
+            "ingested while still growing (after {i} appends, longest pause {paused:?})"
         );
+        if jobs > 0 {
+            eprintln!("this machine paused the writer for {paused:?}; the settle rule applied");
+            return;
+        }
     }
     drop(f);
     wait_for(
