@@ -242,8 +242,11 @@ pub async fn register(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    // The key the signature covers; a body that is not JSON fails below, after the gates.
-    let signed_key = serde_json::from_slice::<Value>(&body)
+    // Parsed once; a body that is not JSON is refused below, after the gates. The
+    // signature covers the transfer key it names.
+    let parsed = serde_json::from_slice::<Value>(&body);
+    let signed_key = parsed
+        .as_ref()
         .ok()
         .and_then(|v| v.get("transfer_key")?.as_str().map(str::to_string))
         .unwrap_or_default();
@@ -259,7 +262,7 @@ pub async fn register(
     )
     .await?
     .node;
-    let v: Value = serde_json::from_slice(&body)
+    let v = parsed
         .map_err(|e| ApiError::bad_request("bad_transfer", format!("the body is not JSON: {e}")))?;
     let key = text(&v, "transfer_key")?;
     if !valid_transfer_key(&key) {
@@ -451,26 +454,26 @@ pub async fn media(
             Some("media_encryption") => encryption = Some(field.text().await?),
             Some("file") => {
                 let limit = state.config.hub_transfers.max_media_size;
-                if role.as_deref() != Some("processed") {
-                    let seen = drain(field, limit).await;
-                    drain_rest(&mut mp, limit.saturating_sub(seen)).await;
-                    return Err(ApiError::bad_request(
+                let opener = if role.as_deref() != Some("processed") {
+                    Err(ApiError::bad_request(
                         "bad_media_role",
                         "send media_role=processed before the file field",
-                    ));
-                }
+                    ))
+                } else {
+                    opener(&state, encryption.as_deref())
+                };
+                let opener = match opener {
+                    Ok(o) => o,
+                    Err(refusal) => {
+                        let seen = drain(field, limit).await;
+                        drain_rest(&mut mp, limit.saturating_sub(seen)).await;
+                        return Err(refusal);
+                    }
+                };
                 let name = field
                     .file_name()
                     .map(str::to_string)
                     .unwrap_or_else(|| key.clone());
-                let opener = match opener(&state, encryption.as_deref()) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        let seen = drain(field, limit).await;
-                        drain_rest(&mut mp, limit.saturating_sub(seen)).await;
-                        return Err(e);
-                    }
-                };
                 let staged = super::upload::stage_opening(
                     &state.storage,
                     field,

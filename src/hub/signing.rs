@@ -40,10 +40,14 @@ impl Signed<'_> {
         )
     }
 
-    pub fn sign(&self, key: &[u8]) -> String {
+    fn mac(&self, key: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(self.canonical().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac
+    }
+
+    pub fn sign(&self, key: &[u8]) -> String {
+        hex::encode(self.mac(key).finalize().into_bytes())
     }
 
     /// Constant-time check of a hex signature.
@@ -51,9 +55,7 @@ impl Signed<'_> {
         let Ok(sig) = hex::decode(signature.trim()) else {
             return false;
         };
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(self.canonical().as_bytes());
-        mac.verify_slice(&sig).is_ok()
+        self.mac(key).verify_slice(&sig).is_ok()
     }
 }
 
