@@ -3,5 +3,5 @@
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    std::fs::write(&args[1], lxgate::sap::sample::bundle(n)).expect("write the zip");
+    std::fs::write(&args[1], lxgate::boundary::sap::sample::bundle(n)).expect("write the zip");
 }

@@ -276,7 +276,7 @@ pub struct Config {
     pub watcher_concurrency: usize,
     pub watcher_max_per_scan: usize,
     pub hub_transfers: HubTransfers,
-    pub hub_export: Option<crate::hub::export::ExportSettings>,
+    pub hub_export: Option<crate::boundary::hub_export::ExportSettings>,
     pub file: FileConfig,
 }
 
@@ -284,7 +284,7 @@ pub struct Config {
 fn hub_export(
     role: Role,
     h: &HubConfig,
-) -> Result<Option<crate::hub::export::ExportSettings>, ConfigError> {
+) -> Result<Option<crate::boundary::hub_export::ExportSettings>, ConfigError> {
     if !h.export.unwrap_or(false) {
         return Ok(None);
     }
@@ -322,7 +322,7 @@ fn hub_export(
             "url {url:?} must be the hub's base address, e.g. https://hub.example.org"
         )));
     }
-    Ok(Some(crate::hub::export::ExportSettings {
+    Ok(Some(crate::boundary::hub_export::ExportSettings {
         url: url.trim_end_matches('/').to_string(),
         node_key: h.node_key.clone().unwrap_or_default(),
         target_node_key: h.target_node_key.clone().unwrap_or_default(),
@@ -333,7 +333,7 @@ fn hub_export(
         hub_recipient: match &h.hub_recipient {
             None => None,
             Some(r) => {
-                crate::age::Recipient::parse(r).map_err(|e| {
+                crate::crypto::age::Recipient::parse(r).map_err(|e| {
                     ConfigError::HubExport(format!(
                         "hub_recipient: {e}; use the age1… line `lxgate keys recipient` prints on the hub"
                     ))
@@ -585,10 +585,10 @@ impl Config {
         self.data_dir.join("logs")
     }
 
-    pub fn sap_limits(&self) -> crate::sap::Limits {
-        let d = crate::sap::Limits::default();
+    pub fn sap_limits(&self) -> crate::boundary::sap::Limits {
+        let d = crate::boundary::sap::Limits::default();
         let s = &self.file.sap_import;
-        crate::sap::Limits {
+        crate::boundary::sap::Limits {
             max_entry_bytes: s.max_entry_bytes.unwrap_or(d.max_entry_bytes),
             max_total_bytes: s.max_total_bytes.unwrap_or(d.max_total_bytes),
             max_ratio: s.max_ratio.unwrap_or(d.max_ratio),

@@ -1,23 +1,22 @@
 //! lxgate: the runtime boundary for clinic patient media. The binary (`src/main.rs`)
-//! only parses arguments; everything it runs lives here so tests share it.
+//! only parses arguments (`src/cli/`); everything it runs lives here so tests share it.
+//!
+//! Layers, each a folder, imported only downwards:
+//! - `config` (a leaf) and `contract` (the runtime contract as data, and its renderers);
+//! - `db`, `crypto` (age, request signatures), `access` (tokens, site nodes);
+//! - `ingest`: the one ingest core every boundary hands files to;
+//! - `boundary/`: where files and requests come in (HTTP, watcher, SAP import, hub
+//!   export); a boundary never imports another boundary;
+//! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...).
 
-pub mod age;
-pub mod auth;
+pub mod access;
+pub mod boundary;
 pub mod config;
 pub mod contract;
+pub mod crypto;
 pub mod db;
-pub mod dev;
-pub mod doctor;
-pub mod http;
-pub mod hub;
+pub mod durable;
 pub mod ingest;
-pub mod keys;
 pub mod metrics;
-pub mod pgcluster;
-pub mod recover;
-pub mod render;
-pub mod sap;
-pub mod sdnotify;
-pub mod smoke;
-pub mod storage_audit;
-pub mod watch;
+pub mod ops;
+pub mod systemd;

@@ -2,7 +2,7 @@
 //! boundaries: what lxgate seals, age opens, and what age seals, lxgate opens.
 mod common;
 use common::*;
-use lxgate::age::{decrypt, encrypt, Identity, Recipient};
+use lxgate::crypto::age::{decrypt, encrypt, Identity, Recipient};
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -319,8 +319,8 @@ fn signed(
     body_sha256: &str,
     timestamp: i64,
 ) -> Vec<(String, String)> {
-    let k = lxgate::hub::nodes::signing_key("site-a", &h.secret);
-    let sig = lxgate::hub::signing::Signed {
+    let k = lxgate::access::nodes::signing_key("site-a", &h.secret);
+    let sig = lxgate::crypto::signing::Signed {
         method,
         path,
         timestamp,

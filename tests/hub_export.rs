@@ -409,7 +409,9 @@ fn sealed_media_is_opened_by_the_hub_and_a_hub_that_requires_it_refuses_plain_me
 
     // Sealed to another key: the hub cannot open it.
     let cfg = std::fs::read_to_string(&f.site_cfg).unwrap();
-    let stranger = lxgate::age::Identity::generate().recipient().to_string();
+    let stranger = lxgate::crypto::age::Identity::generate()
+        .recipient()
+        .to_string();
     std::fs::write(
         &f.site_cfg,
         format!("{cfg}hub_recipient = \"{stranger}\"\n"),

@@ -2,7 +2,7 @@
 //! archive refused with its own reason.
 mod common;
 use common::*;
-use lxgate::sap::sample;
+use lxgate::boundary::sap::sample;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

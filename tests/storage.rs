@@ -156,7 +156,7 @@ fn an_ingest_waits_while_orphans_are_being_quarantined() {
         let c = lxgate::db::connect(&s.db).await.unwrap();
         c.execute(
             "SELECT pg_advisory_lock($1)",
-            &[&lxgate::storage_audit::STORAGE_LOCK],
+            &[&lxgate::ingest::STORAGE_LOCK],
         )
         .await
         .unwrap();
@@ -172,7 +172,7 @@ fn an_ingest_waits_while_orphans_are_being_quarantined() {
     assert!(v.join("c.mp4").exists(), "the drop stays until recorded");
     rt.block_on(lock.execute(
         "SELECT pg_advisory_unlock($1)",
-        &[&lxgate::storage_audit::STORAGE_LOCK],
+        &[&lxgate::ingest::STORAGE_LOCK],
     ))
     .unwrap();
     wait_for("the ingest to finish", Duration::from_secs(20), || {

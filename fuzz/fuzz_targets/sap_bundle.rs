@@ -3,13 +3,13 @@
 //! watcher's validation accepts.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lxgate::sap::{convert, convert_bundle, Center, Limits};
+use lxgate::boundary::sap::{convert, convert_bundle, Center, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_entry_bytes: 1 << 20, max_total_bytes: 4 << 20, ..Limits::default() };
     let center = Center { key: "fuzz", name: "Fuzz Ä" };
     // The bytes as a zip, and as a bare table inside a zip the fuzzer need not learn.
-    let inputs = [data.to_vec(), lxgate::sap::sample::zip_stored(&[("t.txt".to_string(), data.to_vec())])];
+    let inputs = [data.to_vec(), lxgate::boundary::sap::sample::zip_stored(&[("t.txt".to_string(), data.to_vec())])];
     for bytes in inputs {
         if let Ok(conv) = convert_bundle(&bytes, limits, &center) {
             for p in conv.pairs {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(json.is_ascii());
                 let back: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
                 assert_eq!(back, p.sidecar);
-                lxgate::watch::validate_sidecar(&serde_json::to_value(&back).unwrap()).unwrap();
+                lxgate::ingest::sidecar::validate(&serde_json::to_value(&back).unwrap()).unwrap();
                 assert!(p.stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{}", p.stem);
             }
         }

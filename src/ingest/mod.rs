@@ -8,6 +8,8 @@
 //! content + sidecar: a repeat is a dedupe) → commit → only then does the boundary
 //! answer 201 or remove its source. This module knows nothing of HTTP or inotify.
 
+pub mod settle;
+pub mod sidecar;
 pub mod staging;
 
 use deadpool_postgres::Pool;
@@ -15,6 +17,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use staging::{Staged, StagedWriter, Storage};
+
+/// The advisory-lock key that serialises object removal against ingest commits
+/// ("lxgate storage" in ASCII, so it is recognisable in pg_locks). Commits hold it
+/// shared; `lxgate storage quarantine-orphans` takes it exclusively.
+pub const STORAGE_LOCK: i64 = 0x6c78_6761_7465_5354;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -191,11 +198,8 @@ pub async fn commit(
     let tx = client.transaction().await?;
     // Shared with every other commit, exclusive to orphan quarantining: the object we
     // place (or find already there) stays put until our row points at it.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock_shared($1)",
-        &[&crate::storage_audit::STORAGE_LOCK],
-    )
-    .await?;
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&STORAGE_LOCK])
+        .await?;
     {
         let storage = storage.clone();
         tokio::task::spawn_blocking(move || storage.place(staged))

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use lxgate::pgcluster::Cluster;
+use lxgate::ops::pgcluster::Cluster;
 
 pub mod edge;
 

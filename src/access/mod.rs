@@ -1,0 +1,4 @@
+//! Who may do what: API bearer tokens and the site nodes a hub accepts transfers from.
+
+pub mod nodes;
+pub mod tokens;

@@ -1,0 +1,189 @@
+//! Centers, bearer tokens and the role rules of SPEC §5.
+//!
+//! A token is 32 random bytes shown once; only its sha256 is stored. Roles:
+//! `super_admin` (global), `center_admin`, `uploader`, `viewer` (one center each).
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::db::DbError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum TokenRole {
+    SuperAdmin,
+    CenterAdmin,
+    Uploader,
+    Viewer,
+}
+
+impl TokenRole {
+    pub fn parse(s: &str) -> Option<TokenRole> {
+        match s {
+            "super_admin" => Some(TokenRole::SuperAdmin),
+            "center_admin" => Some(TokenRole::CenterAdmin),
+            "uploader" => Some(TokenRole::Uploader),
+            "viewer" => Some(TokenRole::Viewer),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::SuperAdmin => "super_admin",
+            TokenRole::CenterAdmin => "center_admin",
+            TokenRole::Uploader => "uploader",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+    pub fn can_upload(self) -> bool {
+        !matches!(self, TokenRole::Viewer)
+    }
+}
+
+/// Who is calling, as resolved from a valid, unrevoked token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: i64,
+    pub label: String,
+    pub role: TokenRole,
+    /// (id, center_key) for scoped roles; None for super_admin.
+    pub center: Option<(i64, String)>,
+}
+
+impl Principal {
+    /// May this principal see jobs of `center_id`?
+    pub fn sees_center(&self, center_id: Option<i64>) -> bool {
+        match (&self.center, center_id) {
+            (None, _) => true,
+            (Some((mine, _)), Some(c)) => *mine == c,
+            (Some(_), None) => false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("unknown role {0:?}; valid roles: super_admin, center_admin, uploader, viewer")]
+    UnknownRole(String),
+    #[error("role {0} is scoped to one center: pass --center KEY")]
+    CenterRequired(&'static str),
+    #[error("super_admin is global: drop --center")]
+    CenterNotAllowed,
+    #[error("no center with key {0:?}; create it first with `lxgate center add {0} --name NAME`")]
+    UnknownCenter(String),
+    #[error("center key {0:?} is not valid: use letters, digits, '_', '.', '-' (max 64), starting with a letter or digit")]
+    BadCenterKey(String),
+    #[error("no token with label {0:?} (or it is already revoked)")]
+    UnknownToken(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for AuthError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AuthError::Db(DbError::Query(e))
+    }
+}
+
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+pub fn valid_center_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
+pub async fn add_center(
+    c: &tokio_postgres::Client,
+    key: &str,
+    name: &str,
+) -> Result<i64, AuthError> {
+    if !valid_center_key(key) {
+        return Err(AuthError::BadCenterKey(key.into()));
+    }
+    let row = c
+        .query_one(
+            "INSERT INTO centers (center_key, name) VALUES ($1, $2)
+             ON CONFLICT (center_key) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+            &[&key, &name],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+pub async fn center_id(c: &tokio_postgres::Client, key: &str) -> Result<Option<i64>, AuthError> {
+    Ok(
+        c.query_opt("SELECT id FROM centers WHERE center_key = $1", &[&key])
+            .await?
+            .map(|r| r.get(0)),
+    )
+}
+
+/// Create a token; returns the secret, which is never stored.
+pub async fn create_token(
+    c: &tokio_postgres::Client,
+    role: &str,
+    center: Option<&str>,
+    label: &str,
+) -> Result<String, AuthError> {
+    let role = TokenRole::parse(role).ok_or_else(|| AuthError::UnknownRole(role.into()))?;
+    let center_id = match (role, center) {
+        (TokenRole::SuperAdmin, Some(_)) => return Err(AuthError::CenterNotAllowed),
+        (TokenRole::SuperAdmin, None) => None,
+        (r, None) => return Err(AuthError::CenterRequired(r.as_str())),
+        (_, Some(k)) => Some(
+            center_id(c, k)
+                .await?
+                .ok_or_else(|| AuthError::UnknownCenter(k.into()))?,
+        ),
+    };
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let token = format!("lxg_{}", hex::encode(raw));
+    c.execute(
+        "INSERT INTO api_tokens (token_sha256, label, role, center_id) VALUES ($1, $2, $3, $4)",
+        &[&hash_token(&token), &label, &role.as_str(), &center_id],
+    )
+    .await?;
+    Ok(token)
+}
+
+pub async fn revoke_token(c: &tokio_postgres::Client, label: &str) -> Result<u64, AuthError> {
+    let n = c
+        .execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE label = $1 AND revoked_at IS NULL",
+            &[&label],
+        )
+        .await?;
+    if n == 0 {
+        return Err(AuthError::UnknownToken(label.into()));
+    }
+    Ok(n)
+}
+
+pub async fn lookup(c: &tokio_postgres::Client, token: &str) -> Result<Option<Principal>, DbError> {
+    let row = c
+        .query_opt(
+            "SELECT t.id, t.label, t.role, t.center_id, c.center_key
+             FROM api_tokens t LEFT JOIN centers c ON c.id = t.center_id
+             WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL",
+            &[&hash_token(token)],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let center_id: Option<i64> = r.get(3);
+        let center_key: Option<String> = r.get(4);
+        Principal {
+            token_id: r.get(0),
+            label: r.get(1),
+            role: TokenRole::parse(r.get::<_, &str>(2)).unwrap_or(TokenRole::Viewer),
+            center: center_id.zip(center_key),
+        }
+    }))
+}

@@ -1,0 +1,178 @@
+//! `lxgate serve`: the HTTP boundary (axum). Listens on 127.0.0.1 or a unix socket,
+//! where nothing but nginx reaches it.
+
+mod error;
+mod health;
+mod jobs;
+mod range;
+mod transfers;
+mod upload;
+
+pub use error::ApiError;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use deadpool_postgres::Pool;
+
+use crate::access::tokens::{self, Principal};
+use crate::config::Config;
+use crate::ingest::Storage;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub storage: Storage,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        // Bodies that stream into storage are bounded by UPLOAD_MAX_SIZE in staging, not
+        // by axum's 2 MB default (which multipart bodies would otherwise hit).
+        .route(
+            "/api/upload/",
+            post(upload::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/upload-jobs/", get(jobs::list))
+        .route("/api/upload-jobs/{id}", get(jobs::get_one))
+        .route("/api/media/{id}", get(jobs::media))
+        .route("/api/media/hub/transfers/", post(transfers::register))
+        .route(
+            "/api/media/hub/transfers/{key}/media/",
+            post(transfers::media).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/media/hub/transfers/{key}/status/",
+            get(transfers::status),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no_route",
+                "no such endpoint; see the README for the API",
+            )
+        })
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::record_request(
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// Resolve the bearer token, or 401.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::unauthorized)?;
+    let client = state.pool.get().await?;
+    tokens::lookup(&client, token)
+        .await?
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// Bind, notify systemd when ready, serve until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_then(config, || {}).await
+}
+
+/// `serve`, calling `bound` once the listener accepts connections, so whoever prints
+/// "up" (lxgate dev) never announces an address that still refuses connections.
+pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<()> {
+    let url = config.require_database_url()?.to_string();
+    let pool = crate::db::pool(&url, config.pool_size)?;
+    let storage = Storage::new(&config.storage_dir);
+    let removed = storage.prepare().map_err(|e| {
+        anyhow::anyhow!(
+            "preparing managed storage {}: {e}",
+            config.storage_dir.display()
+        )
+    })?;
+    if removed > 0 {
+        tracing::info!(removed, "removed temp files left by an interrupted upload");
+    }
+    let listen = config.listen.clone();
+    let state = AppState {
+        config: Arc::new(config),
+        pool,
+        storage,
+    };
+    let app = router(state.clone());
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down");
+        crate::systemd::notify("STOPPING=1");
+    };
+    if let Some(path) = listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        bound();
+        tokio::spawn(announce_ready(state, listen.clone()));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    } else {
+        let listener = tokio::net::TcpListener::bind(&listen).await?;
+        bound();
+        tokio::spawn(announce_ready(state, listen.clone()));
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    }
+    Ok(())
+}
+
+/// READY=1 only once the socket is bound and the database answers with every
+/// migration applied; until then systemd keeps dependents waiting while /readyz
+/// already says why.
+async fn announce_ready(state: AppState, listen: String) {
+    let mut waited = 0u32;
+    loop {
+        match health::readiness(&state).await {
+            Ok(()) => break,
+            Err(reason) => {
+                if waited % 10 == 0 {
+                    tracing::warn!(reason = %reason, "not ready yet");
+                }
+                waited += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    tracing::info!(listen = %listen, "ready");
+    crate::systemd::notify("READY=1");
+}

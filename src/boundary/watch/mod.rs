@@ -1,0 +1,395 @@
+//! `lxgate watch`: the drop-folder boundary (SPEC §4, §5). A second adapter over the
+//! ingest core: it decides *when* a file is complete and *whether* it is acceptable;
+//! the core stores it. The source is removed only after the core committed its job.
+
+mod folder;
+mod quarantine;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use deadpool_postgres::Pool;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::ingest::{self, Boundary, IngestError, Kind, NewJob, Storage};
+pub use folder::{classify, Entry, Folder, FOLDERS};
+
+use crate::ingest::settle::{identity, FileIdentity as Identity};
+
+struct Seen {
+    id: Identity,
+    since: Instant,
+    first: Instant,
+}
+
+pub struct Watcher {
+    cfg: Arc<Config>,
+    pool: Pool,
+    storage: Storage,
+    seen: HashMap<PathBuf, Seen>,
+    sem: Arc<Semaphore>,
+}
+
+enum Work {
+    Ingest {
+        folder: &'static Folder,
+        carrier: PathBuf,
+        sidecar: Option<PathBuf>,
+    },
+    Quarantine {
+        files: Vec<PathBuf>,
+        kind: Kind,
+        reason: String,
+    },
+}
+
+impl Watcher {
+    pub fn new(cfg: Config) -> Result<Watcher> {
+        let url = cfg.require_database_url()?.to_string();
+        let pool = crate::db::pool(&url, cfg.watcher_concurrency + 2)?;
+        let storage = Storage::new(&cfg.storage_dir);
+        storage.prepare()?;
+        std::fs::create_dir_all(cfg.quarantine_dir())?;
+        let sem = Arc::new(Semaphore::new(cfg.watcher_concurrency));
+        Ok(Watcher {
+            cfg: Arc::new(cfg),
+            pool,
+            storage,
+            seen: HashMap::new(),
+            sem,
+        })
+    }
+
+    fn settle(&self) -> Duration {
+        Duration::from_millis(self.cfg.watcher_settle_ms)
+    }
+
+    /// One pass over every watched folder: returns how many files are still waiting,
+    /// as (not yet settled, half of a pair within its timeout).
+    pub async fn scan(&mut self) -> (usize, usize) {
+        let now = Instant::now();
+        let mut work = Vec::new();
+        let mut waiting = 0;
+        let mut lone_halves = 0;
+        let mut present = std::collections::HashSet::new();
+        for folder in FOLDERS {
+            let dir = self.cfg.import_dir().join(folder.name);
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                tracing::error!(dir = %dir.display(), "watched folder missing: run systemd-tmpfiles --create (lxgate doctor names it)");
+                continue;
+            };
+            let mut stable_pairs: HashMap<String, (Option<PathBuf>, Option<PathBuf>)> =
+                HashMap::new();
+            // A burst of 100k drops is worked off in slices of `max_per_scan`, so memory
+            // does not grow with the burst; what is left counts as still waiting.
+            for (considered, e) in rd.flatten().enumerate() {
+                if considered == self.cfg.watcher_max_per_scan {
+                    waiting += 1;
+                    break;
+                }
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                match classify(folder, &name, &meta) {
+                    Entry::Ignored => continue,
+                    Entry::Reject(reason) => {
+                        work.push(Work::Quarantine {
+                            files: vec![path],
+                            kind: folder.kind,
+                            reason,
+                        });
+                        continue;
+                    }
+                    Entry::Candidate { is_sidecar, stem } => {
+                        present.insert(path.clone());
+                        let id = identity(&meta);
+                        let seen = self.seen.entry(path.clone()).or_insert(Seen {
+                            id,
+                            since: now,
+                            first: now,
+                        });
+                        if seen.id != id {
+                            seen.id = id;
+                            seen.since = now;
+                        }
+                        let stable =
+                            meta.size() > 0 && now.duration_since(seen.since) >= self.settle();
+                        if !stable {
+                            waiting += 1;
+                            continue;
+                        }
+                        if !folder.paired {
+                            work.push(Work::Ingest {
+                                folder,
+                                carrier: path,
+                                sidecar: None,
+                            });
+                            continue;
+                        }
+                        let slot = stable_pairs.entry(stem).or_default();
+                        if is_sidecar {
+                            slot.1 = Some(path);
+                        } else {
+                            slot.0 = Some(path);
+                        }
+                    }
+                }
+            }
+            let timeout = Duration::from_secs(self.cfg.watcher_pair_timeout_secs);
+            for (stem, pair) in stable_pairs {
+                match pair {
+                    (Some(c), Some(s)) => work.push(Work::Ingest {
+                        folder,
+                        carrier: c,
+                        sidecar: Some(s),
+                    }),
+                    (half_c, half_s) => {
+                        let half = half_c.clone().or(half_s.clone()).expect("one half");
+                        let first = self.seen.get(&half).map(|s| s.first).unwrap_or(now);
+                        if now.duration_since(first) < timeout {
+                            lone_halves += 1;
+                            continue;
+                        }
+                        let reason = if half_s.is_some() {
+                            format!(
+                                "sidecar {stem}.json waited {}s for its carrier ({stem}.txt, {stem}.pdf or {stem}.mp4); drop the carrier, then the sidecar",
+                                timeout.as_secs()
+                            )
+                        } else {
+                            format!("carrier waited {}s for its sidecar {stem}.json; drop the sidecar next to it", timeout.as_secs())
+                        };
+                        work.push(Work::Quarantine {
+                            files: vec![half],
+                            kind: folder.kind,
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        self.seen.retain(|p, _| present.contains(p));
+        self.run_work(work).await;
+        (waiting, lone_halves)
+    }
+
+    async fn run_work(&mut self, work: Vec<Work>) {
+        let mut set = tokio::task::JoinSet::new();
+        for w in work {
+            let permit = self
+                .sem
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let (cfg, pool, storage) = (self.cfg.clone(), self.pool.clone(), self.storage.clone());
+            set.spawn(async move {
+                let _permit = permit;
+                match w {
+                    Work::Ingest {
+                        folder,
+                        carrier,
+                        sidecar,
+                    } => ingest_one(&cfg, &pool, &storage, folder, carrier, sidecar).await,
+                    Work::Quarantine {
+                        files,
+                        kind,
+                        reason,
+                    } => {
+                        quarantine::put(&cfg, &pool, &files, kind, None, &reason).await;
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// Read a regular file without following links, confirming it is still the file we
+/// judged complete (same dev/inode), into a staged object.
+fn stage_file(storage: &Storage, path: &Path) -> std::io::Result<(ingest::Staged, Identity)> {
+    let before = std::fs::symlink_metadata(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.dev() != before.dev() || m.ino() != before.ino() {
+        return Err(std::io::Error::other("file changed while opening"));
+    }
+    let mut w = storage.writer()?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        w.write(&buf[..n])?;
+    }
+    let after = f.metadata()?;
+    if identity(&after) != identity(&m) {
+        return Err(std::io::Error::other("file changed while reading"));
+    }
+    Ok((w.finish()?, identity(&m)))
+}
+
+async fn ingest_one(
+    cfg: &Config,
+    pool: &Pool,
+    storage: &Storage,
+    folder: &'static Folder,
+    carrier: PathBuf,
+    sidecar: Option<PathBuf>,
+) {
+    let name = carrier
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut files = vec![carrier.clone()];
+    files.extend(sidecar.clone());
+    let parsed = match &sidecar {
+        None => None,
+        Some(s) => match crate::ingest::sidecar::load(s) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                quarantine::put(cfg, pool, &files, folder.kind, None, &reason).await;
+                return;
+            }
+        },
+    };
+    let (parsed, metadata_hash) = match parsed {
+        Some((v, h)) => (Some(v), Some(h)),
+        None => (None, None),
+    };
+    let center_key = parsed
+        .as_ref()
+        .and_then(|v| v.get("center_key"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| cfg.default_center.clone());
+    let Some(center_key) = center_key else {
+        tracing::error!(file = %carrier.display(), "no center: the sidecar names none and LX_ANNOTATE_DEFAULT_CENTER is unset; left in place");
+        return;
+    };
+    let center_id = match pool.get().await {
+        Ok(c) => match crate::access::tokens::center_id(&c, &center_key).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                let reason = format!("unknown center_key {center_key:?}: create it (lxgate center add) or fix the sidecar, then drop the files again");
+                quarantine::put(cfg, pool, &files, folder.kind, None, &reason).await;
+                return;
+            }
+            Err(e) => return tracing::warn!(error = %e, "center lookup failed; retrying later"),
+        },
+        Err(e) => return tracing::warn!(error = %e, "database unavailable; retrying later"),
+    };
+    let staged = {
+        let storage = storage.clone();
+        let carrier = carrier.clone();
+        tokio::task::spawn_blocking(move || stage_file(&storage, &carrier)).await
+    };
+    let (staged, id) = match staged {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return tracing::warn!(file = %carrier.display(), error = %e, "not ingested yet; retrying later")
+        }
+        Err(e) => return tracing::error!(error = %e, "staging task failed"),
+    };
+    let job = NewJob {
+        boundary: Boundary::Watcher,
+        source_system: "watcher".into(),
+        center_id,
+        original_name: name.clone(),
+        kind: folder.kind,
+        idempotency_key: Some(format!("{}:{}:{}", carrier.display(), id.3, id.2)),
+        metadata_hash,
+        provenance: serde_json::json!({
+            "boundary": "watcher",
+            "folder": folder.name,
+            "source_path": carrier.display().to_string(),
+            "sidecar": parsed,
+        }),
+    };
+    match ingest::commit(pool, storage, staged, job).await {
+        Ok(outcome) => {
+            // Committed: now, and only now, the drop may leave the import folder.
+            for f in &files {
+                if let Err(e) = std::fs::remove_file(f) {
+                    tracing::warn!(file = %f.display(), error = %e, "stored, but the source could not be removed");
+                }
+            }
+            if let Some(dir) = carrier.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            let outcome_s = if outcome.is_dedupe() {
+                "dedupe"
+            } else {
+                "accepted"
+            };
+            tracing::info!(file = %carrier.display(), outcome = outcome_s, job = %outcome.job().id, sha256 = outcome.job().content_hash.as_deref().unwrap_or(""), "watcher");
+        }
+        Err(IngestError::Empty) => {}
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(file = %carrier.display(), error = %e, "not ingested; left in place, retrying later")
+        }
+        Err(e) => tracing::error!(file = %carrier.display(), error = %e, "ingest failed"),
+    }
+}
+
+/// Run until SIGTERM (or, with `once`, until nothing is left but files still waiting
+/// for a pair).
+pub async fn run(cfg: Config, once: bool) -> Result<()> {
+    let rescan = Duration::from_secs(cfg.watcher_rescan_secs.max(1));
+    let dirs: Vec<PathBuf> = FOLDERS
+        .iter()
+        .map(|f| cfg.import_dir().join(f.name))
+        .collect();
+    let mut w = Watcher::new(cfg)?;
+    if once {
+        loop {
+            // Decided from this scan's own classification: files that were still
+            // settling when it looked are looked at again, however long the work took.
+            let (unsettled, _lone_halves) = w.scan().await;
+            if unsettled == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(w.settle() / 2 + Duration::from_millis(10)).await;
+        }
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let _guard = {
+        use notify::Watcher as _;
+        let wake = wake.clone();
+        let mut nw = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            wake.notify_one()
+        })?;
+        for d in &dirs {
+            if let Err(e) = nw.watch(d, notify::RecursiveMode::NonRecursive) {
+                tracing::error!(dir = %d.display(), error = %e, "cannot watch; relying on periodic rescans");
+            }
+        }
+        nw
+    };
+    crate::systemd::notify("READY=1");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let (unsettled, lone_halves) = w.scan().await;
+        let next = if unsettled + lone_halves > 0 {
+            w.settle() / 2 + Duration::from_millis(10)
+        } else {
+            rescan
+        };
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(next) => {}
+            _ = term.recv() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Cryptography with a file format or a wire behind it: age sealing, hub request signatures.
+
+pub mod age;
+pub mod signing;

@@ -1,0 +1,62 @@
+//! `lxgate keys ensure`: the root one-shot behind lxgate-keys.service. Creates the age
+//! master identity if absent (root:<keys group> 0640) and refuses a key with any other
+//! mode or owner, saying how to fix it. The service itself never creates keys.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::ops::doctor::Accounts;
+
+/// A new age X25519 identity string (`AGE-SECRET-KEY-1…`).
+pub fn new_identity() -> Result<String> {
+    Ok(crate::crypto::age::Identity::generate().to_secret_string())
+}
+
+pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
+    let gid = Accounts::load(Path::new("/")).gid(group).with_context(|| {
+        format!(
+            "group {group} does not exist: create it (groupadd --system {group}) or set keys_group"
+        )
+    })?;
+    if let Ok(m) = std::fs::symlink_metadata(key) {
+        let mode = m.permissions().mode() & 0o7777;
+        if !m.is_file() || mode != 0o640 || m.uid() != 0 || m.gid() != gid {
+            bail!(
+                "{} has mode {mode:04o} uid {} gid {}; it must be a file owned root:{group} with mode 0640 \
+                 (the service reads it through the {group} group: 0400 root:root locks it out). \
+                 Fix: chown root:{group} {0} && chmod 0640 {0}",
+                key.display(),
+                m.uid(),
+                m.gid()
+            );
+        }
+        return Ok("present");
+    }
+    let dir = key.parent().context("key path has no directory")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        key.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(
+        f,
+        "# created by lxgate keys ensure: {}",
+        chrono::Utc::now().to_rfc3339()
+    )?;
+    writeln!(f, "{}", new_identity()?)?;
+    f.sync_all()?;
+    std::os::unix::fs::chown(&tmp, Some(0), Some(gid))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
+    std::fs::rename(&tmp, key)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok("created")
+}

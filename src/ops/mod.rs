@@ -1,0 +1,9 @@
+//! Operator commands built on the layers below: checks, recovery, keys, local clusters.
+
+pub mod dev;
+pub mod doctor;
+pub mod keys;
+pub mod pgcluster;
+pub mod recover;
+pub mod smoke;
+pub mod storage_audit;
