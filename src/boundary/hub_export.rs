@@ -573,18 +573,7 @@ fn nonempty(s: String, from: &str) -> Result<String> {
 fn tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("reading the hub CA {}", ca.display()))?
-    {
-        let c = c.with_context(|| format!("parsing the hub CA {}", ca.display()))?;
-        roots
-            .add(c)
-            .with_context(|| format!("the hub CA {} is not a usable certificate", ca.display()))?;
-    }
-    if roots.is_empty() {
-        bail!("the hub CA file {} holds no certificate", ca.display());
-    }
+    let roots = crate::crypto::tls::roots(ca, "the hub CA")?;
     let chain: Vec<CertificateDer> = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading the client certificate {}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -597,11 +586,7 @@ fn tls_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading the client certificate key {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
+    crate::crypto::tls::client(roots)?
         .with_client_auth_cert(chain, key)
         .map_err(|e| {
             anyhow!(

@@ -141,28 +141,14 @@ fn static_over_tls(staticfiles: &Path, server_name: &str, opts: &Options) -> Che
 }
 
 fn fetch(server_name: &str, opts: &Options, path: &str) -> Result<String, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
     let ca = opts
         .ca
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&ca)
-        .map_err(|e| format!("reading the CA bundle {}: {e}", ca.display()))?;
-    for c in certs.flatten() {
-        let _ = roots.add(c);
-    }
-    if roots.is_empty() {
-        return Err(format!("{} holds no usable CA certificate", ca.display()));
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let roots = crate::crypto::tls::roots(&ca, "the CA bundle").map_err(|e| format!("{e:#}"))?;
+    let tls = crate::crypto::tls::client(roots)
+        .map_err(|e| format!("{e:#}"))?
+        .with_no_client_auth();
     let port = opts.port;
     // Connect to this host whatever server_name resolves to; SNI and the certificate
     // check still use server_name.
