@@ -26,16 +26,11 @@ fn edge(server: &str) -> Edge {
     let mut hub = Site::new("central_hub");
     let pki = Pki::new(&hub.dir.path().join("pki"));
     let cfg = hub.dir.path().join("hub.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "role = \"central_hub\"\n[server]\n{server}\n[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\n",
-            pki.path("server.crt").display(),
-            pki.path("server.key").display(),
-            pki.path("client-ca.crt").display()
-        ),
-    )
-    .unwrap();
+    let settings = format!(
+        "role = \"central_hub\"\n[server]\n{server}\n{}",
+        pki.hub_settings()
+    );
+    std::fs::write(&cfg, settings).unwrap();
     hub.set("LXGATE_CONFIG", cfg.to_str().unwrap());
     hub.migrate();
     hub.ok(&["center", "add", "A", "--name", "A"]);
@@ -46,14 +41,7 @@ fn edge(server: &str) -> Edge {
         .to_string();
     let uploader = hub.token("uploader", Some("A"), "up");
     let srv = Server::start(&hub);
-    let block = hub.ok(&["render", "nginx"]);
-    let block = block
-        .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;")
-        .replace(
-            "proxy_pass http://127.0.0.1:8080;",
-            &format!("proxy_pass {};", srv.base),
-        );
-    let nginx = Nginx::start(&hub.dir.path().join("nginx"), &block);
+    let nginx = Nginx::rendered(&hub, &srv);
     Edge {
         hub,
         srv,
