@@ -160,3 +160,33 @@ impl Drop for Staged {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_file_goes_when_dropped_and_stays_once_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path());
+        storage.prepare().unwrap();
+        let stage = |bytes: &[u8]| {
+            let mut w = storage.writer().unwrap();
+            w.write(bytes).unwrap();
+            w.finish().unwrap()
+        };
+        let refused = stage(b"refused");
+        let path = refused.path.clone();
+        assert!(path.exists());
+        drop(refused);
+        assert!(!path.exists(), "a dropped staged file stays in tmp/");
+        let kept = stage(b"kept");
+        let object = storage.root().join(Storage::object_rel(&kept.sha256));
+        storage.place(kept).unwrap();
+        assert!(object.exists());
+        assert!(std::fs::read_dir(storage.tmp_dir())
+            .unwrap()
+            .next()
+            .is_none());
+    }
+}
