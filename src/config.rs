@@ -112,6 +112,20 @@ pub struct ServerConfig {
     pub default_center: Option<String>,
     /// Serve protected media from the app itself (dev, no nginx) instead of X-Accel-Redirect.
     pub serve_media_directly: Option<bool>,
+    /// Seconds a client has to send a request's head (default 30). The same timer runs
+    /// while a keep-alive connection waits for its next request: the idle timeout.
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body may send nothing before the request is cut (default 60).
+    pub body_timeout_secs: Option<u64>,
+    /// Connections open at once (default 4096); more wait in the listen backlog. Kept
+    /// within the open-file limit, whose soft value lxgate raises to the hard one.
+    pub max_connections: Option<usize>,
+    /// Uploads (API and hub media) received at once (default 64); past it 503 with
+    /// Retry-After, so slow uploads cannot take every staging thread and file.
+    pub max_uploads: Option<usize>,
+    /// Seconds SIGTERM waits for requests in flight before closing them (default 20,
+    /// below systemd's TimeoutStopSec).
+    pub shutdown_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -593,6 +607,21 @@ impl Config {
             max_total_bytes: s.max_total_bytes.unwrap_or(d.max_total_bytes),
             max_ratio: s.max_ratio.unwrap_or(d.max_ratio),
             ..d
+        }
+    }
+
+    pub fn server_limits(&self) -> crate::boundary::http::Limits {
+        let d = crate::boundary::http::Limits::default();
+        let s = &self.file.server;
+        let secs = |v: Option<u64>, d: std::time::Duration| {
+            v.map_or(d, |v| std::time::Duration::from_secs(v.max(1)))
+        };
+        crate::boundary::http::Limits {
+            header_timeout: secs(s.header_timeout_secs, d.header_timeout),
+            body_timeout: secs(s.body_timeout_secs, d.body_timeout),
+            max_connections: s.max_connections.unwrap_or(d.max_connections).max(1),
+            max_uploads: s.max_uploads.unwrap_or(d.max_uploads).max(1),
+            shutdown_timeout: secs(s.shutdown_timeout_secs, d.shutdown_timeout),
         }
     }
 

@@ -59,19 +59,7 @@ fn fleet_with(hub_extra: &str) -> Fleet {
         .to_string();
     let hub_srv = Server::start(&hub);
 
-    // The hub's own server block, as `lxgate render nginx` writes it; only the listen
-    // port and the upstream differ from a host's.
-    let block = hub.ok(&["render", "nginx"]);
-    assert!(
-        block.contains("listen 443 ssl;") && block.contains("proxy_pass http://127.0.0.1:8080;")
-    );
-    let block = block
-        .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;")
-        .replace(
-            "proxy_pass http://127.0.0.1:8080;",
-            &format!("proxy_pass {};", hub_srv.base),
-        );
-    let nginx = Nginx::start(&hub.dir.path().join("nginx"), &block);
+    let nginx = Nginx::rendered(&hub, &hub_srv);
 
     let mut site = Site::new("site_node");
     site.set("LX_ANNOTATE_DEFAULT_CENTER", "A");

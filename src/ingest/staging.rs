@@ -68,10 +68,11 @@ impl Storage {
         let dir = dest.parent().expect("object path has a parent");
         fs::create_dir_all(dir)?;
         if dest.exists() {
-            fs::remove_file(&staged.path)?;
+            // Dropping `staged` removes the temp file.
             return Ok(());
         }
         fs::rename(&staged.path, &dest)?;
+        staged.placed();
         File::open(dir)?.sync_all()?;
         Ok(())
     }
@@ -129,7 +130,10 @@ impl Drop for StagedWriter {
     }
 }
 
-/// A complete, fsynced temp file with its hash.
+/// A complete, fsynced temp file with its hash. Dropped before it is placed, it
+/// deletes its file: whichever boundary refuses it, on whatever path (a refused name,
+/// a hash mismatch, a failed commit), the temp file goes with it and a refused upload
+/// never leaves a full-size copy (for sealed media, plaintext) in `tmp/`.
 #[derive(Debug)]
 pub struct Staged {
     pub path: PathBuf,
@@ -138,7 +142,51 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Delete the temp file now (what dropping it does), where that reads clearer.
     pub fn discard(self) {
-        let _ = fs::remove_file(&self.path);
+        drop(self)
+    }
+
+    /// The file now lives at its object path: nothing left to delete.
+    fn placed(mut self) {
+        self.path = PathBuf::new();
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_file_goes_when_dropped_and_stays_once_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::new(dir.path());
+        storage.prepare().unwrap();
+        let stage = |bytes: &[u8]| {
+            let mut w = storage.writer().unwrap();
+            w.write(bytes).unwrap();
+            w.finish().unwrap()
+        };
+        let refused = stage(b"refused");
+        let path = refused.path.clone();
+        assert!(path.exists());
+        drop(refused);
+        assert!(!path.exists(), "a dropped staged file stays in tmp/");
+        let kept = stage(b"kept");
+        let object = storage.root().join(Storage::object_rel(&kept.sha256));
+        storage.place(kept).unwrap();
+        assert!(object.exists());
+        assert!(std::fs::read_dir(storage.tmp_dir())
+            .unwrap()
+            .next()
+            .is_none());
     }
 }

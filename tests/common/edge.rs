@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, run_ok, wait_for, Proc};
+use super::{free_port, run_ok, wait_for, Proc, Server, Site};
 
 /// A hub CA with a server certificate for localhost, a sites' CA with a site client
 /// certificate, and a rogue CA with a certificate nginx must refuse. All X.509 v3, as
@@ -111,6 +111,17 @@ impl Pki {
         );
     }
 
+    /// The `[host]` and `[hub]` settings of a hub whose nginx serves this PKI's server
+    /// certificate and checks clients against its sites' CA.
+    pub fn hub_settings(&self) -> String {
+        format!(
+            "[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\n",
+            self.path("server.crt").display(),
+            self.path("server.key").display(),
+            self.path("client-ca.crt").display()
+        )
+    }
+
     /// SHA-1 fingerprint as nginx's $ssl_client_fingerprint reports it (hex, no colons).
     pub fn fingerprint(&self, name: &str) -> String {
         let o = run_ok(
@@ -138,6 +149,23 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// `site`'s own server block, as `lxgate render nginx` writes it, in front of `srv`:
+    /// only the listen port and the upstream differ from a host's.
+    pub fn rendered(site: &Site, srv: &Server) -> Nginx {
+        let block = site.ok(&["render", "nginx"]);
+        assert!(
+            block.contains("listen 443 ssl;")
+                && block.contains("proxy_pass http://127.0.0.1:8080;")
+        );
+        let block = block
+            .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;")
+            .replace(
+                "proxy_pass http://127.0.0.1:8080;",
+                &format!("proxy_pass {};", srv.base),
+            );
+        Nginx::start(&site.dir.path().join("nginx"), &block)
+    }
+
     pub fn start(dir: &Path, servers: &str) -> Nginx {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();

@@ -1,14 +1,17 @@
 //! `lxgate serve`: the HTTP boundary (axum). Listens on 127.0.0.1 or a unix socket,
 //! where nothing but nginx reaches it.
 
+mod bounds;
 mod error;
 mod health;
 mod jobs;
+mod listen;
 mod range;
 mod transfers;
 mod upload;
 
 pub use error::ApiError;
+pub use listen::Limits;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,18 +33,27 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub pool: Pool,
     pub storage: Storage,
+    pub uploads: bounds::Uploads,
 }
 
 pub fn router(state: AppState) -> Router {
+    let upload_limit = state.config.upload_max_size;
+    let media_limit = state.config.hub_transfers.max_media_size;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         // Bodies that stream into storage are bounded by UPLOAD_MAX_SIZE in staging, not
-        // by axum's 2 MB default (which multipart bodies would otherwise hit).
+        // by axum's 2 MB default (which multipart bodies would otherwise hit); what a
+        // refusal leaves unread is read before it is answered.
         .route(
             "/api/upload/",
-            post(upload::upload).layer(DefaultBodyLimit::disable()),
+            post(upload::upload)
+                .layer(DefaultBodyLimit::disable())
+                .layer(middleware::from_fn_with_state(
+                    upload_limit,
+                    bounds::read_to_end,
+                )),
         )
         .route("/api/upload-jobs/", get(jobs::list))
         .route("/api/upload-jobs/{id}", get(jobs::get_one))
@@ -49,7 +61,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/media/hub/transfers/", post(transfers::register))
         .route(
             "/api/media/hub/transfers/{key}/media/",
-            post(transfers::media).layer(DefaultBodyLimit::disable()),
+            post(transfers::media)
+                .layer(DefaultBodyLimit::disable())
+                .layer(middleware::from_fn_with_state(
+                    media_limit,
+                    bounds::read_to_end,
+                )),
         )
         .route(
             "/api/media/hub/transfers/{key}/status/",
@@ -118,10 +135,12 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         tracing::info!(removed, "removed temp files left by an interrupted upload");
     }
     let listen = config.listen.clone();
+    let limits = config.server_limits();
     let state = AppState {
         config: Arc::new(config),
         pool,
         storage,
+        uploads: bounds::Uploads::new(limits.max_uploads),
     };
     let app = router(state.clone());
     let shutdown = async {
@@ -134,25 +153,15 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         tracing::info!("shutting down");
         crate::systemd::notify("STOPPING=1");
     };
-    if let Some(path) = listen.strip_prefix("unix:") {
+    let listener = if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
-        let listener = tokio::net::UnixListener::bind(path)?;
-        bound();
-        tokio::spawn(announce_ready(state, listen.clone()));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        listen::Listener::Unix(tokio::net::UnixListener::bind(path)?)
     } else {
-        let listener = tokio::net::TcpListener::bind(&listen).await?;
-        bound();
-        tokio::spawn(announce_ready(state, listen.clone()));
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    }
+        listen::Listener::Tcp(tokio::net::TcpListener::bind(&listen).await?)
+    };
+    bound();
+    tokio::spawn(announce_ready(state, listen.clone()));
+    listen::serve(listener, app, &limits, shutdown).await?;
     Ok(())
 }
 

@@ -9,12 +9,13 @@
 //! Retries are safe: a known transfer key answers 409 with its status, and a media
 //! upload after `applied` answers 409 — never a second transfer or job.
 
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::bounds::{self, shown};
 use super::error::ApiError;
 use super::AppState;
 use crate::access::nodes::{self, Node};
@@ -359,31 +360,6 @@ pub async fn status(
     Ok(Json(load(&state, &node, &key).await?.body()).into_response())
 }
 
-/// Read and drop a field (up to `limit` bytes); how much was read. Used before a
-/// refusal: answering while the site is still sending makes nginx report a broken
-/// upstream (502) instead of the refusal, and the site would retry what will not pass.
-async fn drain(mut field: axum::extract::multipart::Field<'_>, limit: u64) -> u64 {
-    let mut seen = 0u64;
-    while let Ok(Some(c)) = field.chunk().await {
-        seen += c.len() as u64;
-        if seen > limit {
-            break;
-        }
-    }
-    seen
-}
-
-/// `drain` for every field left in the body.
-async fn drain_rest(mp: &mut Multipart, mut limit: u64) {
-    while let Ok(Some(f)) = mp.next_field().await {
-        let seen = drain(f, limit).await;
-        if seen > limit {
-            return;
-        }
-        limit -= seen;
-    }
-}
-
 /// The hub's age identity when the media says it is sealed (`media_encryption=age`);
 /// plain media only where the hub allows it.
 fn opener(
@@ -400,7 +376,10 @@ fn opener(
         }
         Some(other) => Err(ApiError::bad_request(
             "bad_media_encryption",
-            format!("media_encryption {other:?} is not supported; send age, or leave it out"),
+            format!(
+                "media_encryption {} is not supported; send age, or leave it out",
+                shown(other)
+            ),
         )),
         None if state.config.hub_transfers.require_sealed_media => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -437,43 +416,33 @@ pub async fn media(
     if t.status == "applied" {
         return Ok((StatusCode::CONFLICT, Json(t.body())).into_response());
     }
-    let mut mp = Multipart::from_request(req, &state).await.map_err(|e| {
-        ApiError::bad_request(
-            "bad_multipart",
-            format!("send multipart/form-data: {}", e.body_text()),
-        )
-    })?;
+    let _slot = state.uploads.admit()?;
+    // A refusal from here on is answered once the body is read to its end
+    // (bounds::read_to_end), so the site hears it instead of nginx's 502.
+    let (mut mp, head) = bounds::form(req).await?;
     let mut role: Option<String> = None;
     let mut encryption: Option<String> = None;
     let (staged, name) = loop {
-        let field = mp.next_field().await?.ok_or_else(|| {
+        let field = head.next_field(&mut mp).await?.ok_or_else(|| {
             ApiError::bad_request("missing_file", "multipart body has no `file` field")
         })?;
         match field.name() {
-            Some("media_role") => role = Some(field.text().await?),
-            Some("media_encryption") => encryption = Some(field.text().await?),
+            Some("media_role") => role = Some(head.text(field, "media_role field").await?),
+            Some("media_encryption") => {
+                encryption = Some(head.text(field, "media_encryption field").await?)
+            }
             Some("file") => {
                 let limit = state.config.hub_transfers.max_media_size;
-                let opener = if role.as_deref() != Some("processed") {
-                    Err(ApiError::bad_request(
+                if role.as_deref() != Some("processed") {
+                    return Err(ApiError::bad_request(
                         "bad_media_role",
                         "send media_role=processed before the file field",
-                    ))
-                } else {
-                    opener(&state, encryption.as_deref())
-                };
-                let opener = match opener {
-                    Ok(o) => o,
-                    Err(refusal) => {
-                        let seen = drain(field, limit).await;
-                        drain_rest(&mut mp, limit.saturating_sub(seen)).await;
-                        return Err(refusal);
-                    }
-                };
-                let name = field
-                    .file_name()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| key.clone());
+                    ));
+                }
+                let opener = opener(&state, encryption.as_deref())?;
+                let name = field.file_name().unwrap_or(&key);
+                let name = super::upload::validate_name("file field's filename", Some(name))?;
+                head.file_follows();
                 let staged = super::upload::stage_opening(
                     &state.storage,
                     field,
@@ -517,7 +486,6 @@ pub async fn media(
             "the media does not hash to the signed X-Lxgate-Content-Sha256: it changed after signing",
         ));
     }
-    let name = super::upload::validate_name("file field's filename", Some(&name))?;
     let job = NewJob {
         boundary: Boundary::HubTransfer,
         source_system: format!("hub:{}", node.key),

@@ -7,11 +7,12 @@
 //!   before the file: the file is streamed to storage as it arrives.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 
+use super::bounds::{self, shown};
 use super::{authenticate, ApiError, AppState};
 use crate::access::tokens::{Principal, TokenRole};
 use crate::config::Role;
@@ -24,6 +25,7 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
             "viewer tokens cannot upload; use an uploader or center_admin token",
         ));
     }
+    let _slot = state.uploads.admit()?;
     let limit = state.config.upload_max_size;
     let declared = req
         .headers()
@@ -41,19 +43,21 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         .is_some_and(|v| v.starts_with("multipart/form-data"));
 
     let (staged, name, kind, center_id) = if multipart {
-        let mut mp = Multipart::from_request(req, &state).await?;
+        let (mut mp, head) = bounds::form(req).await?;
         let mut center_key: Option<String> = None;
         let mut kind: Option<String> = None;
         loop {
-            let field = mp.next_field().await?.ok_or_else(|| {
+            let field = head.next_field(&mut mp).await?.ok_or_else(|| {
                 ApiError::bad_request(
                     "missing_file",
                     "multipart body has no `file` field: add one with the file's bytes",
                 )
             })?;
             match field.name() {
-                Some("center_key") => center_key = Some(field.text().await.unwrap_or_default()),
-                Some("kind") => kind = Some(field.text().await.unwrap_or_default()),
+                Some("center_key") => {
+                    center_key = Some(head.text(field, "center_key field").await?)
+                }
+                Some("kind") => kind = Some(head.text(field, "kind field").await?),
                 Some("file") => {
                     let name = validate_name("file field's filename", field.file_name())?;
                     let kind = validate_kind("kind field", kind.as_deref())?;
@@ -64,6 +68,7 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
                         "center_key field",
                     )
                     .await?;
+                    head.file_follows();
                     let staged = stage(&state.storage, field, limit).await?;
                     break (staged, name, kind, center_id);
                 }
@@ -165,7 +170,10 @@ fn validate_kind(what: &str, kind: Option<&str>) -> Result<Kind, ApiError> {
     Kind::parse(k).ok_or_else(|| {
         ApiError::bad_request(
             "bad_kind",
-            format!("{what} {k:?} is not a kind: one of video, report, preanonymized"),
+            format!(
+                "{what} {} is not a kind: one of video, report, preanonymized",
+                shown(k)
+            ),
         )
     })
 }
@@ -205,7 +213,7 @@ async fn resolve_center(
             crate::access::tokens::center_id(&client, &k)
                 .await
                 .map_err(|e| ApiError::internal("center lookup", e))?
-                .ok_or_else(|| ApiError::bad_request("unknown_center", format!("no center {k:?}: create it with `lxgate center add`")))
+                .ok_or_else(|| ApiError::bad_request("unknown_center", format!("no center {}: create it with `lxgate center add`", shown(&k))))
         }
     }
 }
