@@ -164,9 +164,9 @@ async fn announce_ready(state: AppState, listen: String) {
     loop {
         match health::readiness(&state).await {
             Ok(()) => break,
-            Err(reason) => {
+            Err(not_ready) => {
                 if waited % 10 == 0 {
-                    tracing::warn!(reason = %reason, "not ready yet");
+                    not_ready.log();
                 }
                 waited += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
