@@ -8,6 +8,7 @@
 mod common;
 use common::*;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -24,7 +25,9 @@ fn lib_path() -> Option<PathBuf> {
             return Some(p);
         }
     }
-    eprintln!(
+    // Straight to stderr, past the test harness's capture, so a passing run still shows it.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED module_eval: no nixpkgs lib to evaluate the module with. Run the tests inside \
          `nix develop` (it exports LXGATE_FLAKE_NIXPKGS_LIB) or set LXGATE_NIXPKGS_LIB to a \
          nixpkgs checkout's lib/ directory"
