@@ -70,6 +70,21 @@ fn config_check_redacts_the_database_password() {
 }
 
 #[test]
+fn config_check_redacts_the_database_password_from_the_settings_file() {
+    let d = tempdir();
+    let f = d.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[database]\nurl = \"postgres://u:hunter2@localhost/db\"\n",
+    )
+    .unwrap();
+    let o = lxgate(&["--config", f.to_str().unwrap(), "config", "check"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!out.contains("hunter2") && out.contains("u:***@"), "{out}");
+}
+
+#[test]
 fn concurrent_migrators_apply_each_migration_once() {
     let site = Site::new("standalone");
     let env = site.env();

@@ -106,18 +106,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// "up" (lxgate dev) never announces an address that still refuses connections.
 pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_string();
-    let pool = crate::db::pool(&url, config.pool_size)?;
-    let storage = Storage::new(&config.storage_dir);
+    let pool = crate::db::pool(&url, config.db.pool_size)?;
+    let storage = Storage::new(&config.paths.storage);
     let removed = storage.prepare().map_err(|e| {
         anyhow::anyhow!(
             "preparing managed storage {}: {e}",
-            config.storage_dir.display()
+            config.paths.storage.display()
         )
     })?;
     if removed > 0 {
         tracing::info!(removed, "removed temp files left by an interrupted upload");
     }
-    let listen = config.listen.clone();
+    let listen = config.server.listen.clone();
     let state = AppState {
         config: Arc::new(config),
         pool,
