@@ -27,7 +27,7 @@
 
       checks = forAll (pkgs: import ./nix/checks.nix { inherit pkgs self; });
 
-      devShells = forAll (pkgs: { default = import ./nix/devshell.nix { inherit pkgs; }; });
+      devShells = forAll (pkgs: { default = import ./nix/devshell.nix { inherit pkgs nixpkgs; }; });
 
       formatter = forAll (pkgs: pkgs.nixpkgs-fmt);
     };

@@ -1,4 +1,4 @@
-{ pkgs }:
+{ pkgs, nixpkgs }:
 pkgs.mkShell {
   packages = with pkgs; [
     cargo rustc clippy rustfmt rust-analyzer
@@ -6,4 +6,6 @@ pkgs.mkShell {
     systemd debootstrap curl
   ];
   RUST_SRC_PATH = "${pkgs.rustPlatform.rustLibSrc}";
+  # tests/module_eval.rs evaluates the module with the flake's own nixpkgs lib.
+  LXGATE_FLAKE_NIXPKGS_LIB = "${nixpkgs}/lib";
 }

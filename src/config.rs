@@ -1,11 +1,15 @@
-//! Settings (TOML file) plus the environment contract of SPEC §1.
+//! Settings (TOML file) plus the environment contract of SPEC §1, resolved once into
+//! typed settings (`Config`) that every command, the renderers and the HTTP layer read.
 //!
-//! Precedence: defaults < file < environment. Every struct denies unknown keys: on a
+//! Precedence: defaults < file < environment. Every file table denies unknown keys: on a
 //! hospital host a typo in a nested table is an error, never a silently ignored line.
+//! This module depends on nothing in the crate but the contract's data (and the age
+//! parser that checks a recipient at load).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::contract::CONTRACT;
 
@@ -70,9 +74,14 @@ impl Role {
     }
 }
 
-/// The settings file. Each field is documented because `lxgate config check` and the
-/// NixOS module's `settings` option expose exactly this shape.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+// ---------------------------------------------------------------------------------------
+// The settings file as written. Only `Config::from_parts` reads it; nothing keeps or
+// prints it afterwards (it may hold the database password).
+// ---------------------------------------------------------------------------------------
+
+/// The settings file. Each field is documented because the NixOS module's `settings`
+/// option writes exactly this shape; the defaults are on the resolved types below.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     /// standalone | site_node | central_hub (env ENDOREG_DEPLOYMENT_ROLE wins).
@@ -87,23 +96,23 @@ pub struct FileConfig {
     pub hub: HubConfig,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathsConfig {
-    /// State root (env file, staticfiles, keys). Default /var/lib/lxgate.
+    /// State root (env file, staticfiles, keys).
     pub state: Option<PathBuf>,
     /// Data root; env LX_ANNOTATE_ENCRYPTED_DATA_DIR (aliases LX_ANNOTATE_DATA_DIR, DATA_DIR) wins.
     pub data: Option<PathBuf>,
-    /// Managed storage, inside the data root. Default {data}/storage; env STORAGE_DIR wins.
+    /// Managed storage, inside the data root; env STORAGE_DIR wins.
     pub storage: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// `127.0.0.1:PORT` or `unix:/path`; env LXGATE_LISTEN wins.
     pub listen: Option<String>,
-    /// Largest accepted upload body in bytes (default 104857600); env UPLOAD_MAX_SIZE wins.
+    /// Largest accepted upload body in bytes; env UPLOAD_MAX_SIZE wins.
     pub upload_max_size: Option<u64>,
     /// Trust X-Forwarded-For from the proxy (only when nothing but nginx reaches the app).
     pub trusted_proxy: Option<bool>,
@@ -128,12 +137,12 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: Option<u64>,
 }
 
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL or key=value string. Secret: never logged. Env DATABASE_URL wins.
     pub url: Option<String>,
-    /// Pool size (default 16).
+    /// Pool size.
     pub pool_size: Option<usize>,
 }
 
@@ -146,27 +155,27 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatcherConfig {
     /// Run lxgate-watcher.service (module/render switch).
     pub enable: Option<bool>,
-    /// A file must keep (dev, inode, size, mtime) this long before ingest (ms, default 2000).
+    /// A file must keep (dev, inode, size, mtime) this long before ingest (ms).
     pub settle_ms: Option<u64>,
-    /// A lone half of a preanonymized pair waits this long before quarantine (s, default 300).
+    /// A lone half of a preanonymized pair waits this long before quarantine (s).
     pub pair_timeout_secs: Option<u64>,
-    /// Full rescan interval (s, default 30): drops missed while down are not lost.
+    /// Full rescan interval (s): drops missed while down are not lost.
     pub rescan_secs: Option<u64>,
-    /// Files ingested in parallel (default 4).
+    /// Files ingested in parallel.
     pub concurrency: Option<usize>,
-    /// Directory entries considered per folder and scan (default 4096): bounds memory
-    /// under a burst of drops; the rest is taken in the next scan.
+    /// Directory entries considered per folder and scan: bounds memory under a burst of
+    /// drops; the rest is taken in the next scan.
     pub max_per_scan: Option<usize>,
-    /// MemoryMax of lxgate-watcher.service (default 512M).
+    /// MemoryMax of lxgate-watcher.service.
     pub memory_max: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SapImportConfig {
     /// Install lxgate-sap-import.path/.service.
@@ -175,15 +184,15 @@ pub struct SapImportConfig {
     pub center_key: Option<String>,
     /// center_name written into sidecars.
     pub center_name: Option<String>,
-    /// Largest uncompressed table in a bundle (bytes, default 64 MiB).
+    /// Largest uncompressed table in a bundle (bytes).
     pub max_entry_bytes: Option<u64>,
-    /// Largest total uncompressed size of a bundle's tables (bytes, default 512 MiB).
+    /// Largest total uncompressed size of a bundle's tables (bytes).
     pub max_total_bytes: Option<u64>,
-    /// Largest compression ratio of an entry over 1 MiB (default 100).
+    /// Largest compression ratio of an entry over 1 MiB.
     pub max_ratio: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
     /// Install lxgate-data-recovery.service.
@@ -192,8 +201,8 @@ pub struct RecoveryConfig {
     pub source: Option<PathBuf>,
 }
 
-/// Facts about the host that only the renderers and doctor need.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Facts about the host that the renderers, doctor, smoke and keys need.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     pub user: Option<String>,
@@ -210,14 +219,14 @@ pub struct HostConfig {
     pub nginx: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubConfig {
     /// Accept hub transfers (central_hub only); requires mTLS at nginx.
     pub transfer_api: Option<bool>,
     /// CA that signs site client certificates (nginx ssl_client_certificate).
     pub client_ca_file: Option<String>,
-    /// Refuse transfer requests whose proxy attestation header is missing (default true).
+    /// Refuse transfer requests whose proxy attestation header is missing.
     pub require_mtls: Option<bool>,
     /// Run lxgate-hub-export (site_node): send marked jobs to the hub.
     pub export: Option<bool>,
@@ -233,136 +242,348 @@ pub struct HubConfig {
     pub client_certificate: Option<PathBuf>,
     /// Its key, when the systemd credential hub-client-key is not loaded.
     pub client_certificate_key: Option<PathBuf>,
-    /// Header nginx sets from `$ssl_client_verify` (default X-Client-Cert-Verified).
+    /// Header nginx sets from `$ssl_client_verify`.
     pub mtls_meta_key: Option<String>,
-    /// The value that header must have (default SUCCESS).
+    /// The value that header must have.
     pub mtls_meta_value: Option<String>,
-    /// Refuse transfer requests not marked `X-Forwarded-Proto: https` (default true).
+    /// Refuse transfer requests not marked `X-Forwarded-Proto: https`.
     pub require_secure_transport: Option<bool>,
-    /// central_hub: accept only HMAC-signed transfer requests, never the secret header
-    /// (default false: endoreg-db senders send the secret).
+    /// central_hub: accept only HMAC-signed transfer requests, never the secret header.
     pub require_signed_requests: Option<bool>,
-    /// site_node: sign requests instead of sending the secret (default true; false for
-    /// an endoreg-db hub).
+    /// site_node: sign requests instead of sending the secret (false for an endoreg-db hub).
     pub sign_requests: Option<bool>,
     /// site_node: seal media with age to this recipient (`lxgate keys recipient` on the
     /// hub) before it leaves the site.
     pub hub_recipient: Option<String>,
-    /// central_hub: refuse media that is not sealed with age (default false).
+    /// central_hub: refuse media that is not sealed with age.
     pub require_sealed_media: Option<bool>,
-    /// central_hub: largest transfer media in bytes (default 50 GiB, nginx's
-    /// client_max_body_size; videos outgrow UPLOAD_MAX_SIZE's API default).
+    /// central_hub: largest transfer media in bytes.
     pub max_media_size: Option<u64>,
 }
 
-/// The hub transfer receiver's effective switches (SPEC §8).
-#[derive(Debug, Clone, Serialize)]
-pub struct HubTransfers {
-    pub enabled: bool,
-    pub require_mtls: bool,
-    pub mtls_meta_key: String,
-    pub mtls_meta_value: String,
-    pub require_secure_transport: bool,
-    pub require_signed_requests: bool,
-    pub require_sealed_media: bool,
-    pub max_media_size: u64,
-}
+// ---------------------------------------------------------------------------------------
+// The resolved settings: what every command and the HTTP layer read. Built once by
+// `Config::from_parts`; each type shows its defaults. Host-specific defaults (accounts,
+// paths, TLS files) come from `nix/contract.toml` [defaults], which the NixOS module
+// and `nix/render.nix` read too, so they are written down once.
+// ---------------------------------------------------------------------------------------
 
 /// The effective runtime configuration after defaults, file and environment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub role: Role,
-    pub state_dir: PathBuf,
-    pub data_dir: PathBuf,
-    pub storage_dir: PathBuf,
-    pub streamable_dir: PathBuf,
+    pub paths: Paths,
+    pub server: Server,
+    pub db: Database,
+    pub watcher: Watcher,
+    pub sap_import: SapImport,
+    pub recovery: Recovery,
+    pub hub_receiver: HubReceiver,
+    /// Present when `[hub] export` is on (site_node); every piece checked at load.
+    pub hub_export: Option<HubExport>,
+    pub host: HostFacts,
+}
+
+/// Where things live. All but the state root are inside the data root (checked).
+#[derive(Debug, Clone, Serialize)]
+pub struct Paths {
+    /// State root: env file, staticfiles, keys. Default: contract `state`
+    /// (/var/lib/lxgate).
+    pub state: PathBuf,
+    /// Data root (LX_ANNOTATE_ENCRYPTED_DATA_DIR and aliases). Default `{state}/data`.
+    pub data: PathBuf,
+    /// Managed storage (STORAGE_DIR). Default `{data}/storage`.
+    pub storage: PathBuf,
+    /// Streamable videos (LX_ANNOTATE_STREAMABLE_VIDEO_ROOT). Default `{data}/streamable`.
+    pub streamable: PathBuf,
+}
+
+impl Paths {
+    /// The drop folders' parent.
+    pub fn import(&self) -> PathBuf {
+        self.data.join("import")
+    }
+    pub fn quarantine(&self) -> PathBuf {
+        self.data.join("quarantine")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.data.join("logs")
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// `127.0.0.1:PORT` or `unix:/absolute/path`. Default: contract `listen`
+    /// (127.0.0.1:8080).
     pub listen: String,
-    #[serde(serialize_with = "ser_redacted_url")]
-    pub database_url: Option<String>,
-    pub pool_size: usize,
+    /// Largest accepted upload body in bytes (UPLOAD_MAX_SIZE).
     pub upload_max_size: u64,
+    /// Believe X-Forwarded-For (only when nothing but nginx reaches the app).
     pub trusted_proxy: bool,
+    /// center_key for uploads and drops that name none (never used on a central_hub).
     pub default_center: Option<String>,
+    /// Stream protected media from the app (dev, no nginx) instead of X-Accel-Redirect.
     pub serve_media_directly: bool,
-    pub watcher_settle_ms: u64,
-    pub watcher_pair_timeout_secs: u64,
-    pub watcher_rescan_secs: u64,
-    pub watcher_concurrency: usize,
-    pub watcher_max_per_scan: usize,
-    pub hub_transfers: HubTransfers,
-    pub hub_export: Option<crate::boundary::hub_export::ExportSettings>,
-    pub file: FileConfig,
+    pub limits: ServerLimits,
 }
 
-/// The sender's settings when `[hub] export` is on; every missing piece named at once.
-fn hub_export(
-    role: Role,
-    h: &HubConfig,
-) -> Result<Option<crate::boundary::hub_export::ExportSettings>, ConfigError> {
-    if !h.export.unwrap_or(false) {
-        return Ok(None);
-    }
-    if role != Role::SiteNode {
-        return Err(ConfigError::HubExport(format!(
-            "only a site_node exports to a hub, this node is {}; set role = \"site_node\" or export = false",
-            role.as_str()
-        )));
-    }
-    let mut missing = Vec::new();
-    let mut need = |name: &'static str, present: bool| {
-        if !present {
-            missing.push(name);
+/// What one client may hold of `lxgate serve`: time, connections, upload slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerLimits {
+    /// To send a request's head; also how long an idle keep-alive connection stays.
+    pub header_timeout: Duration,
+    /// A request body that sends nothing this long is cut.
+    pub body_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Uploads (API and hub media) at once; past it 503 + Retry-After.
+    pub max_uploads: usize,
+    /// After SIGTERM, requests in flight get this long, then are closed.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_uploads: 64,
+            shutdown_timeout: Duration::from_secs(20),
         }
-    };
-    need("url", h.url.is_some());
-    need("node_key", h.node_key.is_some());
-    need("target_node_key", h.target_node_key.is_some());
-    need("ca_file", h.ca_file.is_some());
-    need("client_certificate", h.client_certificate.is_some());
-    if !missing.is_empty() {
-        return Err(ConfigError::HubExport(format!(
-            "set {} in [hub] (services.lxgate.hub.export.*)",
-            missing.join(", ")
-        )));
     }
-    let url = h.url.clone().unwrap_or_default();
-    let rest = url.strip_prefix("https://").ok_or_else(|| {
-        ConfigError::HubExport(format!(
-            "url {url:?} must start with https://: transfers carry patient media and the node secret"
-        ))
-    })?;
-    if rest.is_empty() || rest.contains(['?', '#']) {
-        return Err(ConfigError::HubExport(format!(
-            "url {url:?} must be the hub's base address, e.g. https://hub.example.org"
-        )));
-    }
-    Ok(Some(crate::boundary::hub_export::ExportSettings {
-        url: url.trim_end_matches('/').to_string(),
-        node_key: h.node_key.clone().unwrap_or_default(),
-        target_node_key: h.target_node_key.clone().unwrap_or_default(),
-        ca_file: h.ca_file.clone().unwrap_or_default(),
-        client_certificate: h.client_certificate.clone().unwrap_or_default(),
-        client_certificate_key: h.client_certificate_key.clone(),
-        sign_requests: h.sign_requests.unwrap_or(true),
-        hub_recipient: match &h.hub_recipient {
-            None => None,
-            Some(r) => {
-                crate::crypto::age::Recipient::parse(r).map_err(|e| {
-                    ConfigError::HubExport(format!(
-                        "hub_recipient: {e}; use the age1… line `lxgate keys recipient` prints on the hub"
-                    ))
-                })?;
-                Some(r.trim().to_string())
-            }
-        },
-    }))
 }
 
-fn ser_redacted_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(u) => s.serialize_some(&redact_db_url(u)),
-        None => s.serialize_none(),
+impl ServerLimits {
+    fn resolve(s: &ServerConfig) -> ServerLimits {
+        let d = ServerLimits::default();
+        // Zero would mean "no time at all" or "nothing at once": one is the least.
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, |v| Duration::from_secs(v.max(1)));
+        ServerLimits {
+            header_timeout: secs(s.header_timeout_secs, d.header_timeout),
+            body_timeout: secs(s.body_timeout_secs, d.body_timeout),
+            max_connections: s.max_connections.unwrap_or(d.max_connections).max(1),
+            max_uploads: s.max_uploads.unwrap_or(d.max_uploads).max(1),
+            shutdown_timeout: secs(s.shutdown_timeout_secs, d.shutdown_timeout),
+        }
     }
+}
+
+impl Server {
+    /// 100 MiB: the API's limit for one upload (lx-annotate's value).
+    pub const DEFAULT_UPLOAD_MAX_SIZE: u64 = 104_857_600;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Database {
+    /// None until DATABASE_URL or `[database] url` is set; commands that need it say so.
+    pub url: Option<DatabaseUrl>,
+    pub pool_size: usize,
+}
+
+impl Database {
+    pub const DEFAULT_POOL_SIZE: usize = 16;
+}
+
+/// A PostgreSQL URL or key=value string. Its password must reach neither a log line nor
+/// `lxgate config check`: Debug and Serialize print it redacted; `expose` is only for
+/// connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn redacted(&self) -> String {
+        redact_db_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Watcher {
+    /// Run lxgate-watcher.service.
+    pub enable: bool,
+    /// A file must keep (dev, inode, size, mtime) this long before ingest (ms).
+    pub settle_ms: u64,
+    /// A lone half of a preanonymized pair waits this long before quarantine (s).
+    pub pair_timeout_secs: u64,
+    /// Full rescan interval (s).
+    pub rescan_secs: u64,
+    /// Files ingested in parallel (at least 1).
+    pub concurrency: usize,
+    /// Directory entries considered per folder and scan (at least 1).
+    pub max_per_scan: usize,
+    /// MemoryMax of lxgate-watcher.service. Default: contract `watcher_memory_max` (512M).
+    pub memory_max: String,
+}
+
+impl Default for Watcher {
+    fn default() -> Watcher {
+        Watcher {
+            enable: true,
+            settle_ms: 2000,
+            pair_timeout_secs: 300,
+            rescan_secs: 30,
+            concurrency: 4,
+            max_per_scan: 4096,
+            memory_max: contract_default("watcher_memory_max"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SapImport {
+    /// Install lxgate-sap-import.path/.service.
+    pub enable: bool,
+    /// center_key written into sidecars; None = the default center.
+    pub center_key: Option<String>,
+    /// center_name written into sidecars; None = the center key.
+    pub center_name: Option<String>,
+    /// Largest uncompressed table in a bundle (bytes).
+    pub max_entry_bytes: u64,
+    /// Largest total uncompressed size of a bundle's tables (bytes).
+    pub max_total_bytes: u64,
+    /// Largest compression ratio of an entry over 1 MiB.
+    pub max_ratio: u64,
+}
+
+impl SapImport {
+    pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 64 << 20;
+    pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 512 << 20;
+    pub const DEFAULT_MAX_RATIO: u64 = 100;
+}
+
+impl Default for SapImport {
+    fn default() -> SapImport {
+        SapImport {
+            enable: false,
+            center_key: None,
+            center_name: None,
+            max_entry_bytes: Self::DEFAULT_MAX_ENTRY_BYTES,
+            max_total_bytes: Self::DEFAULT_MAX_TOTAL_BYTES,
+            max_ratio: Self::DEFAULT_MAX_RATIO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    /// Install lxgate-data-recovery.service.
+    pub enable: bool,
+    /// Legacy data directory to merge from. Default: contract `recovery_source`.
+    pub source: PathBuf,
+}
+
+impl Default for Recovery {
+    fn default() -> Recovery {
+        Recovery {
+            enable: false,
+            source: PathBuf::from(contract_default("recovery_source")),
+        }
+    }
+}
+
+/// The hub transfer receiver's switches (SPEC §8).
+#[derive(Debug, Clone, Serialize)]
+pub struct HubReceiver {
+    /// Answer the transfer endpoints (central_hub only; else they are 404).
+    pub enabled: bool,
+    /// Require the proxy's client-certificate attestation header; false while enabled is
+    /// a configuration error.
+    pub require_mtls: bool,
+    /// The attestation header nginx sets from `$ssl_client_verify`.
+    pub mtls_meta_key: String,
+    /// The value that header must carry.
+    pub mtls_meta_value: String,
+    /// Require `X-Forwarded-Proto: https`.
+    pub require_secure_transport: bool,
+    /// Accept only HMAC-signed requests, never the secret header (endoreg-db senders send
+    /// the secret, hence off by default).
+    pub require_signed_requests: bool,
+    /// Refuse media that is not sealed with age.
+    pub require_sealed_media: bool,
+    /// Largest transfer media in bytes: nginx's client_max_body_size, since videos
+    /// outgrow the API's UPLOAD_MAX_SIZE.
+    pub max_media_size: u64,
+    /// CA that signs the sites' client certificates (nginx ssl_client_certificate).
+    /// Default: contract `client_ca_file`.
+    pub client_ca_file: String,
+}
+
+impl Default for HubReceiver {
+    fn default() -> HubReceiver {
+        HubReceiver {
+            enabled: false,
+            require_mtls: true,
+            mtls_meta_key: "X-Client-Cert-Verified".into(),
+            mtls_meta_value: "SUCCESS".into(),
+            require_secure_transport: true,
+            require_signed_requests: false,
+            require_sealed_media: false,
+            max_media_size: 50 << 30,
+            client_ca_file: contract_default("client_ca_file"),
+        }
+    }
+}
+
+/// The site's sender when `[hub] export` is on (SPEC §8). The node secret and the
+/// client key are not here: they are read from systemd credentials when a run starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubExport {
+    /// https base URL of the hub, without a trailing slash.
+    pub url: String,
+    pub node_key: String,
+    pub target_node_key: String,
+    pub ca_file: PathBuf,
+    pub client_certificate: PathBuf,
+    /// Used only when no `hub-client-key` credential is loaded.
+    pub client_certificate_key: Option<PathBuf>,
+    /// HMAC-sign requests (the secret never travels); false only for an endoreg-db hub.
+    /// Default true.
+    pub sign_requests: bool,
+    /// Seal media with age to the hub's recipient (`age1…`, checked at load).
+    pub hub_recipient: Option<String>,
+}
+
+/// Facts about the host: accounts, the key and TLS files, nginx. Defaults: contract
+/// [defaults] of the same names; `master_key` defaults to `{state}/keys/master.age`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostFacts {
+    /// Service account and its group.
+    pub user: String,
+    pub group: String,
+    /// Group that may read the master key (the service user is a member).
+    pub keys_group: String,
+    /// Path of the settings file as the units see it.
+    pub config: String,
+    /// Age master identity, root:keys_group 0640.
+    pub master_key: PathBuf,
+    pub server_name: String,
+    pub tls_certificate: String,
+    pub tls_certificate_key: String,
+    /// Render and check the nginx server block.
+    pub nginx: bool,
+}
+
+/// A host-specific default from nix/contract.toml [defaults].
+fn contract_default(key: &str) -> String {
+    CONTRACT.defaults.get(key).cloned().unwrap_or_default()
 }
 
 /// Replace any password in a URL or key=value connection string with `***`.
@@ -419,10 +640,6 @@ impl FileConfig {
     }
 }
 
-fn default_str(key: &str) -> String {
-    CONTRACT.defaults.get(key).cloned().unwrap_or_default()
-}
-
 impl Config {
     /// Resolve from an optional file path and an environment map.
     pub fn resolve(path: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
@@ -430,73 +647,30 @@ impl Config {
         Self::from_parts(file, env)
     }
 
+    /// The one resolver: defaults < file < environment, then the cross-checks.
     pub fn from_parts(file: FileConfig, env: &Env) -> Result<Config, ConfigError> {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let flag = |var: &'static str, file_value: Option<bool>, default: bool| match get(var) {
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::BadValue {
+                    var,
+                    value: v,
+                    why: "use true or false".into(),
+                }),
+            },
+            None => Ok(file_value.unwrap_or(default)),
+        };
         let role_s = get("ENDOREG_DEPLOYMENT_ROLE")
             .or_else(|| file.role.clone())
             .unwrap_or_else(|| "standalone".into());
         let role = Role::parse(&role_s)?;
-
-        let state_dir = file
-            .paths
-            .state
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(default_str("state")));
-
-        // The data root: the canonical name and its aliases must agree.
-        let names = [
-            "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
-            "LX_ANNOTATE_DATA_DIR",
-            "DATA_DIR",
-        ];
-        let set: Vec<(&str, String)> = names
-            .iter()
-            .filter_map(|n| get(n).map(|v| (*n, v)))
-            .collect();
-        let distinct: std::collections::BTreeSet<PathBuf> =
-            set.iter().map(|(_, v)| normalize(Path::new(v))).collect();
-        if distinct.len() > 1 {
-            let listing = names
-                .iter()
-                .map(|n| format!("{n}={}", get(n).unwrap_or_else(|| "(unset)".into())))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(ConfigError::AliasConflict(listing));
-        }
-        let data_dir = match set.first() {
-            Some((_, v)) => normalize(Path::new(v)),
-            None => file
-                .paths
-                .data
-                .clone()
-                .map(|p| normalize(&p))
-                .unwrap_or_else(|| state_dir.join("data")),
-        };
-        let storage_dir = get("STORAGE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| file.paths.storage.clone())
-            .map(|p| normalize(&p))
-            .unwrap_or_else(|| data_dir.join("storage"));
-        if !storage_dir.starts_with(&data_dir) || storage_dir == data_dir {
-            return Err(ConfigError::StorageOutsideRoot {
-                storage: storage_dir,
-                data: data_dir,
-            });
-        }
-        let streamable_dir = get("LX_ANNOTATE_STREAMABLE_VIDEO_ROOT")
-            .map(|p| normalize(Path::new(&p)))
-            .unwrap_or_else(|| data_dir.join("streamable"));
-        if !streamable_dir.starts_with(&data_dir) {
-            return Err(ConfigError::OutsideRoot {
-                what: "LX_ANNOTATE_STREAMABLE_VIDEO_ROOT",
-                path: streamable_dir,
-                data: data_dir,
-            });
-        }
+        let paths = resolve_paths(&file.paths, &get)?;
 
         let listen = get("LXGATE_LISTEN")
             .or_else(|| file.server.listen.clone())
-            .unwrap_or_else(|| default_str("listen"));
+            .unwrap_or_else(|| contract_default("listen"));
         if !(listen.starts_with("unix:/") || listen.parse::<std::net::SocketAddr>().is_ok()) {
             return Err(ConfigError::BadValue {
                 var: "LXGATE_LISTEN",
@@ -510,50 +684,88 @@ impl Config {
                 value: v.clone(),
                 why: "a whole number of bytes, e.g. 104857600".into(),
             })?,
-            None => file.server.upload_max_size.unwrap_or(104_857_600),
+            None => file
+                .server
+                .upload_max_size
+                .unwrap_or(Server::DEFAULT_UPLOAD_MAX_SIZE),
         };
-        let database_url = get("DATABASE_URL").or_else(|| file.database.url.clone());
-        let default_center =
-            get("LX_ANNOTATE_DEFAULT_CENTER").or_else(|| file.server.default_center.clone());
+        let server = Server {
+            listen,
+            upload_max_size,
+            trusted_proxy: file.server.trusted_proxy.unwrap_or(false),
+            default_center: get("LX_ANNOTATE_DEFAULT_CENTER")
+                .or_else(|| file.server.default_center.clone()),
+            serve_media_directly: file.server.serve_media_directly.unwrap_or(false),
+            limits: ServerLimits::resolve(&file.server),
+        };
+        let db = Database {
+            url: get("DATABASE_URL")
+                .or_else(|| file.database.url.clone())
+                .map(DatabaseUrl),
+            pool_size: file
+                .database
+                .pool_size
+                .unwrap_or(Database::DEFAULT_POOL_SIZE),
+        };
 
-        let flag = |var: &'static str, file_value: Option<bool>, default: bool| match get(var) {
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(true),
-                "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(ConfigError::BadValue {
-                    var,
-                    value: v,
-                    why: "use true or false".into(),
-                }),
-            },
-            None => Ok(file_value.unwrap_or(default)),
+        let w = &file.watcher;
+        let dw = Watcher::default();
+        let watcher = Watcher {
+            enable: w.enable.unwrap_or(dw.enable),
+            settle_ms: w.settle_ms.unwrap_or(dw.settle_ms),
+            pair_timeout_secs: w.pair_timeout_secs.unwrap_or(dw.pair_timeout_secs),
+            rescan_secs: w.rescan_secs.unwrap_or(dw.rescan_secs),
+            concurrency: w.concurrency.unwrap_or(dw.concurrency).max(1),
+            max_per_scan: w.max_per_scan.unwrap_or(dw.max_per_scan).max(1),
+            memory_max: w.memory_max.clone().unwrap_or(dw.memory_max),
         };
-        let hub_transfers = HubTransfers {
-            enabled: flag("ENDOREG_ENABLE_HUB_TRANSFERS", file.hub.transfer_api, false)?,
+        let s = &file.sap_import;
+        let ds = SapImport::default();
+        let sap_import = SapImport {
+            enable: s.enable.unwrap_or(ds.enable),
+            center_key: s.center_key.clone(),
+            center_name: s.center_name.clone(),
+            max_entry_bytes: s.max_entry_bytes.unwrap_or(ds.max_entry_bytes),
+            max_total_bytes: s.max_total_bytes.unwrap_or(ds.max_total_bytes),
+            max_ratio: s.max_ratio.unwrap_or(ds.max_ratio),
+        };
+        let dr = Recovery::default();
+        let recovery = Recovery {
+            enable: file.recovery.enable.unwrap_or(dr.enable),
+            source: file.recovery.source.clone().unwrap_or(dr.source),
+        };
+
+        let h = &file.hub;
+        let dh = HubReceiver::default();
+        let hub_receiver = HubReceiver {
+            enabled: flag("ENDOREG_ENABLE_HUB_TRANSFERS", h.transfer_api, dh.enabled)?,
             require_mtls: flag(
                 "ENDOREG_HUB_TRANSFER_REQUIRE_MTLS",
-                file.hub.require_mtls,
-                true,
+                h.require_mtls,
+                dh.require_mtls,
             )?,
             mtls_meta_key: get("ENDOREG_HUB_TRANSFER_MTLS_META_KEY")
-                .or_else(|| file.hub.mtls_meta_key.clone())
-                .unwrap_or_else(|| "X-Client-Cert-Verified".into()),
+                .or_else(|| h.mtls_meta_key.clone())
+                .unwrap_or(dh.mtls_meta_key),
             mtls_meta_value: get("ENDOREG_HUB_TRANSFER_MTLS_META_VALUE")
-                .or_else(|| file.hub.mtls_meta_value.clone())
-                .unwrap_or_else(|| "SUCCESS".into()),
+                .or_else(|| h.mtls_meta_value.clone())
+                .unwrap_or(dh.mtls_meta_value),
             require_secure_transport: flag(
                 "ENDOREG_HUB_TRANSFER_REQUIRE_SECURE_TRANSPORT",
-                file.hub.require_secure_transport,
-                true,
+                h.require_secure_transport,
+                dh.require_secure_transport,
             )?,
-            require_signed_requests: file.hub.require_signed_requests.unwrap_or(false),
-            require_sealed_media: file.hub.require_sealed_media.unwrap_or(false),
-            max_media_size: file.hub.max_media_size.unwrap_or(50 << 30),
+            require_signed_requests: h
+                .require_signed_requests
+                .unwrap_or(dh.require_signed_requests),
+            require_sealed_media: h.require_sealed_media.unwrap_or(dh.require_sealed_media),
+            max_media_size: h.max_media_size.unwrap_or(dh.max_media_size),
+            client_ca_file: h.client_ca_file.clone().unwrap_or(dh.client_ca_file),
         };
-        if hub_transfers.enabled && !hub_transfers.require_mtls {
+        if hub_receiver.enabled && !hub_receiver.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);
         }
-        if hub_transfers.enabled && role != Role::CentralHub {
+        if hub_receiver.enabled && role != Role::CentralHub {
             return Err(ConfigError::BadValue {
                 var: "ENDOREG_ENABLE_HUB_TRANSFERS",
                 value: "true".into(),
@@ -563,71 +775,178 @@ impl Config {
                 ),
             });
         }
-        let hub_export = hub_export(role, &file.hub)?;
+        let hub_export = hub_export(role, h)?;
+        let host = resolve_host(&file.host, &paths);
 
         Ok(Config {
             role,
-            state_dir,
-            data_dir,
-            storage_dir,
-            streamable_dir,
-            listen,
-            database_url,
-            pool_size: file.database.pool_size.unwrap_or(16),
-            upload_max_size,
-            trusted_proxy: file.server.trusted_proxy.unwrap_or(false),
-            default_center,
-            serve_media_directly: file.server.serve_media_directly.unwrap_or(false),
-            watcher_settle_ms: file.watcher.settle_ms.unwrap_or(2000),
-            watcher_pair_timeout_secs: file.watcher.pair_timeout_secs.unwrap_or(300),
-            watcher_rescan_secs: file.watcher.rescan_secs.unwrap_or(30),
-            watcher_concurrency: file.watcher.concurrency.unwrap_or(4).max(1),
-            watcher_max_per_scan: file.watcher.max_per_scan.unwrap_or(4096).max(1),
-            hub_transfers,
+            paths,
+            server,
+            db,
+            watcher,
+            sap_import,
+            recovery,
+            hub_receiver,
             hub_export,
-            file,
+            host,
         })
     }
 
-    pub fn import_dir(&self) -> PathBuf {
-        self.data_dir.join("import")
-    }
-    pub fn quarantine_dir(&self) -> PathBuf {
-        self.data_dir.join("quarantine")
-    }
-    pub fn logs_dir(&self) -> PathBuf {
-        self.data_dir.join("logs")
-    }
-
-    pub fn sap_limits(&self) -> crate::boundary::sap::Limits {
-        let d = crate::boundary::sap::Limits::default();
-        let s = &self.file.sap_import;
-        crate::boundary::sap::Limits {
-            max_entry_bytes: s.max_entry_bytes.unwrap_or(d.max_entry_bytes),
-            max_total_bytes: s.max_total_bytes.unwrap_or(d.max_total_bytes),
-            max_ratio: s.max_ratio.unwrap_or(d.max_ratio),
-            ..d
-        }
-    }
-
-    pub fn server_limits(&self) -> crate::boundary::http::Limits {
-        let d = crate::boundary::http::Limits::default();
-        let s = &self.file.server;
-        let secs = |v: Option<u64>, d: std::time::Duration| {
-            v.map_or(d, |v| std::time::Duration::from_secs(v.max(1)))
-        };
-        crate::boundary::http::Limits {
-            header_timeout: secs(s.header_timeout_secs, d.header_timeout),
-            body_timeout: secs(s.body_timeout_secs, d.body_timeout),
-            max_connections: s.max_connections.unwrap_or(d.max_connections).max(1),
-            max_uploads: s.max_uploads.unwrap_or(d.max_uploads).max(1),
-            shutdown_timeout: secs(s.shutdown_timeout_secs, d.shutdown_timeout),
-        }
-    }
-
     pub fn require_database_url(&self) -> Result<&str, ConfigError> {
-        self.database_url.as_deref().ok_or(ConfigError::NoDatabase)
+        self.db
+            .url
+            .as_ref()
+            .map(DatabaseUrl::expose)
+            .ok_or(ConfigError::NoDatabase)
     }
+}
+
+/// The data root and what must live inside it.
+fn resolve_paths(
+    p: &PathsConfig,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Paths, ConfigError> {
+    let state = p
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(contract_default("state")));
+
+    // The data root: the canonical name and its aliases must agree.
+    let names = [
+        "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
+        "LX_ANNOTATE_DATA_DIR",
+        "DATA_DIR",
+    ];
+    let set: Vec<(&str, String)> = names
+        .iter()
+        .filter_map(|n| get(n).map(|v| (*n, v)))
+        .collect();
+    let distinct: std::collections::BTreeSet<PathBuf> =
+        set.iter().map(|(_, v)| normalize(Path::new(v))).collect();
+    if distinct.len() > 1 {
+        let listing = names
+            .iter()
+            .map(|n| format!("{n}={}", get(n).unwrap_or_else(|| "(unset)".into())))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ConfigError::AliasConflict(listing));
+    }
+    let data = match set.first() {
+        Some((_, v)) => normalize(Path::new(v)),
+        None => p
+            .data
+            .clone()
+            .map(|p| normalize(&p))
+            .unwrap_or_else(|| state.join("data")),
+    };
+    let storage = get("STORAGE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| p.storage.clone())
+        .map(|p| normalize(&p))
+        .unwrap_or_else(|| data.join("storage"));
+    if !storage.starts_with(&data) || storage == data {
+        return Err(ConfigError::StorageOutsideRoot { storage, data });
+    }
+    let streamable = get("LX_ANNOTATE_STREAMABLE_VIDEO_ROOT")
+        .map(|p| normalize(Path::new(&p)))
+        .unwrap_or_else(|| data.join("streamable"));
+    if !streamable.starts_with(&data) {
+        return Err(ConfigError::OutsideRoot {
+            what: "LX_ANNOTATE_STREAMABLE_VIDEO_ROOT",
+            path: streamable,
+            data,
+        });
+    }
+    Ok(Paths {
+        state,
+        data,
+        storage,
+        streamable,
+    })
+}
+
+/// Host facts from the file, else the contract's defaults. A value may name `{state}`,
+/// `{data}` or `{storage}` (the contract's master_key default does), as in the renders.
+fn resolve_host(h: &HostConfig, paths: &Paths) -> HostFacts {
+    let expand = |s: String| {
+        s.replace("{state}", &paths.state.display().to_string())
+            .replace("{data}", &paths.data.display().to_string())
+            .replace("{storage}", &paths.storage.display().to_string())
+    };
+    let or =
+        |v: &Option<String>, key: &str| expand(v.clone().unwrap_or_else(|| contract_default(key)));
+    HostFacts {
+        user: or(&h.user, "user"),
+        group: or(&h.group, "group"),
+        keys_group: or(&h.keys_group, "keys_group"),
+        config: or(&h.config, "config"),
+        master_key: PathBuf::from(or(&h.master_key, "master_key")),
+        server_name: or(&h.server_name, "server_name"),
+        tls_certificate: or(&h.tls_certificate, "tls_certificate"),
+        tls_certificate_key: or(&h.tls_certificate_key, "tls_certificate_key"),
+        nginx: h.nginx.unwrap_or(true),
+    }
+}
+
+/// The sender's settings when `[hub] export` is on; every missing piece named at once.
+fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigError> {
+    if !h.export.unwrap_or(false) {
+        return Ok(None);
+    }
+    if role != Role::SiteNode {
+        return Err(ConfigError::HubExport(format!(
+            "only a site_node exports to a hub, this node is {}; set role = \"site_node\" or export = false",
+            role.as_str()
+        )));
+    }
+    let mut missing = Vec::new();
+    let mut need = |name: &'static str, present: bool| {
+        if !present {
+            missing.push(name);
+        }
+    };
+    need("url", h.url.is_some());
+    need("node_key", h.node_key.is_some());
+    need("target_node_key", h.target_node_key.is_some());
+    need("ca_file", h.ca_file.is_some());
+    need("client_certificate", h.client_certificate.is_some());
+    if !missing.is_empty() {
+        return Err(ConfigError::HubExport(format!(
+            "set {} in [hub] (services.lxgate.hub.export.*)",
+            missing.join(", ")
+        )));
+    }
+    let url = h.url.clone().unwrap_or_default();
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        ConfigError::HubExport(format!(
+            "url {url:?} must start with https://: transfers carry patient media and the node secret"
+        ))
+    })?;
+    if rest.is_empty() || rest.contains(['?', '#']) {
+        return Err(ConfigError::HubExport(format!(
+            "url {url:?} must be the hub's base address, e.g. https://hub.example.org"
+        )));
+    }
+    Ok(Some(HubExport {
+        url: url.trim_end_matches('/').to_string(),
+        node_key: h.node_key.clone().unwrap_or_default(),
+        target_node_key: h.target_node_key.clone().unwrap_or_default(),
+        ca_file: h.ca_file.clone().unwrap_or_default(),
+        client_certificate: h.client_certificate.clone().unwrap_or_default(),
+        client_certificate_key: h.client_certificate_key.clone(),
+        sign_requests: h.sign_requests.unwrap_or(true),
+        hub_recipient: match &h.hub_recipient {
+            None => None,
+            Some(r) => {
+                crate::crypto::age::Recipient::parse(r).map_err(|e| {
+                    ConfigError::HubExport(format!(
+                        "hub_recipient: {e}; use the age1… line `lxgate keys recipient` prints on the hub"
+                    ))
+                })?;
+                Some(r.trim().to_string())
+            }
+        },
+    }))
 }
 
 /// Lexical normalisation (no filesystem access): drop `.` and resolve `..`, so
@@ -697,8 +1016,8 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.data_dir, PathBuf::from("/d"));
-        assert_eq!(c.storage_dir, PathBuf::from("/d/storage"));
+        assert_eq!(c.paths.data, PathBuf::from("/d"));
+        assert_eq!(c.paths.storage, PathBuf::from("/d/storage"));
     }
 
     #[test]
@@ -756,6 +1075,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("settle_msec"), "{e}");
+    }
+
+    #[test]
+    fn the_resolved_settings_never_show_the_password() {
+        let file = FileConfig::parse(
+            "[database]\nurl = \"postgres://u:hunter2@h/db\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let c = Config::from_parts(file, &env(&[])).unwrap();
+        assert_eq!(
+            c.require_database_url().unwrap(),
+            "postgres://u:hunter2@h/db"
+        );
+        let debug = format!("{c:?}");
+        let json = serde_json::to_string(&c).unwrap();
+        for shown in [debug, json] {
+            assert!(
+                !shown.contains("hunter2") && shown.contains("u:***@h/db"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

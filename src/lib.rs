@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod db;
 pub mod durable;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod systemd;

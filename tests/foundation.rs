@@ -70,6 +70,21 @@ fn config_check_redacts_the_database_password() {
 }
 
 #[test]
+fn config_check_redacts_the_database_password_from_the_settings_file() {
+    let d = tempdir();
+    let f = d.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[database]\nurl = \"postgres://u:hunter2@localhost/db\"\n",
+    )
+    .unwrap();
+    let o = lxgate(&["--config", f.to_str().unwrap(), "config", "check"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!out.contains("hunter2") && out.contains("u:***@"), "{out}");
+}
+
+#[test]
 fn concurrent_migrators_apply_each_migration_once() {
     let site = Site::new("standalone");
     let env = site.env();
@@ -164,6 +179,29 @@ fn readyz_is_503_before_migrate_and_200_after() {
     });
     let (status, _) = call(http().get(&srv.url("/healthz")).call());
     assert_eq!(status, 200);
+}
+
+/// A database error must not reach the /readyz body (it may carry SQL, table names and
+/// file names); the body says what to do, the log carries the detail.
+#[test]
+fn readyz_keeps_database_error_text_out_of_its_body() {
+    let site = Site::new("standalone");
+    site.migrate();
+    site.sql("INSERT INTO lxgate_migrations (version, name, sha256) VALUES (9999, 'zz_foreign_name', 'x')");
+    let srv = Server::start(&site);
+    let (status, body) = call(http().get(&srv.url("/readyz")).call());
+    assert_eq!(status, 503);
+    let text = body.to_string();
+    assert!(
+        !text.contains("zz_foreign_name") && !text.contains("9999"),
+        "database detail in the body: {text}"
+    );
+    assert!(text.contains("lxgate migrate --status"), "{text}");
+    wait_for("the detail in the log", Duration::from_secs(10), || {
+        std::fs::read_to_string(&srv.log)
+            .unwrap_or_default()
+            .contains("zz_foreign_name")
+    });
 }
 
 #[test]

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, HubExport};
 use crate::crypto::signing;
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
@@ -28,23 +28,6 @@ pub const SECRET_ENV: &str = "LX_ANNOTATE_HUB_SOURCE_NODE_SECRET";
 
 /// The hub's wire version of the register body (endoreg-db's payload_schema_version).
 const PAYLOAD_SCHEMA_VERSION: u32 = 1;
-
-/// The sender's settings, checked when the config loads (`[hub]` in the settings file).
-#[derive(Debug, Clone, Serialize)]
-pub struct ExportSettings {
-    /// https base URL of the hub, without a trailing slash.
-    pub url: String,
-    pub node_key: String,
-    pub target_node_key: String,
-    pub ca_file: PathBuf,
-    pub client_certificate: PathBuf,
-    /// Used only when no `hub-client-key` credential is loaded.
-    pub client_certificate_key: Option<PathBuf>,
-    /// HMAC-sign requests (the secret never travels); false only for an endoreg-db hub.
-    pub sign_requests: bool,
-    /// Seal media with age to the hub's recipient (`age1…`, checked at config load).
-    pub hub_recipient: Option<String>,
-}
 
 /// What one `run` did; the unit fails (exit 1) when anything is left failed or retrying.
 #[derive(Debug, Default, Serialize)]
@@ -176,7 +159,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             hash: r.get(3),
             size: r.get(4),
             center: r.get(5),
-            object: config.storage_dir.join(r.get::<_, String>(6)),
+            object: config.paths.storage.join(r.get::<_, String>(6)),
             extension: extension_of(&name),
         };
         let s = sender.clone();
@@ -241,7 +224,7 @@ enum Credential {
 }
 
 impl Sender {
-    fn new(s: &ExportSettings) -> Result<Sender> {
+    fn new(s: &HubExport) -> Result<Sender> {
         let secret = node_secret(&s.node_key)?;
         let key_path = match credential(CLIENT_KEY_CREDENTIAL) {
             Some(p) => p,

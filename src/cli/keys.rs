@@ -34,11 +34,7 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         Cmd::Recipient { key } => {
             let key = match key {
                 Some(k) => k,
-                None => {
-                    let inputs =
-                        lxgate::contract::render::Inputs::from_settings(&ctx.settings()?, None);
-                    PathBuf::from(inputs.get("master_key"))
-                }
+                None => ctx.load()?.host.master_key,
             };
             let id = lxgate::crypto::age::Identity::from_file(&key).map_err(|e| {
                 anyhow::anyhow!("reading the master identity {}: {e}", key.display())

@@ -87,7 +87,8 @@ impl Context {
         Ok(Config::resolve(self.config.as_deref(), &self.env)?)
     }
 
-    /// The settings file alone, for commands that render or check a host.
+    /// The settings file alone, for doctor and smoke: they resolve it themselves so that
+    /// a configuration error becomes a failed check, not an early exit.
     fn settings(&self) -> anyhow::Result<FileConfig> {
         Ok(FileConfig::load(self.config.as_deref())?)
     }

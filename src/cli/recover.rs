@@ -32,7 +32,7 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let opts = Options {
         mode: if a.full { Mode::Full } else { Mode::Merge },
         source: a.from,
-        target: a.to.unwrap_or_else(|| cfg.data_dir.clone()),
+        target: a.to.unwrap_or_else(|| cfg.paths.data.clone()),
         dry_run: a.dry_run,
         mark_complete: a.mark_complete,
         // As root, copies belong to the service user (the unit itself runs as it).

@@ -28,7 +28,7 @@ enum Target {
 }
 
 pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
-    let inputs = render::Inputs::from_settings(&ctx.settings()?, a.bin.as_deref());
+    let inputs = render::Inputs::from_settings(&ctx.load()?, a.bin.as_deref());
     let what = a.what.to_possible_value().expect("no skipped variants");
     let files = render::select(&inputs, what.get_name())?;
     match a.out {

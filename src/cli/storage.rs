@@ -37,11 +37,11 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let (cfg, client) = ctx.connect().await?;
     match a.cmd {
         Cmd::Audit { json, verify } => {
-            let audit = storage_audit::audit(&client, &cfg.storage_dir, verify).await?;
+            let audit = storage_audit::audit(&client, &cfg.paths.storage, verify).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);
             } else {
-                storage_audit::print(&audit, &cfg.storage_dir);
+                storage_audit::print(&audit, &cfg.paths.storage);
             }
             if audit.is_damaged() {
                 return Ok(ExitCode::FAILURE);
@@ -53,8 +53,8 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         } => {
             let moved = storage_audit::quarantine_orphans(
                 &client,
-                &cfg.storage_dir,
-                &cfg.data_dir.join("quarantine"),
+                &cfg.paths.storage,
+                &cfg.paths.quarantine(),
                 Duration::from_secs(older_than),
                 dry_run,
             )

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::FileConfig;
+use crate::config::Config;
 use crate::contract::{Contract, DirRoot, Principal, Section, Unit, Value, CONTRACT};
 
 pub const HEADER: &str =
@@ -22,47 +22,32 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn from_settings(s: &FileConfig, bin: Option<&str>) -> Inputs {
+    pub fn from_settings(s: &Config, bin: Option<&str>) -> Inputs {
         let c = &*CONTRACT;
         let d = |k: &str| c.defaults.get(k).cloned().unwrap_or_default();
-        let or = |v: &Option<String>, k: &str| v.clone().unwrap_or_else(|| d(k));
-        let path = |v: &Option<std::path::PathBuf>, dflt: String| {
-            v.as_ref().map(|p| p.display().to_string()).unwrap_or(dflt)
-        };
-        let listen = or(&s.server.listen, "listen");
+        let path = |p: &std::path::Path| p.display().to_string();
+        let listen = s.server.listen.clone();
         let mut v = BTreeMap::new();
-        v.insert("user".into(), or(&s.host.user, "user"));
-        v.insert("group".into(), or(&s.host.group, "group"));
-        v.insert("keys_group".into(), or(&s.host.keys_group, "keys_group"));
-        v.insert("config".into(), or(&s.host.config, "config"));
-        v.insert("master_key".into(), or(&s.host.master_key, "master_key"));
-        v.insert("server_name".into(), or(&s.host.server_name, "server_name"));
-        v.insert(
-            "tls_certificate".into(),
-            or(&s.host.tls_certificate, "tls_certificate"),
-        );
+        v.insert("user".into(), s.host.user.clone());
+        v.insert("group".into(), s.host.group.clone());
+        v.insert("keys_group".into(), s.host.keys_group.clone());
+        v.insert("config".into(), s.host.config.clone());
+        v.insert("master_key".into(), path(&s.host.master_key));
+        v.insert("server_name".into(), s.host.server_name.clone());
+        v.insert("tls_certificate".into(), s.host.tls_certificate.clone());
         v.insert(
             "tls_certificate_key".into(),
-            or(&s.host.tls_certificate_key, "tls_certificate_key"),
+            s.host.tls_certificate_key.clone(),
         );
         v.insert(
             "client_ca_file".into(),
-            or(&s.hub.client_ca_file, "client_ca_file"),
+            s.hub_receiver.client_ca_file.clone(),
         );
-        v.insert(
-            "watcher_memory_max".into(),
-            or(&s.watcher.memory_max, "watcher_memory_max"),
-        );
-        v.insert(
-            "recovery_source".into(),
-            path(&s.recovery.source, d("recovery_source")),
-        );
-        v.insert("state".into(), path(&s.paths.state, d("state")));
-        v.insert("data".into(), path(&s.paths.data, "{state}/data".into()));
-        v.insert(
-            "storage".into(),
-            path(&s.paths.storage, "{data}/storage".into()),
-        );
+        v.insert("watcher_memory_max".into(), s.watcher.memory_max.clone());
+        v.insert("recovery_source".into(), path(&s.recovery.source));
+        v.insert("state".into(), path(&s.paths.state));
+        v.insert("data".into(), path(&s.paths.data));
+        v.insert("storage".into(), path(&s.paths.storage));
         v.insert("import".into(), "{data}/import".into());
         v.insert(
             "bin".into(),
@@ -78,25 +63,24 @@ impl Inputs {
                 *val = subst(val, &snapshot);
             }
         }
-        let role = s.role.clone().unwrap_or_else(|| "standalone".into());
+        let role = s.role.as_str().to_string();
         let mut features = BTreeSet::from(["always".to_string()]);
-        let on = |b: Option<bool>, dflt: bool| b.unwrap_or(dflt);
-        if on(s.watcher.enable, true) {
+        if s.watcher.enable {
             features.insert("watcher".into());
         }
-        if on(s.sap_import.enable, false) {
+        if s.sap_import.enable {
             features.insert("sap_import".into());
         }
-        if on(s.recovery.enable, false) {
+        if s.recovery.enable {
             features.insert("recovery".into());
         }
-        if role == "site_node" && on(s.hub.export, false) {
+        if role == "site_node" && s.hub_export.is_some() {
             features.insert("hub_export".into());
         }
-        if role == "central_hub" && on(s.hub.transfer_api, false) {
+        if role == "central_hub" && s.hub_receiver.enabled {
             features.insert("hub_transfer".into());
         }
-        if on(s.host.nginx, true) {
+        if s.host.nginx {
             features.insert("nginx".into());
         }
         Inputs {
@@ -338,11 +322,12 @@ mod tests {
 
     #[allow(clippy::field_reassign_with_default)]
     fn inputs(role: &str) -> Inputs {
-        let mut s = FileConfig::default();
+        let mut s = crate::config::FileConfig::default();
         s.role = Some(role.into());
         s.sap_import.enable = Some(true);
         s.recovery.enable = Some(true);
-        s.hub.transfer_api = Some(true);
+        s.hub.transfer_api = Some(role == "central_hub");
+        let s = Config::from_parts(s, &Default::default()).unwrap();
         Inputs::from_settings(&s, Some("/opt/lxgate/bin/lxgate"))
     }
 

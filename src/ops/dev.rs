@@ -30,8 +30,8 @@ pub async fn run(state: &Path, listen: &str) -> Result<()> {
     // The data tree with the contract's modes (owners are the current user in dev).
     for d in &CONTRACT.directory {
         let base = match d.root {
-            DirRoot::State => &config.state_dir,
-            DirRoot::Data => &config.data_dir,
+            DirRoot::State => &config.paths.state,
+            DirRoot::Data => &config.paths.data,
         };
         let p = if d.path.is_empty() {
             base.clone()
@@ -56,7 +56,7 @@ pub async fn run(state: &Path, listen: &str) -> Result<()> {
     } else {
         format!("http://{listen}")
     };
-    let data_root = config.data_dir.clone();
+    let data_root = config.paths.data.clone();
     // The banner (with the token the README tells people to use) only once the
     // listener is bound: a client reading it may connect at once.
     let result = crate::boundary::http::serve_then(config, move || {

@@ -121,15 +121,16 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
             None
         }
     };
-    let mut inputs = Inputs::from_settings(file, None);
-    if let Some(c) = &config {
-        inputs
-            .values
-            .insert("state".into(), c.state_dir.display().to_string());
-        inputs
-            .values
-            .insert("data".into(), c.data_dir.display().to_string());
-    }
+    // The host checks still run when the environment is wrong: then they use the file
+    // alone, through the same resolver with an empty environment.
+    let settings = match &config {
+        Some(c) => c.clone(),
+        None => match Config::from_parts(file.clone(), &Env::new()) {
+            Ok(c) => c,
+            Err(_) => return checks,
+        },
+    };
+    let inputs = Inputs::from_settings(&settings, None);
     let acc = Accounts::load(root);
     let user = inputs.get("user").to_string();
     let keys_group = inputs.get("keys_group").to_string();
@@ -217,7 +218,7 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
 
     // A hub that accepts transfers relies on nginx demanding a certificate from the
     // sites' CA; without a readable CA file nginx does not start.
-    if config.as_ref().is_some_and(|c| c.hub_transfers.enabled) {
+    if config.as_ref().is_some_and(|c| c.hub_receiver.enabled) {
         let ca = inputs.get("client_ca_file").to_string();
         let name = format!("client CA {ca}");
         match std::fs::read_to_string(under(root, &ca)) {
@@ -237,8 +238,8 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
         }
     }
 
-    if let Some(url) = config.as_ref().and_then(|c| c.database_url.clone()) {
-        match crate::db::connect(&url).await {
+    if let Some(url) = config.as_ref().and_then(|c| c.db.url.clone()) {
+        match crate::db::connect(url.expose()).await {
             Err(e) => checks.push(Check::fail(
                 "database",
                 e.to_string(),

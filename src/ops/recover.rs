@@ -457,7 +457,6 @@ pub fn service_owner(cfg: &crate::config::Config) -> Option<(u32, u32)> {
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
-    let inputs = crate::contract::render::Inputs::from_settings(&cfg.file, None);
     let acc = crate::ops::doctor::Accounts::load(Path::new("/"));
-    Some((acc.uid(inputs.get("user"))?, acc.gid(inputs.get("group"))?))
+    Some((acc.uid(&cfg.host.user)?, acc.gid(&cfg.host.group)?))
 }

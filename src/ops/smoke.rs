@@ -12,7 +12,6 @@ use std::time::Duration;
 use rand::RngCore;
 
 use crate::config::{Config, Env, FileConfig};
-use crate::contract::render::Inputs;
 use crate::crypto::age;
 use crate::ops::doctor::Check;
 
@@ -30,15 +29,14 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path, opts: &Options) -> V
         // doctor has already reported the configuration error.
         Err(_) => return checks,
     };
-    let inputs = Inputs::from_settings(file, None);
     checks.push(sealed_round_trip(
-        Path::new(inputs.get("master_key")),
-        &config.storage_dir.join("tmp"),
+        &config.host.master_key,
+        &config.paths.storage.join("tmp"),
     ));
-    if inputs.features.contains("nginx") {
+    if config.host.nginx {
         checks.push(static_over_tls(
-            &config.state_dir.join("staticfiles"),
-            inputs.get("server_name"),
+            &config.paths.state.join("staticfiles"),
+            &config.host.server_name,
             opts,
         ));
     }

@@ -9,23 +9,52 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "alive" }))
 }
 
+/// Why the service is not ready. `reason` is text we wrote and goes into the /readyz
+/// body; `detail` may carry database error text (SQL, table and file names) and goes only
+/// to the log.
+pub struct NotReady {
+    pub reason: String,
+    pub detail: Option<String>,
+}
+
+impl NotReady {
+    fn new(reason: impl Into<String>) -> NotReady {
+        NotReady {
+            reason: reason.into(),
+            detail: None,
+        }
+    }
+
+    pub fn log(&self) {
+        match &self.detail {
+            Some(detail) => tracing::warn!(reason = %self.reason, detail = %detail, "not ready"),
+            None => tracing::warn!(reason = %self.reason, "not ready"),
+        }
+    }
+}
+
 /// Database reachable, no pending migrations, managed storage present.
-pub async fn readiness(state: &AppState) -> Result<(), String> {
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|_| "database unreachable: check PostgreSQL and DATABASE_URL".to_string())?;
+pub async fn readiness(state: &AppState) -> Result<(), NotReady> {
+    let client = state.pool.get().await.map_err(|e| NotReady {
+        reason: "database unreachable: check PostgreSQL and DATABASE_URL".into(),
+        detail: Some(e.to_string()),
+    })?;
     let pending = crate::db::migrate::pending(&client)
         .await
-        .map_err(|e| format!("cannot read migration state: {e}"))?;
+        .map_err(|e| NotReady {
+            reason: "cannot read the migration state: run `lxgate migrate --status` for the cause"
+                .into(),
+            detail: Some(e.to_string()),
+        })?;
     if pending > 0 {
-        return Err(format!(
+        return Err(NotReady::new(format!(
             "{pending} migration(s) pending: run `lxgate migrate`"
-        ));
+        )));
     }
     if !state.storage.root().join("objects").is_dir() {
-        return Err("managed storage is missing: check the data root mount and tmpfiles".into());
+        return Err(NotReady::new(
+            "managed storage is missing: check the data root mount and tmpfiles",
+        ));
     }
     Ok(())
 }
@@ -33,7 +62,10 @@ pub async fn readiness(state: &AppState) -> Result<(), String> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match readiness(&state).await {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(reason) => ApiError::unavailable(reason).into_response(),
+        Err(not_ready) => {
+            not_ready.log();
+            ApiError::unavailable(not_ready.reason).into_response()
+        }
     }
 }
 

@@ -90,7 +90,7 @@ pub async fn media(
 ) -> Result<Response, ApiError> {
     let (job, _) = visible_job(&state, &headers, &id).await?;
     let rel = job.storage_path.ok_or_else(ApiError::not_found)?;
-    if state.config.serve_media_directly {
+    if state.config.server.serve_media_directly {
         return super::range::serve_file(&state.storage.root().join(&rel), &headers)
             .await
             .map_err(|e| ApiError::internal("open media", e));

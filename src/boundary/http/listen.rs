@@ -21,27 +21,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeout;
 
-/// The server's bounds, from `[server]` (defaults documented on ServerConfig).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    pub max_connections: usize,
-    pub max_uploads: usize,
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            header_timeout: Duration::from_secs(30),
-            body_timeout: Duration::from_secs(60),
-            max_connections: 4096,
-            max_uploads: 64,
-            shutdown_timeout: Duration::from_secs(20),
-        }
-    }
-}
+use crate::config::ServerLimits;
 
 pub enum Listener {
     Tcp(TcpListener),
@@ -53,7 +33,7 @@ pub enum Listener {
 pub async fn serve(
     listener: Listener,
     app: Router,
-    limits: &Limits,
+    limits: &ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(connection_bound(limits)));
@@ -152,7 +132,7 @@ fn spawn<I, S>(
 /// `max_connections`, fitted to the open-file limit: the soft limit is raised to the
 /// hard one (systemd's default soft limit of 1024 is meant to be raised by services
 /// that need more), and what the pool, temp files and logs need is kept aside.
-fn connection_bound(limits: &Limits) -> usize {
+fn connection_bound(limits: &ServerLimits) -> usize {
     let reserve = limits.max_uploads + 128;
     let Some(files) = raise_open_files() else {
         return limits.max_connections;

@@ -11,7 +11,6 @@ mod transfers;
 mod upload;
 
 pub use error::ApiError;
-pub use listen::Limits;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,8 +36,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let upload_limit = state.config.upload_max_size;
-    let media_limit = state.config.hub_transfers.max_media_size;
+    let upload_limit = state.config.server.upload_max_size;
+    let media_limit = state.config.hub_receiver.max_media_size;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -123,19 +122,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// "up" (lxgate dev) never announces an address that still refuses connections.
 pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_string();
-    let pool = crate::db::pool(&url, config.pool_size)?;
-    let storage = Storage::new(&config.storage_dir);
+    let pool = crate::db::pool(&url, config.db.pool_size)?;
+    let storage = Storage::new(&config.paths.storage);
     let removed = storage.prepare().map_err(|e| {
         anyhow::anyhow!(
             "preparing managed storage {}: {e}",
-            config.storage_dir.display()
+            config.paths.storage.display()
         )
     })?;
     if removed > 0 {
         tracing::info!(removed, "removed temp files left by an interrupted upload");
     }
-    let listen = config.listen.clone();
-    let limits = config.server_limits();
+    let listen = config.server.listen.clone();
+    let limits = config.server.limits.clone();
     let state = AppState {
         config: Arc::new(config),
         pool,
@@ -173,9 +172,9 @@ async fn announce_ready(state: AppState, listen: String) {
     loop {
         match health::readiness(&state).await {
             Ok(()) => break,
-            Err(reason) => {
+            Err(not_ready) => {
                 if waited % 10 == 0 {
-                    tracing::warn!(reason = %reason, "not ready yet");
+                    not_ready.log();
                 }
                 waited += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

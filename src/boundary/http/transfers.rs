@@ -44,7 +44,7 @@ struct Authenticated {
 
 /// Every gate before a handler runs; the authenticated node.
 async fn gate(state: &AppState, h: &HeaderMap, r: Req<'_>) -> Result<Authenticated, ApiError> {
-    let t = &state.config.hub_transfers;
+    let t = &state.config.hub_receiver;
     if !t.enabled {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -368,9 +368,7 @@ fn opener(
 ) -> Result<Option<std::sync::Arc<crate::crypto::age::Identity>>, ApiError> {
     match encryption {
         Some("age") => {
-            let inputs = crate::contract::render::Inputs::from_settings(&state.config.file, None);
-            let key = inputs.get("master_key");
-            crate::crypto::age::Identity::from_file(std::path::Path::new(key))
+            crate::crypto::age::Identity::from_file(&state.config.host.master_key)
                 .map(|id| Some(std::sync::Arc::new(id)))
                 .map_err(|e| ApiError::internal("reading the hub's master identity", e))
         }
@@ -381,7 +379,7 @@ fn opener(
                 shown(other)
             ),
         )),
-        None if state.config.hub_transfers.require_sealed_media => Err(ApiError::new(
+        None if state.config.hub_receiver.require_sealed_media => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unsealed",
             "this hub accepts only media sealed with age to its recipient (media_encryption=age): set [hub] hub_recipient on the site",
@@ -432,7 +430,7 @@ pub async fn media(
                 encryption = Some(head.text(field, "media_encryption field").await?)
             }
             Some("file") => {
-                let limit = state.config.hub_transfers.max_media_size;
+                let limit = state.config.hub_receiver.max_media_size;
                 if role.as_deref() != Some("processed") {
                     return Err(ApiError::bad_request(
                         "bad_media_role",

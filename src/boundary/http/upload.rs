@@ -26,7 +26,7 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         ));
     }
     let _slot = state.uploads.admit()?;
-    let limit = state.config.upload_max_size;
+    let limit = state.config.server.upload_max_size;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -200,7 +200,7 @@ async fn resolve_center(
         (Some((id, _)), None) => Ok(*id),
         (None, k) => {
             debug_assert_eq!(p.role, TokenRole::SuperAdmin);
-            let k = match k.map(str::to_string).or_else(|| state.config.default_center.clone()) {
+            let k = match k.map(str::to_string).or_else(|| state.config.server.default_center.clone()) {
                 Some(k) => k,
                 None => {
                     return Err(ApiError::bad_request(
@@ -227,6 +227,7 @@ fn provenance(state: &AppState, p: &Principal, req: &Request) -> serde_json::Val
     // X-Forwarded-For is only believed when the operator says a proxy fronts us.
     let forwarded = state
         .config
+        .server
         .trusted_proxy
         .then(|| h.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
         .flatten()

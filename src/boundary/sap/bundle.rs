@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 
+use crate::config::SapImport;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_entries: usize,
@@ -14,13 +16,25 @@ pub struct Limits {
     pub max_ratio: u64,
 }
 
+impl Limits {
+    /// The bundle limits `[sap_import]` sets; the entry count stays fixed.
+    pub fn from_settings(s: &SapImport) -> Limits {
+        Limits {
+            max_entry_bytes: s.max_entry_bytes,
+            max_total_bytes: s.max_total_bytes,
+            max_ratio: s.max_ratio,
+            ..Limits::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_entries: 10_000,
-            max_entry_bytes: 64 << 20,
-            max_total_bytes: 512 << 20,
-            max_ratio: 100,
+            max_entry_bytes: SapImport::DEFAULT_MAX_ENTRY_BYTES,
+            max_total_bytes: SapImport::DEFAULT_MAX_TOTAL_BYTES,
+            max_ratio: SapImport::DEFAULT_MAX_RATIO,
         }
     }
 }

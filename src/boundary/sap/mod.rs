@@ -253,28 +253,26 @@ pub fn run(
     input: Option<PathBuf>,
     output: Option<PathBuf>,
 ) -> Result<()> {
-    let import = cfg.import_dir();
+    let import = cfg.paths.import();
     let d = Dirs {
         input: input.unwrap_or_else(|| import.join("sap_import")),
         output: output.unwrap_or_else(|| import.join("preanonymized_import")),
         processed: import.join("sap_import_processed"),
         failed: import.join("sap_import_failed"),
-        manifests: cfg.logs_dir().join("sap_import"),
+        manifests: cfg.paths.logs().join("sap_import"),
     };
     for dir in [&d.output, &d.processed, &d.failed, &d.manifests] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let center_key = cfg
-        .file
         .sap_import
         .center_key
         .clone()
-        .or_else(|| cfg.default_center.clone())
+        .or_else(|| cfg.server.default_center.clone())
         .context(
             "no center for SAP sidecars: set [sap_import] center_key or LX_ANNOTATE_DEFAULT_CENTER",
         )?;
     let center_name = cfg
-        .file
         .sap_import
         .center_name
         .clone()
@@ -283,8 +281,8 @@ pub fn run(
         key: &center_key,
         name: &center_name,
     };
-    let limits = cfg.sap_limits();
-    let settle = Duration::from_millis(cfg.watcher_settle_ms);
+    let limits = Limits::from_settings(&cfg.sap_import);
+    let settle = Duration::from_millis(cfg.watcher.settle_ms);
     loop {
         for zip in stable_zips(&d.input, settle) {
             if let Err(e) = process(&zip, &d, limits, &center) {
@@ -295,6 +293,6 @@ pub fn run(
         if once {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_secs(cfg.watcher_rescan_secs.max(1)));
+        std::thread::sleep(Duration::from_secs(cfg.watcher.rescan_secs.max(1)));
     }
 }

@@ -51,11 +51,11 @@ enum Work {
 impl Watcher {
     pub fn new(cfg: Config) -> Result<Watcher> {
         let url = cfg.require_database_url()?.to_string();
-        let pool = crate::db::pool(&url, cfg.watcher_concurrency + 2)?;
-        let storage = Storage::new(&cfg.storage_dir);
+        let pool = crate::db::pool(&url, cfg.watcher.concurrency + 2)?;
+        let storage = Storage::new(&cfg.paths.storage);
         storage.prepare()?;
-        std::fs::create_dir_all(cfg.quarantine_dir())?;
-        let sem = Arc::new(Semaphore::new(cfg.watcher_concurrency));
+        std::fs::create_dir_all(cfg.paths.quarantine())?;
+        let sem = Arc::new(Semaphore::new(cfg.watcher.concurrency));
         Ok(Watcher {
             cfg: Arc::new(cfg),
             pool,
@@ -66,7 +66,7 @@ impl Watcher {
     }
 
     fn settle(&self) -> Duration {
-        Duration::from_millis(self.cfg.watcher_settle_ms)
+        Duration::from_millis(self.cfg.watcher.settle_ms)
     }
 
     /// One pass over every watched folder: returns how many files are still waiting,
@@ -78,7 +78,7 @@ impl Watcher {
         let mut lone_halves = 0;
         let mut present = std::collections::HashSet::new();
         for folder in FOLDERS {
-            let dir = self.cfg.import_dir().join(folder.name);
+            let dir = self.cfg.paths.import().join(folder.name);
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 tracing::error!(dir = %dir.display(), "watched folder missing: run systemd-tmpfiles --create (lxgate doctor names it)");
                 continue;
@@ -88,7 +88,7 @@ impl Watcher {
             // A burst of 100k drops is worked off in slices of `max_per_scan`, so memory
             // does not grow with the burst; what is left counts as still waiting.
             for (considered, e) in rd.flatten().enumerate() {
-                if considered == self.cfg.watcher_max_per_scan {
+                if considered == self.cfg.watcher.max_per_scan {
                     waiting += 1;
                     break;
                 }
@@ -142,7 +142,7 @@ impl Watcher {
                     }
                 }
             }
-            let timeout = Duration::from_secs(self.cfg.watcher_pair_timeout_secs);
+            let timeout = Duration::from_secs(self.cfg.watcher.pair_timeout_secs);
             for (stem, pair) in stable_pairs {
                 match pair {
                     (Some(c), Some(s)) => work.push(Work::Ingest {
@@ -273,7 +273,7 @@ async fn ingest_one(
         .and_then(|v| v.get("center_key"))
         .and_then(|v| v.as_str())
         .map(str::to_string)
-        .or_else(|| cfg.default_center.clone());
+        .or_else(|| cfg.server.default_center.clone());
     let Some(center_key) = center_key else {
         tracing::error!(file = %carrier.display(), "no center: the sidecar names none and LX_ANNOTATE_DEFAULT_CENTER is unset; left in place");
         return;
@@ -346,10 +346,10 @@ async fn ingest_one(
 /// Run until SIGTERM (or, with `once`, until nothing is left but files still waiting
 /// for a pair).
 pub async fn run(cfg: Config, once: bool) -> Result<()> {
-    let rescan = Duration::from_secs(cfg.watcher_rescan_secs.max(1));
+    let rescan = Duration::from_secs(cfg.watcher.rescan_secs.max(1));
     let dirs: Vec<PathBuf> = FOLDERS
         .iter()
-        .map(|f| cfg.import_dir().join(f.name))
+        .map(|f| cfg.paths.import().join(f.name))
         .collect();
     let mut w = Watcher::new(cfg)?;
     if once {

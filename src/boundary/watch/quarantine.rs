@@ -19,7 +19,7 @@ pub async fn put(
     center_id: Option<i64>,
     reason: &str,
 ) {
-    let q = cfg.quarantine_dir();
+    let q = cfg.paths.quarantine();
     let tag = format!(
         "{}-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
