@@ -392,6 +392,33 @@ pub fn redact_db_url(url: &str) -> String {
         .join(" ")
 }
 
+/// The attestation header the app trusts: the one nginx is rendered to set and clear
+/// ([hub] mtls_meta_key, default in the contract). The endoreg-db variable may only
+/// repeat it: a name nginx does not know would be a header any client can send.
+fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, ConfigError> {
+    const VAR: &str = "ENDOREG_HUB_TRANSFER_MTLS_META_KEY";
+    let rendered = file.map_or_else(|| default_str("mtls_meta_key"), str::to_string);
+    let token =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !token(&rendered) {
+        return Err(ConfigError::BadValue {
+            var: "[hub] mtls_meta_key",
+            value: rendered,
+            why: "a header name is letters, digits and '-' (nginx drops other names)".into(),
+        });
+    }
+    match env {
+        Some(v) if !v.eq_ignore_ascii_case(&rendered) => Err(ConfigError::BadValue {
+            var: VAR,
+            value: v,
+            why: format!(
+                "nginx sets and clears the header {rendered} ([hub] mtls_meta_key); set [hub] mtls_meta_key (services.lxgate.settings.hub.mtls_meta_key) instead, re-render nginx and unset {VAR}"
+            ),
+        }),
+        _ => Ok(rendered),
+    }
+}
+
 /// Where the environment comes from; tests pass a map instead of mutating the process env.
 pub type Env = BTreeMap<String, String>;
 
@@ -420,7 +447,7 @@ impl FileConfig {
 }
 
 fn default_str(key: &str) -> String {
-    CONTRACT.defaults.get(key).cloned().unwrap_or_default()
+    CONTRACT.default_of(key).to_string()
 }
 
 impl Config {
@@ -535,9 +562,10 @@ impl Config {
                 file.hub.require_mtls,
                 true,
             )?,
-            mtls_meta_key: get("ENDOREG_HUB_TRANSFER_MTLS_META_KEY")
-                .or_else(|| file.hub.mtls_meta_key.clone())
-                .unwrap_or_else(|| "X-Client-Cert-Verified".into()),
+            mtls_meta_key: mtls_meta_key(
+                get("ENDOREG_HUB_TRANSFER_MTLS_META_KEY"),
+                file.hub.mtls_meta_key.as_deref(),
+            )?,
             mtls_meta_value: get("ENDOREG_HUB_TRANSFER_MTLS_META_VALUE")
                 .or_else(|| file.hub.mtls_meta_value.clone())
                 .unwrap_or_else(|| "SUCCESS".into()),

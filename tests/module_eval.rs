@@ -48,12 +48,7 @@ fn eval(case: &str) -> serde_json::Value {
 fn rust_units(case: &str) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
     let t = tempdir();
     let cfg = t.path().join("c.toml");
-    let settings = ROLE_CASES
-        .iter()
-        .find(|(n, _)| *n == case)
-        .expect("a role case")
-        .1;
-    std::fs::write(&cfg, settings).unwrap();
+    std::fs::write(&cfg, role_case(case)).unwrap();
     let out = t.path().join("out");
     let o = lxgate(
         &[

@@ -23,53 +23,32 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn from_settings(s: &FileConfig, bin: Option<&str>) -> Inputs {
+        // The contract names settings by their key in the settings file; the settings'
+        // own shape answers those look-ups.
+        let tree = toml::Value::try_from(s).expect("settings serialise as TOML");
+        Inputs::from_tree(&tree, bin)
+    }
+
+    /// The contract's [input] and [feature] tables applied to settings in their file
+    /// shape; nix/render.nix applies the same tables to the same tree.
+    pub fn from_tree(settings: &toml::Value, bin: Option<&str>) -> Inputs {
         let c = &*CONTRACT;
-        let d = |k: &str| c.defaults.get(k).cloned().unwrap_or_default();
-        let or = |v: &Option<String>, k: &str| v.clone().unwrap_or_else(|| d(k));
-        let path = |v: &Option<std::path::PathBuf>, dflt: String| {
-            v.as_ref().map(|p| p.display().to_string()).unwrap_or(dflt)
-        };
-        let listen = or(&s.server.listen, "listen");
-        let mut v = BTreeMap::new();
-        v.insert("user".into(), or(&s.host.user, "user"));
-        v.insert("group".into(), or(&s.host.group, "group"));
-        v.insert("keys_group".into(), or(&s.host.keys_group, "keys_group"));
-        v.insert("config".into(), or(&s.host.config, "config"));
-        v.insert("master_key".into(), or(&s.host.master_key, "master_key"));
-        v.insert("server_name".into(), or(&s.host.server_name, "server_name"));
-        v.insert(
-            "tls_certificate".into(),
-            or(&s.host.tls_certificate, "tls_certificate"),
-        );
-        v.insert(
-            "tls_certificate_key".into(),
-            or(&s.host.tls_certificate_key, "tls_certificate_key"),
-        );
-        v.insert(
-            "client_ca_file".into(),
-            or(&s.hub.client_ca_file, "client_ca_file"),
-        );
-        v.insert(
-            "watcher_memory_max".into(),
-            or(&s.watcher.memory_max, "watcher_memory_max"),
-        );
-        v.insert(
-            "recovery_source".into(),
-            path(&s.recovery.source, d("recovery_source")),
-        );
-        v.insert("state".into(), path(&s.paths.state, d("state")));
-        v.insert("data".into(), path(&s.paths.data, "{state}/data".into()));
-        v.insert(
-            "storage".into(),
-            path(&s.paths.storage, "{data}/storage".into()),
-        );
-        v.insert("import".into(), "{data}/import".into());
-        v.insert(
-            "bin".into(),
-            bin.map(str::to_string).unwrap_or_else(|| d("bin")),
-        );
-        v.insert("upstream".into(), upstream(&listen));
-        v.insert("listen".into(), listen);
+        let given = |key: &Option<String>| key.as_deref().and_then(|k| setting(settings, k));
+        let mut v: BTreeMap<String, String> = c
+            .input
+            .iter()
+            .map(|(name, i)| {
+                let text = match given(&i.setting) {
+                    Some(toml::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => i.default.clone(),
+                };
+                (name.clone(), text)
+            })
+            .collect();
+        if let Some(b) = bin {
+            v.insert("bin".into(), b.to_string());
+        }
         // Values may refer to each other ({master_key} → {state}); three passes reach
         // the deepest chain ({storage} → {data} → {state}).
         for _ in 0..3 {
@@ -78,27 +57,18 @@ impl Inputs {
                 *val = subst(val, &snapshot);
             }
         }
-        let role = s.role.clone().unwrap_or_else(|| "standalone".into());
-        let mut features = BTreeSet::from(["always".to_string()]);
-        let on = |b: Option<bool>, dflt: bool| b.unwrap_or(dflt);
-        if on(s.watcher.enable, true) {
-            features.insert("watcher".into());
-        }
-        if on(s.sap_import.enable, false) {
-            features.insert("sap_import".into());
-        }
-        if on(s.recovery.enable, false) {
-            features.insert("recovery".into());
-        }
-        if role == "site_node" && on(s.hub.export, false) {
-            features.insert("hub_export".into());
-        }
-        if role == "central_hub" && on(s.hub.transfer_api, false) {
-            features.insert("hub_transfer".into());
-        }
-        if on(s.host.nginx, true) {
-            features.insert("nginx".into());
-        }
+        v.insert("upstream".into(), upstream(&v["listen"]));
+        let role = v["role"].clone();
+        let features = c
+            .feature
+            .iter()
+            .filter(|(_, f)| f.roles.as_ref().is_none_or(|r| r.contains(&role)))
+            .filter(|(_, f)| match given(&f.setting) {
+                Some(toml::Value::Boolean(b)) => *b,
+                _ => f.default,
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         Inputs {
             role,
             values: v,
@@ -136,6 +106,11 @@ impl Inputs {
             DirRoot::Data => self.get("data"),
         }
     }
+}
+
+/// The value at a dotted settings-file key (`host.user`), if set.
+fn setting<'a>(tree: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
+    key.split('.').try_fold(tree, |t, k| t.get(k))
 }
 
 fn upstream(listen: &str) -> String {
@@ -259,40 +234,41 @@ pub fn systemd(inputs: &Inputs) -> BTreeMap<String, String> {
 }
 
 pub fn nginx(inputs: &Inputs) -> String {
-    let n = &CONTRACT.nginx;
-    let hub = inputs.features.contains("hub_transfer");
-    let mut out = String::from(HEADER);
-    out.push_str("server {\n");
-    out.push_str("    listen 443 ssl;\n");
-    out.push_str(&format!("    server_name {};\n", inputs.get("server_name")));
-    out.push_str(&format!(
-        "    ssl_certificate {};\n",
-        inputs.get("tls_certificate")
-    ));
-    out.push_str(&format!(
-        "    ssl_certificate_key {};\n",
-        inputs.get("tls_certificate_key")
-    ));
-    if hub {
-        out.push_str(&format!(
-            "    ssl_client_certificate {};\n",
-            inputs.get("client_ca_file")
-        ));
-        out.push_str("    ssl_verify_client optional;\n");
+    let c = &*CONTRACT;
+    let mut out = format!("{HEADER}server {{\n");
+    let server_lines = c.nginx.tls.iter().chain(
+        c.nginx
+            .server
+            .iter()
+            .filter(|p| inputs.features.contains(&p.feature))
+            .flat_map(|p| &p.lines),
+    );
+    for line in server_lines {
+        out.push_str(&format!("    {}\n", inputs.subst(line)));
     }
-    out.push_str(&format!(
-        "    client_max_body_size {};\n",
-        n.client_max_body_size
-    ));
-    for loc in n.location.iter().filter(|l| hub || !l.hub_transfer) {
-        out.push_str(&format!("    location {} {{\n", loc.path));
-        for line in &loc.body {
-            out.push_str(&format!("        {}\n", inputs.subst(line)));
+    for (path, lines) in nginx_locations(inputs) {
+        out.push_str(&format!("    location {path} {{\n"));
+        for line in lines {
+            out.push_str(&format!("        {line}\n"));
         }
         out.push_str("    }\n");
     }
     out.push_str("}\n");
     out
+}
+
+/// The locations this render has, in contract order, with their substituted lines.
+pub fn nginx_locations(inputs: &Inputs) -> Vec<(&'static str, Vec<String>)> {
+    let c = &*CONTRACT;
+    c.nginx
+        .location
+        .iter()
+        .filter(|l| inputs.features.contains(&l.feature))
+        .map(|l| {
+            let lines = l.lines(c).map(|line| inputs.subst(line)).collect();
+            (l.path.as_str(), lines)
+        })
+        .collect()
 }
 
 /// Every file of a render, by relative output path.
