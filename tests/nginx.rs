@@ -1,0 +1,359 @@
+//! The nginx server block as `lxgate render nginx` writes it, in front of `lxgate serve`
+//! (real nginx, TLS, client certificates, curl as the client): what a client on the
+//! network can and cannot reach, and what nginx writes to its disk on the way.
+mod common;
+use common::edge::{Nginx, Pki};
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Edge {
+    site: Site,
+    srv: Server,
+    nginx: Nginx,
+    pki: Pki,
+}
+
+/// A site of `role` with these extra settings, its rendered nginx block serving it.
+fn edge(role: &str, extra: &str) -> Edge {
+    let mut site = Site::new(role);
+    let pki = Pki::new(&site.dir.path().join("pki"));
+    let cfg = site.dir.path().join("lxgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "role = \"{role}\"\n[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n{extra}",
+            pki.path("server.crt").display(),
+            pki.path("server.key").display(),
+        ),
+    )
+    .unwrap();
+    site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    site.migrate();
+    site.ok(&["center", "add", "A", "--name", "A"]);
+    let srv = Server::start(&site);
+    // Only the listen port and the upstream differ from a host's block.
+    let block = site.ok(&["render", "nginx"]);
+    assert!(
+        block.contains("listen 443 ssl;") && block.contains("proxy_pass http://127.0.0.1:8080;")
+    );
+    let block = block
+        .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;")
+        .replace(
+            "proxy_pass http://127.0.0.1:8080;",
+            &format!("proxy_pass {};", srv.base),
+        );
+    let nginx = Nginx::start(&site.dir.path().join("nginx"), &block);
+    Edge {
+        site,
+        srv,
+        nginx,
+        pki,
+    }
+}
+
+/// curl over TLS to this nginx: status and body. `body` writes the request body to
+/// curl's stdin (sent chunked when the arguments say so).
+fn curl_with(
+    e: &Edge,
+    path: &str,
+    args: &[&str],
+    body: Option<Box<dyn FnOnce(&mut dyn Write) + Send>>,
+) -> (u16, String) {
+    let port = e.nginx.port;
+    let mut c = Command::new("curl");
+    c.args(["-s", "--path-as-is", "--max-time", "120", "--cacert"])
+        .arg(e.pki.path("hub-ca.crt"))
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("https://localhost:{port}{path}"))
+        .stdin(if body.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("curl (apt-get install curl)");
+    let writer = body.map(|write| {
+        let mut stdin = child.stdin.take().unwrap();
+        // curl stops reading once nginx has answered; a broken pipe then is expected.
+        std::thread::spawn(move || write(&mut stdin))
+    });
+    let o = child.wait_with_output().unwrap();
+    if let Some(w) = writer {
+        w.join().unwrap();
+    }
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (text, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    let status = code.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "curl {path}: no status: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (status, text.to_string())
+}
+
+fn curl(e: &Edge, path: &str, args: &[&str]) -> (u16, String) {
+    curl_with(e, path, args, None)
+}
+
+/// `n` bytes of zeros, written in 1 MiB pieces; stops quietly when the reader has gone.
+fn zeros(n: usize) -> Box<dyn FnOnce(&mut dyn Write) + Send> {
+    Box::new(move |w: &mut dyn Write| {
+        let piece = vec![0u8; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(piece.len());
+            if w.write_all(&piece[..k]).is_err() {
+                return;
+            }
+            left -= k;
+        }
+    })
+}
+
+/// Bytes in nginx's client body temp files under `dir`, unlinked ones included: nginx
+/// deletes a temp file right after creating it, so `du` of the directory alone sees
+/// nothing while the body is on disk. Every open descriptor that points below `dir`.
+fn temp_bytes(dir: &Path) -> u64 {
+    let mut total: u64 = files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !proc
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let open = std::fs::read_link(fd.path()).unwrap_or_default();
+            let deleted = open.to_string_lossy().ends_with(" (deleted)");
+            if open.starts_with(dir) && deleted {
+                total += std::fs::metadata(fd.path()).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The most bytes nginx held in body temp files while `f` ran (sampled continuously).
+fn peak_temp_bytes<T>(dir: &Path, f: impl FnOnce() -> T) -> (T, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, dir) = (stop.clone(), dir.to_path_buf());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(temp_bytes(&dir));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak.max(temp_bytes(&dir))
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+fn body_temp(e: &Edge) -> PathBuf {
+    e.nginx.dir.join("body")
+}
+
+#[test]
+fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_cleared_elsewhere() {
+    let name = "X-Lx-Attested";
+    let t = tempdir();
+    let ca = Pki::new(&t.path().join("pki"));
+    let e = edge(
+        "central_hub",
+        &format!(
+            "[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\nmtls_meta_key = \"{name}\"\n",
+            ca.path("client-ca.crt").display()
+        ),
+    );
+    let secret = e
+        .site
+        .ok(&[
+            "node",
+            "add",
+            "site-a",
+            "--center",
+            "A",
+            "--cert-fingerprint",
+            &ca.fingerprint("site"),
+        ])
+        .trim()
+        .to_string();
+    let node = [
+        "-H",
+        "X-Network-Node-Key: site-a",
+        "-H",
+        &format!("X-Network-Node-Secret: {secret}"),
+    ]
+    .map(String::from);
+    let node: Vec<&str> = node.iter().map(String::as_str).collect();
+    let (cert, key) = (ca.path("site.crt"), ca.path("site.key"));
+    let with_cert = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+
+    // A forged attestation without a certificate. On the transfer path nginx refuses
+    // it; by a path nginx files under `/` (it decodes %2e%2e, the app routes the raw
+    // path to the status handler) it reaches the app, which must not trust it. The
+    // node has no pinned certificate, so nothing else would stop it.
+    let secret_b = e
+        .site
+        .ok(&["node", "add", "site-b", "--center", "A"])
+        .trim()
+        .to_string();
+    let forged = format!("{}: SUCCESS", name.to_ascii_lowercase());
+    let node_b = format!("X-Network-Node-Secret: {secret_b}");
+    let args = [
+        "-H",
+        "X-Network-Node-Key: site-b",
+        "-H",
+        &node_b,
+        "-H",
+        &forged,
+    ];
+    let (s, _) = curl(&e, "/api/media/hub/transfers/t-edge/status/", &args);
+    assert_eq!(
+        s, 403,
+        "nginx refuses the transfer path without a certificate"
+    );
+    let (s, b) = curl(&e, "/api/media/hub/transfers/%2e%2e/status/", &args);
+    assert_eq!(s, 403, "the forged header reached the app as trusted: {b}");
+    assert!(b.contains("no verified client certificate"), "{b}");
+
+    // A real client certificate: nginx attests it under the configured name.
+    let reg = serde_json::json!({
+        "transfer_key": "t-edge",
+        "source_node_key": "site-a",
+        "target_node_key": "hub",
+        "source_center_key": "A",
+        "resource_kind": "video",
+        "resource_hash": "0".repeat(64),
+        "payload_schema_version": 1,
+        "metadata": [],
+    })
+    .to_string();
+    let mut args = with_cert.to_vec();
+    args.extend(&node);
+    args.extend(["-H", "Content-Type: application/json", "-d", &reg]);
+    let (s, b) = curl(&e, "/api/media/hub/transfers/", &args);
+    assert_eq!(s, 201, "a site certificate through nginx: {b}");
+
+    // The app trusts only the name nginx was rendered with.
+    let mut env = e.site.env();
+    env.push((
+        "ENDOREG_HUB_TRANSFER_MTLS_META_KEY",
+        "X-Client-Cert-Verified",
+    ));
+    let o = lxgate(&["config", "check"], &env);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("nginx sets and clears the header X-Lx-Attested"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn health_readiness_and_metrics_answer_locally_and_not_through_nginx() {
+    let e = edge("standalone", "");
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/metrics?format=text",
+        "//metrics",
+        "/%6detrics",
+        "/api/../readyz",
+    ] {
+        let (s, b) = curl(&e, path, &[]);
+        assert_eq!(s, 404, "{path} through nginx: {b}");
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (s, b) = call(http().get(&e.srv.url(path)).call());
+        assert_eq!(s, 200, "{path} on the app's own listener: {b}");
+    }
+    // The rest of the API is still proxied.
+    let (s, b) = curl(&e, "/api/upload-jobs/", &[]);
+    assert_eq!(s, 401, "{b}");
+}
+
+#[test]
+fn an_unauthenticated_300_mb_chunked_post_leaves_no_byte_on_nginx_disk() {
+    let e = edge("standalone", "");
+    let chunked = [
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        "@-",
+    ];
+    let dir = body_temp(&e);
+    // Not proxied at all: nginx answers 404 and discards the body.
+    let ((s, b), peak) = peak_temp_bytes(&dir, || {
+        curl_with(&e, "/healthz", &chunked, Some(zeros(300 << 20)))
+    });
+    assert_eq!(s, 404, "{b} (nginx spooled {peak} bytes)");
+    assert_eq!(peak, 0, "bytes nginx spooled for POST /healthz");
+    // Proxied, but past the 1m limit of every location without large bodies.
+    let ((s, b), peak) = peak_temp_bytes(&dir, || {
+        curl_with(&e, "/api/upload-jobs/", &chunked, Some(zeros(300 << 20)))
+    });
+    assert_eq!(s, 413, "{b} (nginx spooled {peak} bytes)");
+    assert_eq!(peak, 0, "bytes nginx spooled for POST /api/upload-jobs/");
+    assert_eq!(temp_bytes(&dir), 0);
+}
+
+#[test]
+fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
+    let e = edge("standalone", "");
+    let tok = e.site.token("uploader", Some("A"), "edge-up");
+    let auth = format!("Authorization: Bearer {tok}");
+    let size = 64 << 20;
+    let args = [
+        "-H",
+        &auth,
+        "-H",
+        "X-Filename: clip.mp4",
+        "-H",
+        "X-Kind: video",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        "@-",
+    ];
+    let ((s, b), peak) = peak_temp_bytes(&body_temp(&e), || {
+        curl_with(&e, "/api/upload/", &args, Some(zeros(size)))
+    });
+    assert_eq!(s, 201, "{b}");
+    let job: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(job["size_bytes"], size);
+    assert_eq!(peak, 0, "bytes nginx spooled for a streamed upload");
+}
