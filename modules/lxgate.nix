@@ -1,6 +1,6 @@
 # services.lxgate — the NixOS module. Units, tmpfiles rules and nginx locations come
 # from nix/contract.toml through nix/render.nix, the same pure functions whose output
-# tests/render_nix.rs holds byte-equal to `lxgate render`.
+# tests/contract.rs holds byte-equal to `lxgate render`.
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
 #   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers

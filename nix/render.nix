@@ -1,6 +1,7 @@
 # Pure-Nix renderers for the lxgate runtime contract (builtins only, no nixpkgs), so
 # they evaluate anywhere `nix-instantiate` runs. src/render.rs implements the same
-# rules; tests/render_nix.rs holds both to byte equality for every file and role.
+# rules; tests/contract.rs (nix-instantiate) and the flake check nix/render-check.nix hold
+# both to byte equality for every file of every case in tests/render-cases/.
 #
 #   import ./render.nix { contract = builtins.fromTOML (builtins.readFile ./contract.toml);
 #                         settings = <the lxgate settings attrset>; bin = "/path/to/lxgate"; }

@@ -1,9 +1,10 @@
 //! Contract + settings → plain files (tmpfiles.d, unit files, nginx server block).
 //!
-//! `nix/render.nix` implements the same functions in builtins-only Nix; the test
-//! `tests/render_nix.rs` holds the two to byte equality. Keep the rules here and there
-//! in step: placeholder substitution is simultaneous (like `builtins.replaceStrings`),
-//! section keys are emitted in byte order, lists one line per element.
+//! `nix/render.nix` interprets the same contract tables in builtins-only Nix;
+//! tests/contract.rs and the flake check (nix/render-check.nix) hold the two to byte
+//! equality. Keep the interpreters in step: placeholder substitution is simultaneous
+//! (like `builtins.replaceStrings`), section keys are emitted in byte order, lists one
+//! line per element.
 
 use std::collections::{BTreeMap, BTreeSet};
 
