@@ -56,14 +56,9 @@ fn edge(role: &str, extra: &str) -> Edge {
     }
 }
 
-/// curl over TLS to this nginx: status and body. `body` writes the request body to
-/// curl's stdin (sent chunked when the arguments say so).
-fn curl_with(
-    e: &Edge,
-    path: &str,
-    args: &[&str],
-    body: Option<Box<dyn FnOnce(&mut dyn Write) + Send>>,
-) -> (u16, String) {
+/// curl over TLS to this nginx: status and body. With `zeros`, that many zero bytes are
+/// written to curl's stdin (the request body, sent chunked when the arguments say so).
+fn curl_with(e: &Edge, path: &str, args: &[&str], zeros: Option<usize>) -> (u16, String) {
     let port = e.nginx.port;
     let mut c = Command::new("curl");
     c.args(["-s", "--path-as-is", "--max-time", "120", "--cacert"])
@@ -72,7 +67,7 @@ fn curl_with(
         .args(["-w", "\n%{http_code}"])
         .args(args)
         .arg(format!("https://localhost:{port}{path}"))
-        .stdin(if body.is_some() {
+        .stdin(if zeros.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -80,10 +75,20 @@ fn curl_with(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("curl (apt-get install curl)");
-    let writer = body.map(|write| {
+    let writer = zeros.map(|n| {
         let mut stdin = child.stdin.take().unwrap();
-        // curl stops reading once nginx has answered; a broken pipe then is expected.
-        std::thread::spawn(move || write(&mut stdin))
+        std::thread::spawn(move || {
+            let piece = vec![0u8; 1 << 20];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(piece.len());
+                // curl stops reading once nginx has answered: a broken pipe is expected.
+                if stdin.write_all(&piece[..k]).is_err() {
+                    return;
+                }
+                left -= k;
+            }
+        })
     });
     let o = child.wait_with_output().unwrap();
     if let Some(w) = writer {
@@ -102,21 +107,6 @@ fn curl_with(
 
 fn curl(e: &Edge, path: &str, args: &[&str]) -> (u16, String) {
     curl_with(e, path, args, None)
-}
-
-/// `n` bytes of zeros, written in 1 MiB pieces; stops quietly when the reader has gone.
-fn zeros(n: usize) -> Box<dyn FnOnce(&mut dyn Write) + Send> {
-    Box::new(move |w: &mut dyn Write| {
-        let piece = vec![0u8; 1 << 20];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(piece.len());
-            if w.write_all(&piece[..k]).is_err() {
-                return;
-            }
-            left -= k;
-        }
-    })
 }
 
 /// Bytes in nginx's client body temp files under `dir`, unlinked ones included: nginx
@@ -314,13 +304,13 @@ fn an_unauthenticated_300_mb_chunked_post_leaves_no_byte_on_nginx_disk() {
     let dir = body_temp(&e);
     // Not proxied at all: nginx answers 404 and discards the body.
     let ((s, b), peak) = peak_temp_bytes(&dir, || {
-        curl_with(&e, "/healthz", &chunked, Some(zeros(300 << 20)))
+        curl_with(&e, "/healthz", &chunked, Some(300 << 20))
     });
     assert_eq!(s, 404, "{b} (nginx spooled {peak} bytes)");
     assert_eq!(peak, 0, "bytes nginx spooled for POST /healthz");
     // Proxied, but past the 1m limit of every location without large bodies.
     let ((s, b), peak) = peak_temp_bytes(&dir, || {
-        curl_with(&e, "/api/upload-jobs/", &chunked, Some(zeros(300 << 20)))
+        curl_with(&e, "/api/upload-jobs/", &chunked, Some(300 << 20))
     });
     assert_eq!(s, 413, "{b} (nginx spooled {peak} bytes)");
     assert_eq!(peak, 0, "bytes nginx spooled for POST /api/upload-jobs/");
@@ -350,7 +340,7 @@ fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
         "@-",
     ];
     let ((s, b), peak) = peak_temp_bytes(&body_temp(&e), || {
-        curl_with(&e, "/api/upload/", &args, Some(zeros(size)))
+        curl_with(&e, "/api/upload/", &args, Some(size))
     });
     assert_eq!(s, 201, "{b}");
     let job: serde_json::Value = serde_json::from_str(&b).unwrap();

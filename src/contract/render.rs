@@ -362,6 +362,27 @@ mod tests {
     }
 
     #[test]
+    fn switches_and_derived_paths_follow_the_contract_tables() {
+        let tree = |t: &str| toml::from_str::<toml::Value>(t).unwrap();
+        let i = Inputs::from_tree(
+            &tree("[hub]\nexport = true\ntransfer_api = true\n[watcher]\nenable = false\n"),
+            None,
+        );
+        assert_eq!(i.role, "standalone");
+        let on: Vec<&str> = i.features.iter().map(String::as_str).collect();
+        assert_eq!(on, ["always", "nginx"], "hub switches are role-bound");
+        let i = Inputs::from_tree(
+            &tree("role = \"site_node\"\n[hub]\nexport = true\n[paths]\ndata = \"/mnt/d\"\n"),
+            Some("/b/lxgate"),
+        );
+        assert!(i.features.contains("hub_export") && i.features.contains("watcher"));
+        assert_eq!(
+            (i.get("storage"), i.get("import"), i.get("bin")),
+            ("/mnt/d/storage", "/mnt/d/import", "/b/lxgate")
+        );
+    }
+
+    #[test]
     fn render_is_deterministic() {
         assert_eq!(all(&inputs("site_node")), all(&inputs("site_node")));
     }
