@@ -233,7 +233,8 @@ pub struct HubConfig {
     pub client_certificate: Option<PathBuf>,
     /// Its key, when the systemd credential hub-client-key is not loaded.
     pub client_certificate_key: Option<PathBuf>,
-    /// Header nginx sets from `$ssl_client_verify` (default X-Client-Cert-Verified).
+    /// Header nginx sets from `$ssl_client_verify` on the transfer path and clears
+    /// everywhere else (rendered into the nginx block; default in nix/contract.toml).
     pub mtls_meta_key: Option<String>,
     /// The value that header must have (default SUCCESS).
     pub mtls_meta_value: Option<String>,

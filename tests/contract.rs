@@ -237,6 +237,21 @@ fn systemd_analyze_verifies_every_unit_and_long_running_units_score_at_most_2() 
         dirs.push(t);
     }
     let dir = dirs[0].path().join("systemd");
+    // Issue 23: a long-running unit is bounded in memory, descriptors and tasks.
+    for u in lxgate::contract::CONTRACT
+        .unit
+        .iter()
+        .filter(|u| u.long_running)
+    {
+        let text = std::fs::read_to_string(dir.join(&u.name)).unwrap();
+        for key in ["MemoryMax=", "LimitNOFILE=", "TasksMax="] {
+            assert!(
+                text.lines().any(|l| l.starts_with(key)),
+                "{} has no {key}",
+                u.name
+            );
+        }
+    }
     let mut scores = BTreeMap::new();
     for u in &lxgate::contract::CONTRACT.unit {
         if !u.long_running {
