@@ -347,3 +347,23 @@ fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
     assert_eq!(job["size_bytes"], size);
     assert_eq!(peak, 0, "bytes nginx spooled for a streamed upload");
 }
+
+#[test]
+fn a_silent_client_is_cut_off_after_the_header_timeout() {
+    use std::io::Read;
+    let e = edge("standalone", "");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", e.nginx.port)).unwrap();
+    // nginx's default is 60 s; the rendered block says 15 s. Read until nginx closes.
+    c.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = c
+        .read(&mut buf)
+        .expect("nginx closes a silent connection within 45 s");
+    let waited = start.elapsed();
+    assert_eq!(n, 0, "nginx sent {:?}", &buf[..n]);
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(45),
+        "closed after {waited:?}"
+    );
+}
