@@ -4,9 +4,8 @@
 mod common;
 use common::edge::{Nginx, Pki};
 use common::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,36 +17,18 @@ struct Edge {
     pki: Pki,
 }
 
-/// A site of `role` with these extra settings, its rendered nginx block serving it.
-fn edge(role: &str, extra: &str) -> Edge {
+/// A site of `role` with these settings (given its PKI), its own rendered nginx block
+/// serving it.
+fn edge(role: &str, settings: impl FnOnce(&Pki) -> String) -> Edge {
     let mut site = Site::new(role);
     let pki = Pki::new(&site.dir.path().join("pki"));
     let cfg = site.dir.path().join("lxgate.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "role = \"{role}\"\n[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n{extra}",
-            pki.path("server.crt").display(),
-            pki.path("server.key").display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("role = \"{role}\"\n{}", settings(&pki))).unwrap();
     site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
     site.migrate();
     site.ok(&["center", "add", "A", "--name", "A"]);
     let srv = Server::start(&site);
-    // Only the listen port and the upstream differ from a host's block.
-    let block = site.ok(&["render", "nginx"]);
-    assert!(
-        block.contains("listen 443 ssl;") && block.contains("proxy_pass http://127.0.0.1:8080;")
-    );
-    let block = block
-        .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;")
-        .replace(
-            "proxy_pass http://127.0.0.1:8080;",
-            &format!("proxy_pass {};", srv.base),
-        );
-    let nginx = Nginx::start(&site.dir.path().join("nginx"), &block);
+    let nginx = Nginx::rendered(&site, &srv);
     Edge {
         site,
         srv,
@@ -56,53 +37,12 @@ fn edge(role: &str, extra: &str) -> Edge {
     }
 }
 
-/// curl over TLS to this nginx: status and body. With `zeros`, that many zero bytes are
-/// written to curl's stdin (the request body, sent chunked when the arguments say so).
+fn standalone() -> Edge {
+    edge("standalone", Pki::host_settings)
+}
+
 fn curl_with(e: &Edge, path: &str, args: &[&str], zeros: Option<usize>) -> (u16, String) {
-    let port = e.nginx.port;
-    let mut c = Command::new("curl");
-    c.args(["-s", "--path-as-is", "--max-time", "120", "--cacert"])
-        .arg(e.pki.path("hub-ca.crt"))
-        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
-        .args(["-w", "\n%{http_code}"])
-        .args(args)
-        .arg(format!("https://localhost:{port}{path}"))
-        .stdin(if zeros.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("curl (apt-get install curl)");
-    let writer = zeros.map(|n| {
-        let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            let piece = vec![0u8; 1 << 20];
-            let mut left = n;
-            while left > 0 {
-                let k = left.min(piece.len());
-                // curl stops reading once nginx has answered: a broken pipe is expected.
-                if stdin.write_all(&piece[..k]).is_err() {
-                    return;
-                }
-                left -= k;
-            }
-        })
-    });
-    let o = child.wait_with_output().unwrap();
-    if let Some(w) = writer {
-        w.join().unwrap();
-    }
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (text, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    let status = code.trim().parse().unwrap_or_else(|_| {
-        panic!(
-            "curl {path}: no status: {}",
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (status, text.to_string())
+    e.nginx.curl(&e.pki.path("hub-ca.crt"), path, args, zeros)
 }
 
 fn curl(e: &Edge, path: &str, args: &[&str]) -> (u16, String) {
@@ -167,15 +107,9 @@ fn body_temp(e: &Edge) -> PathBuf {
 #[test]
 fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_cleared_elsewhere() {
     let name = "X-Lx-Attested";
-    let t = tempdir();
-    let ca = Pki::new(&t.path().join("pki"));
-    let e = edge(
-        "central_hub",
-        &format!(
-            "[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\nmtls_meta_key = \"{name}\"\n",
-            ca.path("client-ca.crt").display()
-        ),
-    );
+    let e = edge("central_hub", |pki| {
+        format!("{}mtls_meta_key = \"{name}\"\n", pki.hub_settings())
+    });
     let secret = e
         .site
         .ok(&[
@@ -185,7 +119,7 @@ fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_clea
             "--center",
             "A",
             "--cert-fingerprint",
-            &ca.fingerprint("site"),
+            &e.pki.fingerprint("site"),
         ])
         .trim()
         .to_string();
@@ -197,7 +131,7 @@ fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_clea
     ]
     .map(String::from);
     let node: Vec<&str> = node.iter().map(String::as_str).collect();
-    let (cert, key) = (ca.path("site.crt"), ca.path("site.key"));
+    let (cert, key) = (e.pki.path("site.crt"), e.pki.path("site.key"));
     let with_cert = [
         "--cert",
         cert.to_str().unwrap(),
@@ -268,7 +202,7 @@ fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_clea
 
 #[test]
 fn health_readiness_and_metrics_answer_locally_and_not_through_nginx() {
-    let e = edge("standalone", "");
+    let e = standalone();
     for path in [
         "/healthz",
         "/readyz",
@@ -292,15 +226,8 @@ fn health_readiness_and_metrics_answer_locally_and_not_through_nginx() {
 
 #[test]
 fn an_unauthenticated_300_mb_chunked_post_leaves_no_byte_on_nginx_disk() {
-    let e = edge("standalone", "");
-    let chunked = [
-        "-H",
-        "Transfer-Encoding: chunked",
-        "-H",
-        "Expect:",
-        "--data-binary",
-        "@-",
-    ];
+    let e = standalone();
+    let chunked = ["-H", "Transfer-Encoding: chunked", "--data-binary", "@-"];
     let dir = body_temp(&e);
     // Not proxied at all: nginx answers 404 and discards the body.
     let ((s, b), peak) = peak_temp_bytes(&dir, || {
@@ -322,7 +249,7 @@ fn an_unauthenticated_300_mb_chunked_post_leaves_no_byte_on_nginx_disk() {
         .unwrap()
         .set_len(300 << 20)
         .unwrap();
-    let upload = ["-X", "POST", "-H", "Expect:", "-T", big.to_str().unwrap()];
+    let upload = ["-X", "POST", "-T", big.to_str().unwrap()];
     let ((s, b), peak) = peak_temp_bytes(&dir, || curl(&e, "/api/upload-jobs/", &upload));
     assert_eq!(s, 413, "{b} (nginx spooled {peak} bytes)");
     assert_eq!(peak, 0);
@@ -331,7 +258,7 @@ fn an_unauthenticated_300_mb_chunked_post_leaves_no_byte_on_nginx_disk() {
 
 #[test]
 fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
-    let e = edge("standalone", "");
+    let e = standalone();
     let tok = e.site.token("uploader", Some("A"), "edge-up");
     let auth = format!("Authorization: Bearer {tok}");
     let size = 64 << 20;
@@ -346,8 +273,6 @@ fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
         "Content-Type: application/octet-stream",
         "-H",
         "Transfer-Encoding: chunked",
-        "-H",
-        "Expect:",
         "--data-binary",
         "@-",
     ];
@@ -363,7 +288,7 @@ fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
 #[test]
 fn a_silent_client_is_cut_off_after_the_header_timeout() {
     use std::io::Read;
-    let e = edge("standalone", "");
+    let e = standalone();
     let mut c = std::net::TcpStream::connect(("127.0.0.1", e.nginx.port)).unwrap();
     // nginx's default is 60 s; the rendered block says 15 s. Read until nginx closes.
     c.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
