@@ -1,6 +1,6 @@
 # services.lxgate — the NixOS module. Units, tmpfiles rules and nginx locations come
 # from nix/contract.toml through nix/render.nix, the same pure functions whose output
-# tests/render_nix.rs holds byte-equal to `lxgate render`.
+# tests/contract.rs holds byte-equal to `lxgate render`.
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
 #   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers
@@ -10,6 +10,8 @@
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
 #   nixos/modules/services/web-servers/nginx/default.nix, vhost-options.nix, location-options.nix
 #                                                      services.nginx.{enable,virtualHosts.<n>.{onlySSL,sslCertificate,sslCertificateKey,extraConfig,locations.<p>.extraConfig}}
+#                                                      (a location's name is written verbatim after `location`, so "= /metrics" and
+#                                                      "~ regex" keys work; vhost extraConfig goes inside the server block)
 #   nixos/modules/config/users-groups.nix              users.users.<n>.{isSystemUser,group,extraGroups,home}, users.groups
 #   nixos/modules/system/etc/etc.nix                   environment.etc.<n>.source
 #   nixos/modules/misc/assertions.nix                  assertions, warnings
@@ -21,6 +23,8 @@ let
   cfg = config.services.lxgate;
   contract = lib.importTOML ../nix/contract.toml;
   format = pkgs.formats.toml { };
+  # A contract default derived from the state root ({state}/data, {state}/keys/...).
+  underState = builtins.replaceStrings [ "{state}" ] [ cfg.stateDir ];
 
   # What the options say, under the operator's `settings` (which win).
   derived = {
@@ -89,13 +93,13 @@ in
       default = "standalone";
       description = "ENDOREG_DEPLOYMENT_ROLE of this host.";
     };
-    stateDir = mkOption { type = types.str; default = contract.defaults.state; description = "State root (env file, staticfiles, keys)."; };
-    dataDir = mkOption { type = types.str; default = "${cfg.stateDir}/data"; description = "Data root; put it on a LUKS mount."; };
-    user = mkOption { type = types.str; default = contract.defaults.user; description = "Service account."; };
-    group = mkOption { type = types.str; default = contract.defaults.group; description = "Service group; nginx joins it to read protected media."; };
-    keysGroup = mkOption { type = types.str; default = contract.defaults.keys_group; description = "Group that may read the master key (root:keysGroup 0640)."; };
+    stateDir = mkOption { type = types.str; default = contract.input.state.default; description = "State root (env file, staticfiles, keys)."; };
+    dataDir = mkOption { type = types.str; default = underState contract.input.data.default; description = "Data root; put it on a LUKS mount."; };
+    user = mkOption { type = types.str; default = contract.input.user.default; description = "Service account."; };
+    group = mkOption { type = types.str; default = contract.input.group.default; description = "Service group; nginx joins it to read protected media."; };
+    keysGroup = mkOption { type = types.str; default = contract.input.keys_group.default; description = "Group that may read the master key (root:keysGroup 0640)."; };
     masterKey = {
-      file = mkOption { type = types.str; default = "${cfg.stateDir}/keys/master.age"; description = "Age master identity; lxgate-keys.service creates it if absent."; };
+      file = mkOption { type = types.str; default = underState contract.input.master_key.default; description = "Age master identity; lxgate-keys.service creates it if absent."; };
       mode = mkOption { type = types.str; default = "0640"; description = "Mode your secret manager gives the key file. Must be 0640."; };
       owner = mkOption { type = types.str; default = "root"; description = "Owner your secret manager gives the key file. Must be root."; };
       group = mkOption { type = types.str; default = cfg.keysGroup; description = "Group your secret manager gives the key file. Must be keysGroup."; };
@@ -218,12 +222,9 @@ in
         onlySSL = true;
         sslCertificate = cfg.nginx.sslCertificate;
         sslCertificateKey = cfg.nginx.sslCertificateKey;
-        extraConfig = ''
-          client_max_body_size ${rendered.client_max_body_size};
-        '' + lib.optionalString (lib.elem "hub_transfer" rendered.features) ''
-          ssl_client_certificate ${toString cfg.hub.transferApi.clientCaFile};
-          ssl_verify_client optional;
-        '';
+        # The contract's server prologue (body limits, client timeouts, the hub's mTLS)
+        # and its locations; listen and certificates come from the options above.
+        extraConfig = rendered.nginxServerConfig;
         locations = lib.mapAttrs (_: body: { extraConfig = body; }) rendered.nginxLocations;
       };
     };

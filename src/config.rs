@@ -242,7 +242,8 @@ pub struct HubConfig {
     pub client_certificate: Option<PathBuf>,
     /// Its key, when the systemd credential hub-client-key is not loaded.
     pub client_certificate_key: Option<PathBuf>,
-    /// Header nginx sets from `$ssl_client_verify`.
+    /// Header nginx sets from `$ssl_client_verify` on the transfer path and clears
+    /// everywhere else (rendered into the nginx block; default in nix/contract.toml).
     pub mtls_meta_key: Option<String>,
     /// The value that header must have.
     pub mtls_meta_value: Option<String>,
@@ -531,7 +532,7 @@ impl Default for HubReceiver {
         HubReceiver {
             enabled: false,
             require_mtls: true,
-            mtls_meta_key: "X-Client-Cert-Verified".into(),
+            mtls_meta_key: contract_default("mtls_meta_key"),
             mtls_meta_value: "SUCCESS".into(),
             require_secure_transport: true,
             require_signed_requests: false,
@@ -581,9 +582,36 @@ pub struct HostFacts {
     pub nginx: bool,
 }
 
-/// A host-specific default from nix/contract.toml [defaults].
+/// A host-specific default: the contract's render input of that name.
 fn contract_default(key: &str) -> String {
-    CONTRACT.defaults.get(key).cloned().unwrap_or_default()
+    CONTRACT.default_of(key).to_string()
+}
+
+/// The attestation header the app trusts: the one nginx is rendered to set and clear
+/// ([hub] mtls_meta_key, default in the contract). The endoreg-db variable may only
+/// repeat it: a name nginx does not know would be a header any client can send.
+fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, ConfigError> {
+    const VAR: &str = "ENDOREG_HUB_TRANSFER_MTLS_META_KEY";
+    let rendered = file.map_or_else(|| contract_default("mtls_meta_key"), str::to_string);
+    let token =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !token(&rendered) {
+        return Err(ConfigError::BadValue {
+            var: "[hub] mtls_meta_key",
+            value: rendered,
+            why: "a header name is letters, digits and '-' (nginx drops other names)".into(),
+        });
+    }
+    match env {
+        Some(v) if !v.eq_ignore_ascii_case(&rendered) => Err(ConfigError::BadValue {
+            var: VAR,
+            value: v,
+            why: format!(
+                "nginx sets and clears the header {rendered} ([hub] mtls_meta_key); set [hub] mtls_meta_key (services.lxgate.settings.hub.mtls_meta_key) instead, re-render nginx and unset {VAR}"
+            ),
+        }),
+        _ => Ok(rendered),
+    }
 }
 
 /// Replace any password in a URL or key=value connection string with `***`.
@@ -744,9 +772,10 @@ impl Config {
                 h.require_mtls,
                 dh.require_mtls,
             )?,
-            mtls_meta_key: get("ENDOREG_HUB_TRANSFER_MTLS_META_KEY")
-                .or_else(|| h.mtls_meta_key.clone())
-                .unwrap_or(dh.mtls_meta_key),
+            mtls_meta_key: mtls_meta_key(
+                get("ENDOREG_HUB_TRANSFER_MTLS_META_KEY"),
+                h.mtls_meta_key.as_deref(),
+            )?,
             mtls_meta_value: get("ENDOREG_HUB_TRANSFER_MTLS_META_VALUE")
                 .or_else(|| h.mtls_meta_value.clone())
                 .unwrap_or(dh.mtls_meta_value),
@@ -790,6 +819,44 @@ impl Config {
             hub_export,
             host,
         })
+    }
+
+    /// The resolved values the contract's [input] and [feature] tables name, in the
+    /// settings file's shape (`host.user`, `hub.transfer_api`, ...): the renders read
+    /// them through those tables, as nix/render.nix reads the module's settings.
+    pub fn settings_tree(&self) -> toml::Value {
+        let path = |p: &Path| p.display().to_string();
+        let hub = &self.hub_receiver;
+        let tree = serde_json::json!({
+            "role": self.role.as_str(),
+            "paths": {
+                "state": path(&self.paths.state),
+                "data": path(&self.paths.data),
+                "storage": path(&self.paths.storage),
+            },
+            "server": { "listen": self.server.listen },
+            "host": {
+                "user": self.host.user,
+                "group": self.host.group,
+                "keys_group": self.host.keys_group,
+                "config": self.host.config,
+                "master_key": path(&self.host.master_key),
+                "server_name": self.host.server_name,
+                "tls_certificate": self.host.tls_certificate,
+                "tls_certificate_key": self.host.tls_certificate_key,
+                "nginx": self.host.nginx,
+            },
+            "hub": {
+                "client_ca_file": hub.client_ca_file,
+                "mtls_meta_key": hub.mtls_meta_key,
+                "transfer_api": hub.enabled,
+                "export": self.hub_export.is_some(),
+            },
+            "recovery": { "enable": self.recovery.enable, "source": path(&self.recovery.source) },
+            "watcher": { "enable": self.watcher.enable, "memory_max": self.watcher.memory_max },
+            "sap_import": { "enable": self.sap_import.enable },
+        });
+        toml::Value::try_from(tree).expect("strings and booleans are TOML")
     }
 
     pub fn require_database_url(&self) -> Result<&str, ConfigError> {

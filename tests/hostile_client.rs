@@ -54,30 +54,15 @@ fn edge(server: &str) -> Edge {
 
 /// curl through nginx with the site's client certificate: status and body.
 fn curl(e: &Edge, path: &str, args: &[&str]) -> (u16, String) {
-    let o = run_ok(
-        std::process::Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "300",
-                "-w",
-                "\n%{http_code}",
-                "--cacert",
-            ])
-            .arg(e.pki.path("hub-ca.crt"))
-            .arg("--cert")
-            .arg(e.pki.path("site.crt"))
-            .arg("--key")
-            .arg(e.pki.path("site.key"))
-            // curl asks for 100-continue on large bodies; a plain sender does not.
-            .args(["-H", "Expect:"])
-            .args(args)
-            .arg(format!("https://localhost:{}{path}", e.nginx.port)),
-        "curl through nginx",
-    );
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_string())
+    let (cert, key) = (e.pki.path("site.crt"), e.pki.path("site.key"));
+    let mut a = vec![
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    a.extend_from_slice(args);
+    e.nginx.curl(&e.pki.path("hub-ca.crt"), path, &a, None)
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

@@ -58,15 +58,51 @@ fn eval(lib: &Path, case: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn rust_units(case: &str) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
+/// The module's nginx virtual host: its extraConfig lines and its locations' bodies.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Vhost {
+    extra_config: Vec<String>,
+    locations: BTreeMap<String, String>,
+}
+
+/// The same from `lxgate render nginx`: the server lines after the contract's TLS lines
+/// (the module sets those through virtualHosts options), and each location's body.
+fn rust_vhost(text: &str) -> Vhost {
+    let tls = lxgate::contract::CONTRACT.nginx.tls.len();
+    let mut extra_config = Vec::new();
+    let mut locations = BTreeMap::new();
+    let mut open: Option<(String, Vec<&str>)> = None;
+    for l in text.lines() {
+        if let Some(path) = l
+            .strip_prefix("    location ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            open = Some((path.to_string(), Vec::new()));
+        } else if let Some(line) = l.strip_prefix("        ") {
+            open.as_mut()
+                .expect("a line inside a location")
+                .1
+                .push(line);
+        } else if l == "    }" {
+            let (path, body) = open.take().unwrap();
+            locations.insert(path, body.join("\n"));
+        } else if let Some(line) = l.strip_prefix("    ") {
+            extra_config.push(line.to_string());
+        }
+    }
+    Vhost {
+        extra_config: extra_config.split_off(tls),
+        locations,
+    }
+}
+
+type Rendered = (Vec<String>, BTreeMap<String, Vec<String>>, Vhost);
+
+fn rust_units(case: &str) -> Rendered {
     let t = tempdir();
     let cfg = t.path().join("c.toml");
-    let settings = ROLE_CASES
-        .iter()
-        .find(|(n, _)| *n == case)
-        .expect("a role case")
-        .1;
-    std::fs::write(&cfg, settings).unwrap();
+    std::fs::write(&cfg, role_case(case)).unwrap();
     let out = t.path().join("out");
     let o = lxgate(
         &[
@@ -104,7 +140,8 @@ fn rust_units(case: &str) -> (Vec<String>, BTreeMap<String, Vec<String>>) {
         lines.sort();
         units.insert(p.file_name().unwrap().to_string_lossy().into_owned(), lines);
     }
-    (tmpfiles, units)
+    let nginx = std::fs::read_to_string(out.join("nginx/lxgate.conf")).unwrap();
+    (tmpfiles, units, rust_vhost(&nginx))
 }
 
 #[test]
@@ -127,7 +164,9 @@ fn every_role_evaluates_and_matches_lxgate_render() {
         tmpfiles.sort();
         let nix_units: BTreeMap<String, Vec<String>> =
             serde_json::from_value(v["units"].clone()).unwrap();
-        let (rust_tmp, rust_units) = rust_units(case);
+        let (rust_tmp, rust_units, rust_nginx) = rust_units(case);
+        let nginx: Vhost = serde_json::from_value(v["nginx"].clone()).unwrap();
+        assert_eq!(nginx, rust_nginx, "{case}: module nginx vs lxgate render");
         assert_eq!(tmpfiles, rust_tmp, "{case}: tmpfiles rules differ");
         assert_same_entries(
             &format!("{case}, module vs lxgate render"),

@@ -17,13 +17,39 @@ pub static CONTRACT: LazyLock<Contract> = LazyLock::new(|| {
 #[serde(deny_unknown_fields)]
 pub struct Contract {
     pub version: u32,
-    pub defaults: BTreeMap<String, String>,
+    pub input: BTreeMap<String, Input>,
+    pub feature: BTreeMap<String, Feature>,
     pub directory: Vec<Directory>,
     pub env: Vec<EnvName>,
     pub hardening: BTreeMap<String, Section>,
     pub service_defaults: Section,
     pub unit: Vec<Unit>,
     pub nginx: Nginx,
+}
+
+impl Contract {
+    /// An input's default as written (placeholders unresolved); empty for no such input.
+    pub fn default_of(&self, input: &str) -> &str {
+        self.input.get(input).map_or("", |i| i.default.as_str())
+    }
+}
+
+/// A render input (`{name}`): the settings-file key that sets it, and its default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    pub setting: Option<String>,
+    pub default: String,
+}
+
+/// A feature switch: the settings-file key that turns it on, its default, and the roles
+/// it is possible on (every role when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub setting: Option<String>,
+    pub default: bool,
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -103,21 +129,45 @@ pub struct Unit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Nginx {
-    pub client_max_body_size: String,
+    pub tls: Vec<String>,
+    pub server: Vec<ServerPart>,
+    pub snippets: BTreeMap<String, Vec<String>>,
     pub location: Vec<Location>,
+}
+
+/// Server-level lines present when `feature` is on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPart {
+    pub feature: String,
+    pub lines: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     pub path: String,
-    pub internal: bool,
+    #[serde(default = "always")]
+    pub feature: String,
     #[serde(default)]
-    pub hub_transfer: bool,
+    pub snippets: Vec<String>,
+    #[serde(default)]
     pub body: Vec<String>,
 }
 
-pub const FEATURES: &[&str] = &["always", "watcher", "sap_import", "recovery", "hub_export"];
+fn always() -> String {
+    "always".into()
+}
+
+impl Location {
+    /// Its lines before substitution: the snippets' lines, then its own.
+    pub fn lines<'a>(&'a self, c: &'a Contract) -> impl Iterator<Item = &'a String> + 'a {
+        self.snippets
+            .iter()
+            .flat_map(move |s| c.nginx.snippets[s].iter())
+            .chain(&self.body)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -126,7 +176,25 @@ mod tests {
     #[test]
     fn contract_parses_and_is_coherent() {
         let c = &*CONTRACT;
-        assert_eq!(c.version, 1);
+        assert_eq!(c.version, 2);
+        for l in &c.nginx.location {
+            for s in &l.snippets {
+                assert!(
+                    c.nginx.snippets.contains_key(s),
+                    "{}: unknown snippet {s}",
+                    l.path
+                );
+            }
+        }
+        let features = c
+            .unit
+            .iter()
+            .map(|u| &u.feature)
+            .chain(c.nginx.server.iter().map(|p| &p.feature))
+            .chain(c.nginx.location.iter().map(|l| &l.feature));
+        for f in features {
+            assert!(c.feature.contains_key(f), "unknown feature {f}");
+        }
         for d in &c.directory {
             assert!(
                 u32::from_str_radix(&d.mode, 8).is_ok(),
@@ -136,12 +204,6 @@ mod tests {
             );
         }
         for u in &c.unit {
-            assert!(
-                FEATURES.contains(&u.feature.as_str()),
-                "{}: unknown feature {}",
-                u.name,
-                u.feature
-            );
             for h in &u.hardening {
                 assert!(
                     c.hardening.contains_key(h),

@@ -1,9 +1,10 @@
 //! Contract + settings → plain files (tmpfiles.d, unit files, nginx server block).
 //!
-//! `nix/render.nix` implements the same functions in builtins-only Nix; the test
-//! `tests/render_nix.rs` holds the two to byte equality. Keep the rules here and there
-//! in step: placeholder substitution is simultaneous (like `builtins.replaceStrings`),
-//! section keys are emitted in byte order, lists one line per element.
+//! `nix/render.nix` interprets the same contract tables in builtins-only Nix;
+//! tests/contract.rs and the flake check (nix/render-check.nix) hold the two to byte
+//! equality. Keep the interpreters in step: placeholder substitution is simultaneous
+//! (like `builtins.replaceStrings`), section keys are emitted in byte order, lists one
+//! line per element.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,39 +23,31 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// The inputs of a host whose settings resolved to `s` (file, environment, checks).
     pub fn from_settings(s: &Config, bin: Option<&str>) -> Inputs {
+        Inputs::from_tree(&s.settings_tree(), bin)
+    }
+
+    /// The contract's [input] and [feature] tables applied to settings in their file
+    /// shape; nix/render.nix applies the same tables to the same tree.
+    pub fn from_tree(settings: &toml::Value, bin: Option<&str>) -> Inputs {
         let c = &*CONTRACT;
-        let d = |k: &str| c.defaults.get(k).cloned().unwrap_or_default();
-        let path = |p: &std::path::Path| p.display().to_string();
-        let listen = s.server.listen.clone();
-        let mut v = BTreeMap::new();
-        v.insert("user".into(), s.host.user.clone());
-        v.insert("group".into(), s.host.group.clone());
-        v.insert("keys_group".into(), s.host.keys_group.clone());
-        v.insert("config".into(), s.host.config.clone());
-        v.insert("master_key".into(), path(&s.host.master_key));
-        v.insert("server_name".into(), s.host.server_name.clone());
-        v.insert("tls_certificate".into(), s.host.tls_certificate.clone());
-        v.insert(
-            "tls_certificate_key".into(),
-            s.host.tls_certificate_key.clone(),
-        );
-        v.insert(
-            "client_ca_file".into(),
-            s.hub_receiver.client_ca_file.clone(),
-        );
-        v.insert("watcher_memory_max".into(), s.watcher.memory_max.clone());
-        v.insert("recovery_source".into(), path(&s.recovery.source));
-        v.insert("state".into(), path(&s.paths.state));
-        v.insert("data".into(), path(&s.paths.data));
-        v.insert("storage".into(), path(&s.paths.storage));
-        v.insert("import".into(), "{data}/import".into());
-        v.insert(
-            "bin".into(),
-            bin.map(str::to_string).unwrap_or_else(|| d("bin")),
-        );
-        v.insert("upstream".into(), upstream(&listen));
-        v.insert("listen".into(), listen);
+        let given = |key: &Option<String>| key.as_deref().and_then(|k| setting(settings, k));
+        let mut v: BTreeMap<String, String> = c
+            .input
+            .iter()
+            .map(|(name, i)| {
+                let text = match given(&i.setting) {
+                    Some(toml::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => i.default.clone(),
+                };
+                (name.clone(), text)
+            })
+            .collect();
+        if let Some(b) = bin {
+            v.insert("bin".into(), b.to_string());
+        }
         // Values may refer to each other ({master_key} → {state}); three passes reach
         // the deepest chain ({storage} → {data} → {state}).
         for _ in 0..3 {
@@ -63,26 +56,18 @@ impl Inputs {
                 *val = subst(val, &snapshot);
             }
         }
-        let role = s.role.as_str().to_string();
-        let mut features = BTreeSet::from(["always".to_string()]);
-        if s.watcher.enable {
-            features.insert("watcher".into());
-        }
-        if s.sap_import.enable {
-            features.insert("sap_import".into());
-        }
-        if s.recovery.enable {
-            features.insert("recovery".into());
-        }
-        if role == "site_node" && s.hub_export.is_some() {
-            features.insert("hub_export".into());
-        }
-        if role == "central_hub" && s.hub_receiver.enabled {
-            features.insert("hub_transfer".into());
-        }
-        if s.host.nginx {
-            features.insert("nginx".into());
-        }
+        v.insert("upstream".into(), upstream(&v["listen"]));
+        let role = v["role"].clone();
+        let features = c
+            .feature
+            .iter()
+            .filter(|(_, f)| f.roles.as_ref().is_none_or(|r| r.contains(&role)))
+            .filter(|(_, f)| match given(&f.setting) {
+                Some(toml::Value::Boolean(b)) => *b,
+                _ => f.default,
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         Inputs {
             role,
             values: v,
@@ -120,6 +105,11 @@ impl Inputs {
             DirRoot::Data => self.get("data"),
         }
     }
+}
+
+/// The value at a dotted settings-file key (`host.user`), if set.
+fn setting<'a>(tree: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
+    key.split('.').try_fold(tree, |t, k| t.get(k))
 }
 
 fn upstream(listen: &str) -> String {
@@ -243,40 +233,41 @@ pub fn systemd(inputs: &Inputs) -> BTreeMap<String, String> {
 }
 
 pub fn nginx(inputs: &Inputs) -> String {
-    let n = &CONTRACT.nginx;
-    let hub = inputs.features.contains("hub_transfer");
-    let mut out = String::from(HEADER);
-    out.push_str("server {\n");
-    out.push_str("    listen 443 ssl;\n");
-    out.push_str(&format!("    server_name {};\n", inputs.get("server_name")));
-    out.push_str(&format!(
-        "    ssl_certificate {};\n",
-        inputs.get("tls_certificate")
-    ));
-    out.push_str(&format!(
-        "    ssl_certificate_key {};\n",
-        inputs.get("tls_certificate_key")
-    ));
-    if hub {
-        out.push_str(&format!(
-            "    ssl_client_certificate {};\n",
-            inputs.get("client_ca_file")
-        ));
-        out.push_str("    ssl_verify_client optional;\n");
+    let c = &*CONTRACT;
+    let mut out = format!("{HEADER}server {{\n");
+    let server_lines = c.nginx.tls.iter().chain(
+        c.nginx
+            .server
+            .iter()
+            .filter(|p| inputs.features.contains(&p.feature))
+            .flat_map(|p| &p.lines),
+    );
+    for line in server_lines {
+        out.push_str(&format!("    {}\n", inputs.subst(line)));
     }
-    out.push_str(&format!(
-        "    client_max_body_size {};\n",
-        n.client_max_body_size
-    ));
-    for loc in n.location.iter().filter(|l| hub || !l.hub_transfer) {
-        out.push_str(&format!("    location {} {{\n", loc.path));
-        for line in &loc.body {
-            out.push_str(&format!("        {}\n", inputs.subst(line)));
+    for (path, lines) in nginx_locations(inputs) {
+        out.push_str(&format!("    location {path} {{\n"));
+        for line in lines {
+            out.push_str(&format!("        {line}\n"));
         }
         out.push_str("    }\n");
     }
     out.push_str("}\n");
     out
+}
+
+/// The locations this render has, in contract order, with their substituted lines.
+pub fn nginx_locations(inputs: &Inputs) -> Vec<(&'static str, Vec<String>)> {
+    let c = &*CONTRACT;
+    c.nginx
+        .location
+        .iter()
+        .filter(|l| inputs.features.contains(&l.feature))
+        .map(|l| {
+            let lines = l.lines(c).map(|line| inputs.subst(line)).collect();
+            (l.path.as_str(), lines)
+        })
+        .collect()
 }
 
 /// Every file of a render, by relative output path.
@@ -367,6 +358,27 @@ mod tests {
     fn hub_location_only_on_a_hub_with_transfers() {
         assert!(nginx(&inputs("central_hub")).contains("ssl_verify_client optional;"));
         assert!(!nginx(&inputs("standalone")).contains("/api/media/hub/transfers/"));
+    }
+
+    #[test]
+    fn switches_and_derived_paths_follow_the_contract_tables() {
+        let tree = |t: &str| toml::from_str::<toml::Value>(t).unwrap();
+        let i = Inputs::from_tree(
+            &tree("[hub]\nexport = true\ntransfer_api = true\n[watcher]\nenable = false\n"),
+            None,
+        );
+        assert_eq!(i.role, "standalone");
+        let on: Vec<&str> = i.features.iter().map(String::as_str).collect();
+        assert_eq!(on, ["always", "nginx"], "hub switches are role-bound");
+        let i = Inputs::from_tree(
+            &tree("role = \"site_node\"\n[hub]\nexport = true\n[paths]\ndata = \"/mnt/d\"\n"),
+            Some("/b/lxgate"),
+        );
+        assert!(i.features.contains("hub_export") && i.features.contains("watcher"));
+        assert_eq!(
+            (i.get("storage"), i.get("import"), i.get("bin")),
+            ("/mnt/d/storage", "/mnt/d/import", "/b/lxgate")
+        );
     }
 
     #[test]

@@ -115,10 +115,18 @@ impl Pki {
     /// certificate and checks clients against its sites' CA.
     pub fn hub_settings(&self) -> String {
         format!(
-            "[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\n",
+            "{}[hub]\ntransfer_api = true\nclient_ca_file = \"{}\"\n",
+            self.host_settings(),
+            self.path("client-ca.crt").display()
+        )
+    }
+
+    /// The `[host]` table of a site whose nginx serves this PKI's server certificate.
+    pub fn host_settings(&self) -> String {
+        format!(
+            "[host]\nserver_name = \"localhost\"\ntls_certificate = \"{}\"\ntls_certificate_key = \"{}\"\n",
             self.path("server.crt").display(),
             self.path("server.key").display(),
-            self.path("client-ca.crt").display()
         )
     }
 
@@ -164,6 +172,69 @@ impl Nginx {
                 &format!("proxy_pass {};", srv.base),
             );
         Nginx::start(&site.dir.path().join("nginx"), &block)
+    }
+
+    /// curl over TLS to this nginx, trusting `ca`: status and body. Sent as a plain
+    /// client sends (no `Expect: 100-continue`, the path as given). With `zeros`, that
+    /// many zero bytes are written to curl's stdin: the body when `args` name `@-`.
+    pub fn curl(
+        &self,
+        ca: &Path,
+        path: &str,
+        args: &[&str],
+        zeros: Option<usize>,
+    ) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "--path-as-is",
+            "--max-time",
+            "300",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", "Expect:"])
+        .args(args)
+        .arg(format!("https://localhost:{}{path}", self.port))
+        .stdin(if zeros.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("curl (apt-get install curl)");
+        let writer = zeros.map(|n| {
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let piece = vec![0u8; 1 << 20];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(piece.len());
+                    // curl stops reading once nginx has answered: a broken pipe is expected.
+                    if stdin.write_all(&piece[..k]).is_err() {
+                        return;
+                    }
+                    left -= k;
+                }
+            })
+        });
+        let o = child.wait_with_output().unwrap();
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        let status = code.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "curl {path}: no status: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (status, body.to_string())
     }
 
     pub fn start(dir: &Path, servers: &str) -> Nginx {

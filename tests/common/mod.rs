@@ -386,16 +386,26 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Settings files, one per role, shared by every test that compares renders (Rust,
-/// pure Nix, the evaluated module, nginx -t). tests/nix/module-eval.nix has the same
-/// cases as module options.
-pub const ROLE_CASES: &[(&str, &str)] = &[
-    ("standalone", "role = \"standalone\"\n"),
-    ("standalone-everything", "role = \"standalone\"\n[sap_import]\nenable = true\n[recovery]\nenable = true\nsource = \"/srv/old-data\"\n[server]\nlisten = \"unix:/run/lxgate/lxgate.sock\"\n"),
-    ("site_node", "role = \"site_node\"\n[paths]\nstate = \"/srv/lx\"\ndata = \"/mnt/crypt/lx\"\n[host]\nuser = \"lx\"\ngroup = \"lx\"\nkeys_group = \"lxkeys\"\n[watcher]\nmemory_max = \"1G\"\n"),
-    ("site_node-export", "role = \"site_node\"\n[hub]\nexport = true\nurl = \"https://hub.example.org\"\nnode_key = \"site-a\"\ntarget_node_key = \"hub\"\nca_file = \"/etc/lxgate/hub-ca.pem\"\nclient_certificate = \"/etc/lxgate/site.pem\"\n"),
-    ("central_hub", "role = \"central_hub\"\n[hub]\ntransfer_api = true\nclient_ca_file = \"/etc/lxgate/ca.pem\"\n[watcher]\nenable = false\n[host]\nserver_name = \"hub.example.org\"\n"),
-];
+/// Settings files, one per role and switch combination (tests/render-cases/NAME.toml),
+/// shared by every test that compares renders (Rust, pure Nix, the evaluated module,
+/// nginx -t) and by the flake check nix/render-check.nix. tests/nix/module-eval.nix has
+/// the role cases as module options.
+pub fn role_cases() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/render-cases");
+    files_under(&dir)
+        .into_iter()
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// The settings of one case of `role_cases`.
+pub fn role_case(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/render-cases/{name}.toml"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
 
 /// Two renders agree: the same names, and each entry equal.
 pub fn assert_same_entries<V: PartialEq + std::fmt::Debug>(

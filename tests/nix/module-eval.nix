@@ -49,6 +49,7 @@ let
     modules = [ stubs ../../modules/lxgate.nix cases.${case} { _module.args.pkgs = pkgs; } ];
   };
   c = eval.config;
+  vhost = c.services.nginx.virtualHosts.${lib.head (lib.attrNames c.services.nginx.virtualHosts)};
   failed = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
   # Units back to (section, key, value) lines, the way systemd will see them.
   line = section: k: v:
@@ -70,6 +71,10 @@ if failed != [ ] then { inherit failed; } else {
     lib.mapAttrs' (n: u: lib.nameValuePair "${n}.service" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Service" u.serviceConfig)))) c.systemd.services
     // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.path" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Path" u.pathConfig)))) c.systemd.paths
     // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.timer" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Timer" u.timerConfig)))) c.systemd.timers;
-  nginxLocations = lib.attrNames c.services.nginx.virtualHosts.${lib.head (lib.attrNames c.services.nginx.virtualHosts)}.locations;
+  nginxLocations = lib.attrNames vhost.locations;
+  nginx = {
+    extraConfig = lib.filter (l: l != "") (lib.splitString "\n" vhost.extraConfig);
+    locations = lib.mapAttrs (_: l: l.extraConfig) vhost.locations;
+  };
   postgres = c.services.postgresql.ensureUsers;
 }

@@ -1,0 +1,306 @@
+//! The nginx server block as `lxgate render nginx` writes it, in front of `lxgate serve`
+//! (real nginx, TLS, client certificates, curl as the client): what a client on the
+//! network can and cannot reach, and what nginx writes to its disk on the way.
+mod common;
+use common::edge::{Nginx, Pki};
+use common::*;
+use std::path::{Path, PathBuf};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Edge {
+    site: Site,
+    srv: Server,
+    nginx: Nginx,
+    pki: Pki,
+}
+
+/// A site of `role` with these settings (given its PKI), its own rendered nginx block
+/// serving it.
+fn edge(role: &str, settings: impl FnOnce(&Pki) -> String) -> Edge {
+    let mut site = Site::new(role);
+    let pki = Pki::new(&site.dir.path().join("pki"));
+    let cfg = site.dir.path().join("lxgate.toml");
+    std::fs::write(&cfg, format!("role = \"{role}\"\n{}", settings(&pki))).unwrap();
+    site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    site.migrate();
+    site.ok(&["center", "add", "A", "--name", "A"]);
+    let srv = Server::start(&site);
+    let nginx = Nginx::rendered(&site, &srv);
+    Edge {
+        site,
+        srv,
+        nginx,
+        pki,
+    }
+}
+
+fn standalone() -> Edge {
+    edge("standalone", Pki::host_settings)
+}
+
+fn curl_with(e: &Edge, path: &str, args: &[&str], zeros: Option<usize>) -> (u16, String) {
+    e.nginx.curl(&e.pki.path("hub-ca.crt"), path, args, zeros)
+}
+
+fn curl(e: &Edge, path: &str, args: &[&str]) -> (u16, String) {
+    curl_with(e, path, args, None)
+}
+
+/// Bytes in nginx's client body temp files under `dir`, unlinked ones included: nginx
+/// deletes a temp file right after creating it, so `du` of the directory alone sees
+/// nothing while the body is on disk. Every open descriptor that points below `dir`.
+fn temp_bytes(dir: &Path) -> u64 {
+    let mut total: u64 = files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !proc
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let open = std::fs::read_link(fd.path()).unwrap_or_default();
+            let deleted = open.to_string_lossy().ends_with(" (deleted)");
+            if open.starts_with(dir) && deleted {
+                total += std::fs::metadata(fd.path()).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// The most bytes nginx held in body temp files while `f` ran (sampled continuously).
+fn peak_temp_bytes<T>(dir: &Path, f: impl FnOnce() -> T) -> (T, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, dir) = (stop.clone(), dir.to_path_buf());
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(temp_bytes(&dir));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak.max(temp_bytes(&dir))
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    (out, sampler.join().unwrap())
+}
+
+fn body_temp(e: &Edge) -> PathBuf {
+    e.nginx.dir.join("body")
+}
+
+#[test]
+fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_cleared_elsewhere() {
+    let name = "X-Lx-Attested";
+    let e = edge("central_hub", |pki| {
+        format!("{}mtls_meta_key = \"{name}\"\n", pki.hub_settings())
+    });
+    let secret = e
+        .site
+        .ok(&[
+            "node",
+            "add",
+            "site-a",
+            "--center",
+            "A",
+            "--cert-fingerprint",
+            &e.pki.fingerprint("site"),
+        ])
+        .trim()
+        .to_string();
+    let node = [
+        "-H",
+        "X-Network-Node-Key: site-a",
+        "-H",
+        &format!("X-Network-Node-Secret: {secret}"),
+    ]
+    .map(String::from);
+    let node: Vec<&str> = node.iter().map(String::as_str).collect();
+    let (cert, key) = (e.pki.path("site.crt"), e.pki.path("site.key"));
+    let with_cert = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+
+    // A forged attestation without a certificate. On the transfer path nginx refuses
+    // it; by a path nginx files under `/` (it decodes %2e%2e, the app routes the raw
+    // path to the status handler) it reaches the app, which must not trust it. The
+    // node has no pinned certificate, so nothing else would stop it.
+    let secret_b = e
+        .site
+        .ok(&["node", "add", "site-b", "--center", "A"])
+        .trim()
+        .to_string();
+    let forged = format!("{}: SUCCESS", name.to_ascii_lowercase());
+    let node_b = format!("X-Network-Node-Secret: {secret_b}");
+    let args = [
+        "-H",
+        "X-Network-Node-Key: site-b",
+        "-H",
+        &node_b,
+        "-H",
+        &forged,
+    ];
+    let (s, _) = curl(&e, "/api/media/hub/transfers/t-edge/status/", &args);
+    assert_eq!(
+        s, 403,
+        "nginx refuses the transfer path without a certificate"
+    );
+    let (s, b) = curl(&e, "/api/media/hub/transfers/%2e%2e/status/", &args);
+    assert_eq!(s, 403, "the forged header reached the app as trusted: {b}");
+    assert!(b.contains("no verified client certificate"), "{b}");
+
+    // A real client certificate: nginx attests it under the configured name.
+    let reg = serde_json::json!({
+        "transfer_key": "t-edge",
+        "source_node_key": "site-a",
+        "target_node_key": "hub",
+        "source_center_key": "A",
+        "resource_kind": "video",
+        "resource_hash": "0".repeat(64),
+        "payload_schema_version": 1,
+        "metadata": [],
+    })
+    .to_string();
+    let mut args = with_cert.to_vec();
+    args.extend(&node);
+    args.extend(["-H", "Content-Type: application/json", "-d", &reg]);
+    let (s, b) = curl(&e, "/api/media/hub/transfers/", &args);
+    assert_eq!(s, 201, "a site certificate through nginx: {b}");
+
+    // The app trusts only the name nginx was rendered with.
+    let mut env = e.site.env();
+    env.push((
+        "ENDOREG_HUB_TRANSFER_MTLS_META_KEY",
+        "X-Client-Cert-Verified",
+    ));
+    let o = lxgate(&["config", "check"], &env);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("nginx sets and clears the header X-Lx-Attested"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn health_readiness_and_metrics_answer_locally_and_not_through_nginx() {
+    let e = standalone();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/metrics?format=text",
+        "//metrics",
+        "/%6detrics",
+        "/api/../readyz",
+    ] {
+        let (s, b) = curl(&e, path, &[]);
+        assert_eq!(s, 404, "{path} through nginx: {b}");
+    }
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (s, b) = call(http().get(&e.srv.url(path)).call());
+        assert_eq!(s, 200, "{path} on the app's own listener: {b}");
+    }
+    // The rest of the API is still proxied.
+    let (s, b) = curl(&e, "/api/upload-jobs/", &[]);
+    assert_eq!(s, 401, "{b}");
+}
+
+#[test]
+fn an_unauthenticated_300_mb_chunked_post_leaves_no_byte_on_nginx_disk() {
+    let e = standalone();
+    let chunked = ["-H", "Transfer-Encoding: chunked", "--data-binary", "@-"];
+    let dir = body_temp(&e);
+    // Not proxied at all: nginx answers 404 and discards the body.
+    let ((s, b), peak) = peak_temp_bytes(&dir, || {
+        curl_with(&e, "/healthz", &chunked, Some(300 << 20))
+    });
+    assert_eq!(s, 404, "{b} (nginx spooled {peak} bytes)");
+    assert_eq!(peak, 0, "bytes nginx spooled for POST /healthz");
+    // Proxied, with the 1m limit of every location without large bodies. The body
+    // streams to the app, so whichever comes first answers: nginx past 1m (413) or the
+    // app, which has no POST on this route (405). Neither leaves a byte on disk.
+    let ((s, b), peak) = peak_temp_bytes(&dir, || {
+        curl_with(&e, "/api/upload-jobs/", &chunked, Some(300 << 20))
+    });
+    assert!(s == 413 || s == 405, "{s} {b} (nginx spooled {peak} bytes)");
+    assert_eq!(peak, 0, "bytes nginx spooled for POST /api/upload-jobs/");
+    // A declared length over the limit is refused before anything is read.
+    let big = e.site.dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let upload = ["-X", "POST", "-T", big.to_str().unwrap()];
+    let ((s, b), peak) = peak_temp_bytes(&dir, || curl(&e, "/api/upload-jobs/", &upload));
+    assert_eq!(s, 413, "{b} (nginx spooled {peak} bytes)");
+    assert_eq!(peak, 0);
+    assert_eq!(temp_bytes(&dir), 0);
+}
+
+#[test]
+fn a_chunked_upload_streams_through_nginx_without_touching_its_disk() {
+    let e = standalone();
+    let tok = e.site.token("uploader", Some("A"), "edge-up");
+    let auth = format!("Authorization: Bearer {tok}");
+    let size = 64 << 20;
+    let args = [
+        "-H",
+        &auth,
+        "-H",
+        "X-Filename: clip.mp4",
+        "-H",
+        "X-Kind: video",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "@-",
+    ];
+    let ((s, b), peak) = peak_temp_bytes(&body_temp(&e), || {
+        curl_with(&e, "/api/upload/", &args, Some(size))
+    });
+    assert_eq!(s, 201, "{b}");
+    let job: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(job["size_bytes"], size);
+    assert_eq!(peak, 0, "bytes nginx spooled for a streamed upload");
+}
+
+#[test]
+fn a_silent_client_is_cut_off_after_the_header_timeout() {
+    use std::io::Read;
+    let e = standalone();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", e.nginx.port)).unwrap();
+    // nginx's default is 60 s; the rendered block says 15 s. Read until nginx closes.
+    c.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let n = c
+        .read(&mut buf)
+        .expect("nginx closes a silent connection within 45 s");
+    let waited = start.elapsed();
+    assert_eq!(n, 0, "nginx sent {:?}", &buf[..n]);
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(45),
+        "closed after {waited:?}"
+    );
+}
