@@ -102,25 +102,44 @@ fn under(root: &Path, p: &str) -> PathBuf {
     root.join(p.trim_start_matches('/'))
 }
 
+/// What every host check looks at: the resolved settings (when the environment
+/// resolves), the render inputs, the accounts, and the tree under `root`.
+struct Host<'a> {
+    config: Option<Config>,
+    inputs: Inputs,
+    accounts: Accounts,
+    root: &'a Path,
+}
+
+impl Host<'_> {
+    fn path(&self, p: &str) -> PathBuf {
+        under(self.root, p)
+    }
+}
+
+/// The host checks, in the order they are reported; each says what it found and the fix.
+const HOST_CHECKS: &[fn(&Host) -> Vec<Check>] =
+    &[directories, master_key, key_group, hub_client_ca];
+
 pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let config = match Config::from_parts(file.clone(), env) {
-        Ok(c) => {
-            checks.push(Check::pass(
+    let (env_check, config) = match Config::from_parts(file.clone(), env) {
+        Ok(c) => (
+            Check::pass(
                 "env",
                 "data root variables agree; STORAGE_DIR inside the data root; role valid",
-            ));
-            Some(c)
-        }
-        Err(e) => {
-            checks.push(Check::fail(
+            ),
+            Some(c),
+        ),
+        Err(e) => (
+            Check::fail(
                 "env",
                 e.to_string(),
                 "correct the variable named above in the env file or unit",
-            ));
-            None
-        }
+            ),
+            None,
+        ),
     };
+    let mut checks = vec![env_check];
     // The host checks still run when the environment is wrong: then they use the file
     // alone, through the same resolver with an empty environment.
     let settings = match &config {
@@ -130,137 +149,157 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
             Err(_) => return checks,
         },
     };
-    let inputs = Inputs::from_settings(&settings, None);
-    let acc = Accounts::load(root);
-    let user = inputs.get("user").to_string();
-    let keys_group = inputs.get("keys_group").to_string();
-
-    for d in &CONTRACT.directory {
-        let path = directory_path(&inputs, d.root, &d.path);
-        let owner = inputs.owner(d.owner).to_string();
-        let group = inputs.group(d.group).to_string();
-        let want = format!("{} {owner}:{group}", d.mode);
-        let fix = format!(
-            "run `systemd-tmpfiles --create` (or: install -d -m {} -o {owner} -g {group} {path})",
-            d.mode
-        );
-        let name = format!("dir {path}");
-        match std::fs::symlink_metadata(under(root, &path)) {
-            Err(_) => checks.push(Check::fail(name, "missing", fix)),
-            Ok(m) if !m.is_dir() => {
-                checks.push(Check::fail(name, "exists but is not a directory", fix))
-            }
-            Ok(m) => {
-                let mode = m.permissions().mode() & 0o7777;
-                let mut wrong = Vec::new();
-                if mode != d.mode_bits() {
-                    wrong.push(format!("mode {mode:04o}, want {}", d.mode));
-                }
-                if acc.uid(&owner) != Some(m.uid()) {
-                    wrong.push(format!("owner uid {}, want {owner}", m.uid()));
-                }
-                if acc.gid(&group) != Some(m.gid()) {
-                    wrong.push(format!("group gid {}, want {group}", m.gid()));
-                }
-                if wrong.is_empty() {
-                    checks.push(Check::pass(name, want));
-                } else {
-                    checks.push(Check::fail(name, wrong.join("; "), fix));
-                }
-            }
-        }
+    let host = Host {
+        inputs: Inputs::from_settings(&settings, None),
+        config,
+        accounts: Accounts::load(root),
+        root,
+    };
+    for check in HOST_CHECKS {
+        checks.extend(check(&host));
     }
+    checks.extend(database(host.config.as_ref()).await);
+    checks
+}
 
-    // The master key: root:<keys group> 0640, service user in the group. 0400 root:root
-    // would lock the service out; 0644 would leak the key to every account.
-    let key = inputs.get("master_key").to_string();
-    let key_fix = format!(
-        "chown root:{keys_group} {key} && chmod 0640 {key}: the service reads the key through the {keys_group} group, so 0400 root:root locks it out and wider modes expose it"
-    );
-    match std::fs::symlink_metadata(under(root, &key)) {
-        Err(_) => checks.push(Check::fail(
-            format!("key {key}"),
+/// Every directory of the contract: present, mode, owner, group.
+fn directories(h: &Host) -> Vec<Check> {
+    CONTRACT
+        .directory
+        .iter()
+        .map(|d| {
+            let path = directory_path(&h.inputs, d.root, &d.path);
+            let owner = h.inputs.owner(d.owner).to_string();
+            let group = h.inputs.group(d.group).to_string();
+            let fix = format!(
+                "run `systemd-tmpfiles --create` (or: install -d -m {} -o {owner} -g {group} {path})",
+                d.mode
+            );
+            let name = format!("dir {path}");
+            let m = match std::fs::symlink_metadata(h.path(&path)) {
+                Err(_) => return Check::fail(name, "missing", fix),
+                Ok(m) if !m.is_dir() => {
+                    return Check::fail(name, "exists but is not a directory", fix)
+                }
+                Ok(m) => m,
+            };
+            let mode = m.permissions().mode() & 0o7777;
+            let mut wrong = Vec::new();
+            if mode != d.mode_bits() {
+                wrong.push(format!("mode {mode:04o}, want {}", d.mode));
+            }
+            if h.accounts.uid(&owner) != Some(m.uid()) {
+                wrong.push(format!("owner uid {}, want {owner}", m.uid()));
+            }
+            if h.accounts.gid(&group) != Some(m.gid()) {
+                wrong.push(format!("group gid {}, want {group}", m.gid()));
+            }
+            if wrong.is_empty() {
+                Check::pass(name, format!("{} {owner}:{group}", d.mode))
+            } else {
+                Check::fail(name, wrong.join("; "), fix)
+            }
+        })
+        .collect()
+}
+
+/// The master key: root:<keys group> 0640. 0400 root:root would lock the service out;
+/// 0644 would leak the key to every account.
+fn master_key(h: &Host) -> Vec<Check> {
+    let key = h.inputs.get("master_key");
+    let keys_group = h.inputs.get("keys_group");
+    let name = format!("key {key}");
+    let check = match std::fs::symlink_metadata(h.path(key)) {
+        Err(_) => Check::fail(
+            name,
             "missing",
             "start lxgate-keys.service (it creates the identity) or provide the key at this path",
-        )),
+        ),
         Ok(m) => {
             let mode = m.permissions().mode() & 0o7777;
             let ok = m.is_file()
                 && mode == 0o640
                 && m.uid() == 0
-                && acc.gid(&keys_group) == Some(m.gid());
+                && h.accounts.gid(keys_group) == Some(m.gid());
             if ok {
-                checks.push(Check::pass(
-                    format!("key {key}"),
-                    format!("0640 root:{keys_group}"),
-                ));
+                Check::pass(name, format!("0640 root:{keys_group}"))
             } else {
-                checks.push(Check::fail(
-                    format!("key {key}"),
+                Check::fail(
+                    name,
                     format!("mode {mode:04o} uid {} gid {}", m.uid(), m.gid()),
-                    key_fix,
-                ));
+                    format!("chown root:{keys_group} {key} && chmod 0640 {key}: the service reads the key through the {keys_group} group, so 0400 root:root locks it out and wider modes expose it"),
+                )
             }
         }
-    }
-    if acc.in_group(&user, &keys_group) {
-        checks.push(Check::pass(
-            "key group",
-            format!("{user} is in {keys_group}"),
-        ));
+    };
+    vec![check]
+}
+
+/// The service user reads the master key through the keys group.
+fn key_group(h: &Host) -> Vec<Check> {
+    let user = h.inputs.get("user");
+    let keys_group = h.inputs.get("keys_group");
+    vec![if h.accounts.in_group(user, keys_group) {
+        Check::pass("key group", format!("{user} is in {keys_group}"))
     } else {
-        checks.push(Check::fail(
+        Check::fail(
             "key group",
             format!("{user} is not in {keys_group}"),
             format!("usermod -aG {keys_group} {user}"),
-        ));
-    }
+        )
+    }]
+}
 
-    // A hub that accepts transfers relies on nginx demanding a certificate from the
-    // sites' CA; without a readable CA file nginx does not start.
-    if config.as_ref().is_some_and(|c| c.hub_receiver.enabled) {
-        let ca = inputs.get("client_ca_file").to_string();
-        let name = format!("client CA {ca}");
-        match std::fs::read_to_string(under(root, &ca)) {
-            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
-                checks.push(Check::pass(name, "PEM certificate present"))
-            }
-            Ok(_) => checks.push(Check::fail(
-                name,
-                "not a PEM certificate",
-                "put the CA certificate that signs the sites' client certificates there (PEM)",
-            )),
-            Err(e) => checks.push(Check::fail(
-                name,
-                format!("unreadable: {e}"),
-                "install the sites' CA certificate there or set [hub] client_ca_file (services.lxgate.hub.transferApi.clientCaFile)",
-            )),
+/// A hub that accepts transfers relies on nginx demanding a certificate from the sites'
+/// CA; without a readable CA file nginx does not start.
+fn hub_client_ca(h: &Host) -> Vec<Check> {
+    if !h.config.as_ref().is_some_and(|c| c.hub_receiver.enabled) {
+        return Vec::new();
+    }
+    let ca = h.inputs.get("client_ca_file");
+    let name = format!("client CA {ca}");
+    vec![match std::fs::read_to_string(h.path(ca)) {
+        Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+            Check::pass(name, "PEM certificate present")
         }
-    }
+        Ok(_) => Check::fail(
+            name,
+            "not a PEM certificate",
+            "put the CA certificate that signs the sites' client certificates there (PEM)",
+        ),
+        Err(e) => Check::fail(
+            name,
+            format!("unreadable: {e}"),
+            "install the sites' CA certificate there or set [hub] client_ca_file (services.lxgate.hub.transferApi.clientCaFile)",
+        ),
+    }]
+}
 
-    if let Some(url) = config.as_ref().and_then(|c| c.db.url.clone()) {
-        match crate::db::connect(url.expose()).await {
-            Err(e) => checks.push(Check::fail(
+/// PostgreSQL reachable with every migration applied (when a database is configured).
+async fn database(config: Option<&Config>) -> Vec<Check> {
+    let Some(url) = config.and_then(|c| c.db.url.clone()) else {
+        return Vec::new();
+    };
+    vec![match crate::db::connect(url.expose()).await {
+        Err(e) => Check::fail(
+            "database",
+            e.to_string(),
+            "start PostgreSQL and check DATABASE_URL",
+        ),
+        Ok(client) => match crate::db::migrate::pending(&client).await {
+            Ok(0) => Check::pass("database", "reachable, all migrations applied"),
+            Ok(n) => Check::fail(
+                "database",
+                format!("{n} migration(s) pending"),
+                "run `lxgate migrate` (lxgate-migrate.service)",
+            ),
+            Err(e) => Check::fail(
                 "database",
                 e.to_string(),
-                "start PostgreSQL and check DATABASE_URL",
-            )),
-            Ok(client) => match crate::db::migrate::pending(&client).await {
-                Ok(0) => checks.push(Check::pass("database", "reachable, all migrations applied")),
-                Ok(n) => checks.push(Check::fail(
-                    "database",
-                    format!("{n} migration(s) pending"),
-                    "run `lxgate migrate` (lxgate-migrate.service)",
-                )),
-                Err(e) => checks.push(Check::fail(
-                    "database",
-                    e.to_string(),
-                    "see the message; restore edited migrations",
-                )),
-            },
-        }
-    }
-    checks
+                "see the message; restore edited migrations",
+            ),
+        },
+    }]
 }
 
 /// Print the checks (text or JSON) and give the exit code: success only if every check
