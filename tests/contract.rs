@@ -1,4 +1,4 @@
-//! Issue 4: the contract rendered for Debian hosts, checked with the real tools
+//! The contract rendered for Debian hosts, checked with the real tools
 //! (systemd-tmpfiles, systemd-analyze, nginx, nix-instantiate) and by doctor.
 mod common;
 use common::*;
@@ -237,7 +237,7 @@ fn systemd_analyze_verifies_every_unit_and_long_running_units_score_at_most_2() 
         dirs.push(t);
     }
     let dir = dirs[0].path().join("systemd");
-    // Issue 23: a long-running unit is bounded in memory, descriptors and tasks.
+    // A long-running unit is bounded in memory, descriptors and tasks.
     for u in lxgate::contract::CONTRACT
         .unit
         .iter()

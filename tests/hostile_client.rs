@@ -1,4 +1,4 @@
-//! Issue 23, resources: what a hostile or careless client can make `lxgate serve` spend.
+//! What a hostile or careless client can make `lxgate serve` spend.
 //! Through the rendered nginx (TLS, client certificates) where nginx is part of the
 //! answer (statuses, memory behind the proxy, transfers); straight to the app where the
 //! app must protect itself whatever fronts it (slow clients, connection floods,

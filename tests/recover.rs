@@ -1,4 +1,4 @@
-//! Issue 10: `lxgate recover` on real trees, including SIGKILL trials.
+//! `lxgate recover` on real trees, including SIGKILL trials.
 mod common;
 use common::*;
 use rand::{Rng, SeedableRng};

@@ -1,4 +1,4 @@
-//! Issue 9: SAP IS-H bundles → preanonymized pairs → watcher jobs, and every bad
+//! SAP IS-H bundles → preanonymized pairs → watcher jobs, and every bad
 //! archive refused with its own reason.
 mod common;
 use common::*;

@@ -1,4 +1,4 @@
-//! Issue 5: the API upload boundary over real HTTP into real PostgreSQL and storage.
+//! The API upload boundary over real HTTP into real PostgreSQL and storage.
 mod common;
 use common::*;
 use sha2::{Digest, Sha256};

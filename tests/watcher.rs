@@ -1,4 +1,4 @@
-//! Issue 6: the watcher boundary on real files and real PostgreSQL, including a
+//! The watcher boundary on real files and real PostgreSQL, including a
 //! SIGKILL trial.
 mod common;
 use common::*;
