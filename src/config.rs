@@ -135,6 +135,9 @@ pub struct ServerConfig {
     /// Seconds SIGTERM waits for requests in flight before closing them (default 20,
     /// below systemd's TimeoutStopSec).
     pub shutdown_timeout_secs: Option<u64>,
+    /// Bearer-token checks per second per source address, with bursts of twice that
+    /// (default 50; 0 turns the limit off). Past it: 429 with Retry-After.
+    pub token_auth_per_second: Option<u32>,
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -260,6 +263,10 @@ pub struct HubConfig {
     pub require_sealed_media: Option<bool>,
     /// central_hub: largest transfer media in bytes.
     pub max_media_size: Option<u64>,
+    /// central_hub: node authentications per second per source address, with bursts of
+    /// twice that (default 5; an unsigned one costs ~25 ms of PBKDF2; 0 turns the limit
+    /// off). Past it: 429 with Retry-After.
+    pub auth_per_second: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -341,6 +348,9 @@ pub struct ServerLimits {
     pub max_uploads: usize,
     /// After SIGTERM, requests in flight get this long, then are closed.
     pub shutdown_timeout: Duration,
+    /// Bearer-token checks per second from one source address (bursts of twice that);
+    /// 0 = unlimited.
+    pub token_auth_per_second: u32,
 }
 
 impl Default for ServerLimits {
@@ -351,6 +361,7 @@ impl Default for ServerLimits {
             max_connections: 4096,
             max_uploads: 64,
             shutdown_timeout: Duration::from_secs(20),
+            token_auth_per_second: 50,
         }
     }
 }
@@ -366,6 +377,7 @@ impl ServerLimits {
             max_connections: s.max_connections.unwrap_or(d.max_connections).max(1),
             max_uploads: s.max_uploads.unwrap_or(d.max_uploads).max(1),
             shutdown_timeout: secs(s.shutdown_timeout_secs, d.shutdown_timeout),
+            token_auth_per_second: s.token_auth_per_second.unwrap_or(d.token_auth_per_second),
         }
     }
 }
@@ -525,6 +537,9 @@ pub struct HubReceiver {
     /// CA that signs the sites' client certificates (nginx ssl_client_certificate).
     /// Default: contract `client_ca_file`.
     pub client_ca_file: String,
+    /// Node authentications per second from one source address (bursts of twice that;
+    /// an unsigned one costs ~25 ms of PBKDF2); 0 = unlimited.
+    pub auth_per_second: u32,
 }
 
 impl Default for HubReceiver {
@@ -539,6 +554,7 @@ impl Default for HubReceiver {
             require_sealed_media: false,
             max_media_size: 50 << 30,
             client_ca_file: contract_default("client_ca_file"),
+            auth_per_second: 5,
         }
     }
 }
@@ -790,6 +806,7 @@ impl Config {
             require_sealed_media: h.require_sealed_media.unwrap_or(dh.require_sealed_media),
             max_media_size: h.max_media_size.unwrap_or(dh.max_media_size),
             client_ca_file: h.client_ca_file.clone().unwrap_or(dh.client_ca_file),
+            auth_per_second: h.auth_per_second.unwrap_or(dh.auth_per_second),
         };
         if hub_receiver.enabled && !hub_receiver.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);

@@ -10,6 +10,7 @@
 //! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...).
 
 pub mod access;
+pub mod audit;
 pub mod boundary;
 pub mod config;
 pub mod contract;

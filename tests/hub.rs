@@ -310,7 +310,8 @@ fn transfers_off_answer_404_and_on_without_mtls_refuses_to_start() {
     assert!(stderr(&o).contains("without mTLS"), "{}", stderr(&o));
 }
 
-/// Headers of a request signed as site-a, without the secret.
+/// Headers of a request signed as site-a, without the secret (and without a nonce,
+/// as senders before nonces sign).
 fn signed(
     h: &Hub,
     method: &str,
@@ -319,6 +320,19 @@ fn signed(
     body_sha256: &str,
     timestamp: i64,
 ) -> Vec<(String, String)> {
+    signed_nonce(h, method, path, key, body_sha256, timestamp, None)
+}
+
+/// `signed`, with `nonce` signed and sent in X-Lxgate-Nonce.
+fn signed_nonce(
+    h: &Hub,
+    method: &str,
+    path: &str,
+    key: &str,
+    body_sha256: &str,
+    timestamp: i64,
+    nonce: Option<&str>,
+) -> Vec<(String, String)> {
     let k = lxgate::access::nodes::signing_key("site-a", &h.secret);
     let sig = lxgate::crypto::signing::Signed {
         method,
@@ -326,9 +340,13 @@ fn signed(
         timestamp,
         transfer_key: key,
         body_sha256,
+        nonce,
     }
     .sign(&k);
     let mut hs = without(headers(h), "X-Network-Node-Secret");
+    if let Some(n) = nonce {
+        hs.push(("X-Lxgate-Nonce".into(), n.into()));
+    }
     hs.push(("X-Lxgate-Timestamp".into(), timestamp.to_string()));
     hs.push(("X-Lxgate-Content-Sha256".into(), body_sha256.into()));
     hs.push(("X-Lxgate-Signature".into(), sig));
@@ -451,4 +469,164 @@ fn transfer_media_has_its_own_limit_not_the_api_upload_limit() {
         "{e}"
     );
     assert_eq!(h.site.count("SELECT count(*) FROM upload_jobs"), 1);
+}
+
+/// Issue 23: the timestamp check cannot overflow. `now - 2^63` once wrapped into the
+/// window (release) or panicked the handler (debug): now a 401 naming the clock skew.
+#[test]
+fn timestamps_at_the_ends_of_i64_are_refused_not_wrapped() {
+    let h = hub_with("[hub]\ntransfer_api = true\nrequire_signed_requests = true\n");
+    let now = chrono::Utc::now().timestamp();
+    let path = "/api/media/hub/transfers/t/status/";
+    for ts in [now.wrapping_sub(i64::MIN), i64::MIN, i64::MAX, -now] {
+        let hs = signed(&h, "GET", path, "t", &sha(b""), ts);
+        let (s, e) = send(&h, "GET", path, &hs, None);
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (401, Some("bad_signature")),
+            "{ts}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains("NTP"), "{ts}: {e}");
+    }
+}
+
+/// Issue 23: a signed request is accepted once, also after a restart (the hub keeps
+/// seen signatures in PostgreSQL); a fresh nonce makes an identical request new; rows
+/// past the window are deleted.
+#[test]
+fn a_signed_request_is_accepted_once() {
+    let mut h = hub_with("[hub]\ntransfer_api = true\nrequire_signed_requests = true\n");
+    let now = chrono::Utc::now().timestamp();
+    let reg_path = "/api/media/hub/transfers/";
+    let bytes = transfer("t-once", b"clip").to_string().into_bytes();
+    let post = |h: &Hub, hs: &[(String, String)]| {
+        send(
+            h,
+            "POST",
+            reg_path,
+            hs,
+            Some(("application/json", bytes.clone())),
+        )
+    };
+    let n1 = "0123456789abcdef0123456789abcdef";
+    let hs = signed_nonce(&h, "POST", reg_path, "t-once", &sha(&bytes), now, Some(n1));
+    assert_eq!(post(&h, &hs).0, 201);
+    let (s, e) = post(&h, &hs);
+    assert_eq!((s, e["code"].as_str()), (401, Some("replayed")), "{e}");
+    // The signature's hex in upper case is the same signature.
+    let upper: Vec<(String, String)> = hs
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "X-Lxgate-Signature" => (k.clone(), v.to_ascii_uppercase()),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    assert_eq!(post(&h, &upper).0, 401);
+
+    let status = "/api/media/hub/transfers/t-once/status/";
+    let get = |h: &Hub, nonce: Option<&str>| {
+        let hs = signed_nonce(h, "GET", status, "t-once", &sha(b""), now, nonce);
+        send(h, "GET", status, &hs, None)
+    };
+    assert_eq!(get(&h, Some(n1)).0, 200, "same nonce, another request");
+    assert_eq!(get(&h, Some(n1)).0, 401);
+    assert_eq!(get(&h, None).0, 200, "a sender before nonces, once");
+    assert_eq!(get(&h, None).0, 401);
+    let (s, e) = get(&h, Some("not-hex"));
+    assert_eq!((s, e["code"].as_str()), (401, Some("bad_signature")), "{e}");
+
+    // Across a restart.
+    let n2 = "fedcba9876543210fedcba9876543210";
+    assert_eq!(get(&h, Some(n2)).0, 200);
+    h.srv = Server::start(&h.site);
+    assert_eq!(get(&h, Some(n2)).0, 401, "replayed after a restart");
+    assert_eq!(get(&h, Some(&n2.replace('f', "e"))).0, 200);
+
+    // Expired rows go.
+    h.site.sql(
+        "INSERT INTO seen_signatures (signature, node_key, expires_at)
+         VALUES ('\\x00', 'site-a', now() - interval '1 second')",
+    );
+    assert_eq!(get(&h, Some(&n2.replace('f', "d"))).0, 200);
+    assert_eq!(
+        h.site
+            .count("SELECT count(*) FROM seen_signatures WHERE expires_at < now()"),
+        0
+    );
+    assert_eq!(h.site.count("SELECT count(*) FROM seen_signatures"), 6);
+}
+
+/// Issue 23: NUL anywhere in a transfer's JSON is a 400 naming the field, not a 500.
+#[test]
+fn nul_in_transfer_json_is_a_400() {
+    let h = hub();
+    for (field, value) in [
+        ("target_node_key", json!("hub\u{0}")),
+        ("payload_schema_version", json!("1\u{0}")),
+        ("metadata", json!([{"examination": "colo\u{0}noscopy"}])),
+        ("metadata", json!([{"exam\u{0}": "x"}])),
+    ] {
+        let mut body = transfer("t-nul", b"clip");
+        body[field] = value;
+        let (s, e) = register(&h, &headers(&h), body);
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (400, Some("bad_transfer")),
+            "{field}: {e}"
+        );
+        assert!(e["message"].as_str().unwrap().contains(field), "{e}");
+    }
+    assert_eq!(h.site.count("SELECT count(*) FROM transfers"), 0);
+    let log = std::fs::read_to_string(&h.srv.log).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// Issue 23: node authentication (PBKDF2 per unsigned request) is rate limited per
+/// source: 429 with Retry-After, before any hashing. The requests go in parallel: one
+/// PBKDF2 in a debug build takes longer than the bucket needs to refill.
+#[test]
+fn node_authentication_is_rate_limited() {
+    let h = hub_with("[hub]\ntransfer_api = true\nauth_per_second = 1\n");
+    let wrong = with(headers(&h), "X-Network-Node-Secret", "lxn_guess");
+    let url = h.srv.url("/api/media/hub/transfers/t/status/");
+    let answers: Vec<(u16, Option<String>, serde_json::Value)> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..12)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut r = http().get(&url);
+                    for (k, v) in &wrong {
+                        r = r.set(k, v);
+                    }
+                    let resp = match r.call() {
+                        Ok(r) => r,
+                        Err(ureq::Error::Status(_, r)) => r,
+                        Err(e) => panic!("{e}"),
+                    };
+                    let retry = resp.header("retry-after").map(str::to_string);
+                    let (s, e) = call(Ok(resp));
+                    (s, retry, e)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "{statuses:?}"
+    );
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    // At most the burst (2) plus what refilled while the others were hashed got through.
+    assert!(limited.len() >= 6, "{statuses:?}");
+    for (_, retry, e) in limited {
+        assert_eq!(e["code"], "rate_limited", "{e}");
+        assert!(
+            retry
+                .as_deref()
+                .expect("Retry-After")
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+    }
 }

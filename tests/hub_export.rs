@@ -177,6 +177,13 @@ fn a_marked_job_reaches_the_hub_once_through_nginx_mtls_and_retries_never_duplic
     );
     let status: String = hub_job[0].get(3);
     assert_eq!(status, "applied");
+    // Signed with a fresh nonce each: the hub remembered both requests (register,
+    // media) as used, and audited the transfer; the site audited its export.
+    assert_eq!(f.hub.count("SELECT count(*) FROM seen_signatures"), 2);
+    assert!(
+        err.contains("lxgate::audit") && err.contains("event=\"export\""),
+        "{err}"
+    );
 
     // A second run has nothing to send.
     let (code, err) = run(&f);

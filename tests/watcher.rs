@@ -370,3 +370,47 @@ fn once_works_off_a_burst_larger_than_one_scan_slice() {
         35
     );
 }
+
+/// Issue 14/23: a dropped file whose name carries a line break, a bidi override or a
+/// lookalike slash is quarantined with the reason, never stored under that name.
+#[test]
+fn forged_names_are_quarantined_not_stored() {
+    let (s, import) = site(50, 300);
+    let dir = import.join("video_import");
+    for name in ["a\nforged.mp4", "clip\u{202e}4pm.mp4", "x\u{2215}y.mp4"] {
+        drop_file(&dir, name, name.as_bytes());
+    }
+    drop_file(&dir, "fine.mp4", b"fine");
+    once(&s);
+    assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    let stored: Vec<String> = s
+        .sql("SELECT original_name FROM upload_jobs WHERE status = 'stored'")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, vec!["fine.mp4".to_string()]);
+    let mut why = reasons(&s);
+    why.sort();
+    assert_eq!(why.len(), 3, "{why:?}");
+    assert!(
+        why.iter().any(|r| r.contains("control character (U+000A)")),
+        "{why:?}"
+    );
+    assert!(
+        why.iter()
+            .any(|r| r.contains("bidirectional control character (U+202E)")),
+        "{why:?}"
+    );
+    assert!(
+        why.iter()
+            .any(|r| r.contains("looks like a path separator (U+2215)")),
+        "{why:?}"
+    );
+    for r in s.sql("SELECT original_name FROM upload_jobs WHERE status = 'error'") {
+        let n: String = r.get(0);
+        assert!(
+            n.chars().all(|c| (' '..='~').contains(&c)),
+            "recorded raw: {n:?}"
+        );
+    }
+}

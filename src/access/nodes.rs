@@ -126,13 +126,19 @@ pub async fn add(
         &[&key, &cid, &hash, &fp],
     )
     .await?;
+    crate::audit::key_operation("node_keyed", key, Some(center));
     Ok(secret)
 }
 
 pub async fn remove(c: &tokio_postgres::Client, key: &str) -> Result<bool, AuthError> {
-    Ok(c.execute("DELETE FROM nodes WHERE node_key = $1", &[&key])
+    let removed = c
+        .execute("DELETE FROM nodes WHERE node_key = $1", &[&key])
         .await?
-        > 0)
+        > 0;
+    if removed {
+        crate::audit::key_operation("node_removed", key, None);
+    }
+    Ok(removed)
 }
 
 async fn load(
@@ -178,7 +184,8 @@ pub async fn authenticate(
 
 /// How a signed request's node check ended.
 pub enum SignedAuth {
-    Node(Node),
+    /// The node, and the signature's bytes (for the replay check).
+    Node(Node, Vec<u8>),
     /// Unknown node or a signature that does not verify.
     Refused,
     /// The node's stored hash predates signed requests (random salt): re-key it.
@@ -198,10 +205,9 @@ pub async fn authenticate_signed(
     let Some(k) = stored_signing_key(key, &stored) else {
         return Ok(SignedAuth::NotSigningCapable);
     };
-    Ok(if signed.verify(&k, signature) {
-        SignedAuth::Node(node)
-    } else {
-        SignedAuth::Refused
+    Ok(match signed.verify(&k, signature) {
+        Some(sig) => SignedAuth::Node(node, sig),
+        None => SignedAuth::Refused,
     })
 }
 

@@ -151,6 +151,7 @@ pub async fn create_token(
         &[&hash_token(&token), &label, &role.as_str(), &center_id],
     )
     .await?;
+    crate::audit::key_operation("token_created", label, center);
     Ok(token)
 }
 
@@ -164,6 +165,7 @@ pub async fn revoke_token(c: &tokio_postgres::Client, label: &str) -> Result<u64
     if n == 0 {
         return Err(AuthError::UnknownToken(label.into()));
     }
+    crate::audit::key_operation("token_revoked", label, None);
     Ok(n)
 }
 

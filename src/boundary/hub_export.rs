@@ -167,6 +167,20 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
         let outcome = tokio::task::spawn_blocking(move || s.send(&it))
             .await
             .map_err(|e| anyhow!("export task: {e}"))?;
+        crate::audit::Event {
+            event: "export",
+            outcome: match &outcome {
+                Outcome::Applied => "ok",
+                Outcome::Retry(_) => "retry",
+                Outcome::Failed(_) => "failed",
+            },
+            principal: Some(&settings.node_key),
+            center: Some(&item.center),
+            job: Some(&item.job.to_string()),
+            transfer: Some(&item.key),
+            ..Default::default()
+        }
+        .emit();
         let (state, error) = match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
@@ -279,6 +293,8 @@ impl Sender {
             Credential::Secret(secret) => r.set("X-Network-Node-Secret", secret),
             Credential::Signing(key) => {
                 let timestamp = chrono::Utc::now().timestamp();
+                // The hub accepts each signature once; the nonce tells retries apart.
+                let nonce = signing::new_nonce();
                 // The hub sees the path of the full URL, base path included.
                 let full = url_path(&self.base, path);
                 let signature = signing::Signed {
@@ -287,9 +303,11 @@ impl Sender {
                     timestamp,
                     transfer_key,
                     body_sha256,
+                    nonce: Some(&nonce),
                 }
                 .sign(key);
                 r.set(signing::TIMESTAMP, &timestamp.to_string())
+                    .set(signing::NONCE, &nonce)
                     .set(signing::CONTENT_SHA256, body_sha256)
                     .set(signing::SIGNATURE, &signature)
             }

@@ -8,6 +8,7 @@
 //! content + sidecar: a repeat is a dedupe) → commit → only then does the boundary
 //! answer 201 or remove its source. This module knows nothing of HTTP or inotify.
 
+pub mod name;
 pub mod settle;
 pub mod sidecar;
 pub mod staging;

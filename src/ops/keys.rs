@@ -58,5 +58,6 @@ pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
     std::fs::rename(&tmp, key)?;
     std::fs::File::open(dir)?.sync_all()?;
+    crate::audit::key_operation("master_key_created", &key.display().to_string(), None);
     Ok("created")
 }

@@ -9,6 +9,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -17,6 +19,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -47,6 +50,44 @@ impl ApiError {
             "internal",
             "the server failed; the error is logged, retry later or ask the operator",
         )
+    }
+    pub fn too_many_requests(what: &str, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many {what} from this address: retry after {retry_after} s"),
+            )
+        }
+    }
+    /// The body for an error response that something other than a handler made (a
+    /// method not allowed, a rejection we do not map): built from the status alone.
+    pub fn from_status(status: StatusCode) -> ApiError {
+        let (code, message) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this endpoint does not accept this method (the Allow header names those it does); see the README for the API",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "too_large",
+                "the request body is larger than this endpoint accepts",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "the Content-Type is not one this endpoint accepts; see the README for the API",
+            ),
+            StatusCode::NOT_FOUND => ("no_route", "no such endpoint; see the README for the API"),
+            s if s.is_server_error() => (
+                "internal",
+                "the server failed; the error is logged, retry later or ask the operator",
+            ),
+            _ => (
+                "bad_request",
+                "the request is malformed; see the README for the API",
+            ),
+        };
+        Self::new(status, code, message)
     }
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -104,6 +145,46 @@ impl From<axum::extract::multipart::MultipartError> for ApiError {
         )
     }
 }
+/// A rejection's own text, escaped and short: it may repeat what the client sent.
+fn rejection_detail(text: &str) -> String {
+    crate::ingest::name::escaped(text, 200)
+}
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request(
+            "bad_query",
+            format!(
+                "the query string is not valid ({}): see the README for the parameters",
+                rejection_detail(&e.body_text())
+            ),
+        )
+    }
+}
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::bad_request(
+            "bad_path",
+            format!(
+                "the path is not valid ({}): percent-encode UTF-8",
+                rejection_detail(&e.body_text())
+            ),
+        )
+    }
+}
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        let status = e.status();
+        let mut err = ApiError::from_status(status);
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            err.message =
+                "the request body is larger than this endpoint accepts (2 MB for JSON requests)"
+                    .into();
+        } else if !status.is_server_error() {
+            err.message = "the request body could not be read; send it again".into();
+        }
+        err
+    }
+}
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         ApiError::internal("database", e)
@@ -114,13 +195,38 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "message": self.message });
         let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            // Busy (every upload slot taken) or not ready yet: both pass in seconds.
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
-            );
+        // Busy (every upload slot taken) or not ready yet: both pass in seconds.
+        let retry_after = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(5));
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }
+}
+
+/// Every error leaves as JSON `{code, message}`: a non-JSON error response (axum's
+/// method-not-allowed, a rejection no handler maps) gets a body from its status; its
+/// headers (`Allow`, `Retry-After`) stay.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let (fresh, body) = ApiError::from_status(status).into_response().into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(fresh.headers);
+    Response::from_parts(parts, body)
 }

@@ -1,12 +1,14 @@
 //! Reading UploadJobs and protected media, scoped to the caller's center.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use uuid::Uuid;
 
-use super::{authenticate, ApiError, AppState};
+use super::{authenticate, ApiError, AppState, Source};
+use crate::access::tokens::Principal;
 use crate::ingest::{self, UploadJob, JOB_COLUMNS};
 
 #[derive(serde::Deserialize)]
@@ -21,10 +23,30 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<UploadJob>>, ApiError> {
-    let p = authenticate(&state, &headers).await?;
+    let p = authenticate(&state, &headers, source).await?;
+    let Query(q) = q?;
+    for (name, value) in [
+        ("status", &q.status),
+        ("kind", &q.kind),
+        ("ingest_mode", &q.ingest_mode),
+        ("center_key", &q.center_key),
+    ] {
+        // PostgreSQL refuses NUL in text; a filter with control characters matches
+        // nothing anyway.
+        if value
+            .as_deref()
+            .is_some_and(|v| v.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                "bad_filter",
+                format!("the `{name}` filter contains a control character (such as NUL): send plain text"),
+            ));
+        }
+    }
     let scope: Option<i64> = p.center.as_ref().map(|(id, _)| *id);
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let client = state.pool.get().await?;
@@ -55,9 +77,10 @@ pub async fn list(
 async fn visible_job(
     state: &AppState,
     headers: &HeaderMap,
+    source: Source,
     id: &str,
-) -> Result<(UploadJob, Option<i64>), ApiError> {
-    let p = authenticate(state, headers).await?;
+) -> Result<(UploadJob, Principal), ApiError> {
+    let p = authenticate(state, headers, source).await?;
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found())?;
     let job = ingest::get_job(&state.pool, id)
         .await?
@@ -68,28 +91,53 @@ async fn visible_job(
         .await?
         .get(0);
     if !p.sees_center(center_id) {
+        crate::audit::Event {
+            event: "cross_center",
+            outcome: "refused",
+            principal: Some(&p.label),
+            center: p.center.as_ref().map(|(_, k)| k.as_str()),
+            job: Some(&job.id.to_string()),
+            source: Some(&source.label()),
+            reason: Some("a job of another center"),
+            ..Default::default()
+        }
+        .emit();
         return Err(ApiError::not_found());
     }
-    Ok((job, center_id))
+    Ok((job, p))
 }
 
 pub async fn get_one(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<UploadJob>, ApiError> {
-    Ok(Json(visible_job(&state, &headers, &id).await?.0))
+    let Path(id) = id?;
+    Ok(Json(visible_job(&state, &headers, source, &id).await?.0))
 }
 
 /// No body: nginx serves the file from its `internal` /protected_media/ location with
 /// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it.
 pub async fn media(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let (job, _) = visible_job(&state, &headers, &id).await?;
+    let Path(id) = id?;
+    let (job, p) = visible_job(&state, &headers, source, &id).await?;
     let rel = job.storage_path.ok_or_else(ApiError::not_found)?;
+    crate::audit::Event {
+        event: "media_download",
+        outcome: "ok",
+        principal: Some(&p.label),
+        center: job.center_key.as_deref(),
+        job: Some(&job.id.to_string()),
+        source: Some(&source.label()),
+        ..Default::default()
+    }
+    .emit();
     if state.config.server.serve_media_directly {
         return super::range::serve_file(&state.storage.root().join(&rel), &headers)
             .await

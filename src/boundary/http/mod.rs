@@ -7,11 +7,13 @@ mod health;
 mod jobs;
 mod listen;
 mod range;
+mod ratelimit;
 mod transfers;
 mod upload;
 
 pub use error::ApiError;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +26,7 @@ use axum::Router;
 use deadpool_postgres::Pool;
 
 use crate::access::tokens::{self, Principal};
+use crate::audit;
 use crate::config::Config;
 use crate::ingest::Storage;
 
@@ -33,6 +36,7 @@ pub struct AppState {
     pub pool: Pool,
     pub storage: Storage,
     pub uploads: bounds::Uploads,
+    pub rate_limits: Arc<ratelimit::Limits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -79,6 +83,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -98,19 +103,92 @@ async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Resolve the bearer token, or 401.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(ApiError::unauthorized)?;
+/// Where a request came from: the proxy's `X-Forwarded-For` when `[server]
+/// trusted_proxy` says nothing but nginx reaches the app (nginx sets it to
+/// `$remote_addr`), else the peer address; none on a unix socket without a proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub Option<IpAddr>);
+
+impl Source {
+    pub fn of(config: &Config, parts: &axum::http::request::Parts) -> Source {
+        let forwarded = config
+            .server
+            .trusted_proxy
+            .then(|| parts.headers.get("x-forwarded-for"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            // The last hop is the one our proxy added.
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok());
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Source(forwarded.or(peer))
+    }
+
+    /// For logs and provenance.
+    pub fn label(&self) -> String {
+        self.0
+            .map_or_else(|| "local".to_string(), |ip| ip.to_string())
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for Source {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Source, Self::Rejection> {
+        Ok(Source::of(&state.config, parts))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Resolve the bearer token, or 401 (429 past the source's rate of token checks).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    source: Source,
+) -> Result<Principal, ApiError> {
+    let label = source.label();
+    let failed = |outcome, reason| {
+        audit::Event {
+            event: "auth_failed",
+            outcome,
+            source: Some(&label),
+            reason: Some(reason),
+            ..Default::default()
+        }
+        .emit()
+    };
+    let Some(token) = bearer(headers) else {
+        failed("refused", "no bearer token");
+        return Err(ApiError::unauthorized());
+    };
+    if let Err(e) = state.rate_limits.token.check(source.0) {
+        failed("rate_limited", "too many token checks from this source");
+        return Err(e);
+    }
     let client = state.pool.get().await?;
-    tokens::lookup(&client, token)
-        .await?
-        .ok_or_else(ApiError::unauthorized)
+    match tokens::lookup(&client, token).await? {
+        Some(p) => Ok(p),
+        None => {
+            failed("refused", "unknown or revoked token");
+            Err(ApiError::unauthorized())
+        }
+    }
 }
 
 /// Bind, notify systemd when ready, serve until SIGTERM/SIGINT.
@@ -135,11 +213,14 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
     }
     let listen = config.server.listen.clone();
     let limits = config.server.limits.clone();
+    let rate_limits = Arc::new(ratelimit::Limits::new(&config));
+    tokio::spawn(ratelimit::Limits::forget_idle_forever(rate_limits.clone()));
     let state = AppState {
         config: Arc::new(config),
         pool,
         storage,
         uploads: bounds::Uploads::new(limits.max_uploads),
+        rate_limits,
     };
     let app = router(state.clone());
     let shutdown = async {

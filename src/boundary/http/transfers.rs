@@ -9,6 +9,7 @@
 //! Retries are safe: a known transfer key answers 409 with its status, and a media
 //! upload after `applied` answers 409 — never a second transfer or job.
 
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::bounds::{self, shown};
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, Source};
 use crate::access::nodes::{self, Node};
 use crate::crypto::signing;
 use crate::ingest::{self, Boundary, Kind, NewJob};
@@ -42,8 +43,44 @@ struct Authenticated {
     signed_body_sha256: Option<String>,
 }
 
-/// Every gate before a handler runs; the authenticated node.
-async fn gate(state: &AppState, h: &HeaderMap, r: Req<'_>) -> Result<Authenticated, ApiError> {
+/// Every gate before a handler runs; the authenticated node. Refusals past the
+/// "transfers enabled" gate go to the audit log.
+async fn gate(
+    state: &AppState,
+    h: &HeaderMap,
+    source: Source,
+    r: Req<'_>,
+) -> Result<Authenticated, ApiError> {
+    let result = gate_checks(state, h, source, r).await;
+    if let Err(e) = &result {
+        if e.status != StatusCode::NOT_FOUND && !e.status.is_server_error() {
+            // A claimed key is client text: bounded here, escaped by the log format.
+            let claimed: Option<String> =
+                header(h, "x-network-node-key").map(|k| k.chars().take(64).collect());
+            crate::audit::Event {
+                event: "auth_failed",
+                outcome: if e.status == StatusCode::TOO_MANY_REQUESTS {
+                    "rate_limited"
+                } else {
+                    "refused"
+                },
+                principal: claimed.as_deref(),
+                source: Some(&source.label()),
+                reason: Some(e.code),
+                ..Default::default()
+            }
+            .emit();
+        }
+    }
+    result
+}
+
+async fn gate_checks(
+    state: &AppState,
+    h: &HeaderMap,
+    source: Source,
+    r: Req<'_>,
+) -> Result<Authenticated, ApiError> {
     let t = &state.config.hub_receiver;
     if !t.enabled {
         return Err(ApiError::new(
@@ -65,6 +102,8 @@ async fn gate(state: &AppState, h: &HeaderMap, r: Req<'_>) -> Result<Authenticat
     let Some(key) = header(h, "x-network-node-key") else {
         return Err(unauthenticated());
     };
+    // Before any hash: an unsigned request costs ~25 ms of PBKDF2.
+    state.rate_limits.hub.check(source.0)?;
     let client = state.pool.get().await?;
     let (node, signed_body_sha256) = if let Some(signature) = header(h, signing::SIGNATURE) {
         let (node, declared) = check_signature(&client, h, key, signature, &r).await?;
@@ -116,9 +155,15 @@ async fn check_signature(
     if !signing::fresh(timestamp, now) {
         return Err(refuse(format!(
             "the request's timestamp is {} s away from the hub's clock (allowed: {} s); check the site's time (NTP)",
-            (now - timestamp).abs(),
+            signing::skew(timestamp, now),
             signing::WINDOW_SECS
         )));
+    }
+    let nonce = header(h, signing::NONCE);
+    if nonce.is_some_and(|n| !signing::valid_nonce(n)) {
+        return Err(refuse(
+            "X-Lxgate-Nonce must be 16 to 64 hex digits, new for every request".into(),
+        ));
     }
     let declared = header(h, signing::CONTENT_SHA256)
         .map(str::to_ascii_lowercase)
@@ -137,9 +182,19 @@ async fn check_signature(
         timestamp,
         transfer_key: r.transfer_key,
         body_sha256: &declared,
+        nonce,
     };
     match nodes::authenticate_signed(client, key, &signed, signature).await? {
-        nodes::SignedAuth::Node(n) => Ok((n, declared)),
+        nodes::SignedAuth::Node(n, sig) => {
+            if !crate::access::replay::first_use(client, &n.key, &sig, timestamp).await? {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "replayed",
+                    "this signed request was already accepted once: sign every request anew, with a new X-Lxgate-Nonce (lxgate hub-export does)",
+                ));
+            }
+            Ok((n, declared))
+        }
         nodes::SignedAuth::Refused => Err(unauthenticated()),
         nodes::SignedAuth::NotSigningCapable => Err(refuse(format!(
             "node {key:?} was registered before signed requests: re-key it on the hub with `lxgate node add {key} --center …` and give the site the new secret"
@@ -162,8 +217,32 @@ fn valid_transfer_key(k: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(&c))
 }
 
+/// Where in `v` a NUL character is, if anywhere (PostgreSQL stores none, in text or jsonb).
+fn nul_at(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let at = format!("{at}.{}", crate::ingest::name::escaped_prefix(k));
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                nul_at(x, &at)
+            }
+        }),
+        _ => None,
+    }
+}
+
 fn text(v: &Value, field: &'static str) -> Result<String, ApiError> {
     match v.get(field) {
+        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(ApiError::bad_request(
+            "bad_transfer",
+            format!("field `{field}` contains a control character (such as NUL): send plain text"),
+        )),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => Err(ApiError::bad_request(
             "bad_transfer",
@@ -239,10 +318,12 @@ async fn set_status(
 
 pub async fn register(
     State(state): State<AppState>,
+    source: Source,
     uri: Uri,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body?;
     // Parsed once; a body that is not JSON is refused below, after the gates. The
     // signature covers the transfer key it names.
     let parsed = serde_json::from_slice::<Value>(&body);
@@ -254,6 +335,7 @@ pub async fn register(
     let node = gate(
         &state,
         &headers,
+        source,
         Req {
             method: "POST",
             path: uri.path(),
@@ -265,6 +347,12 @@ pub async fn register(
     .node;
     let v = parsed
         .map_err(|e| ApiError::bad_request("bad_transfer", format!("the body is not JSON: {e}")))?;
+    if let Some(at) = nul_at(&v, "body") {
+        return Err(ApiError::bad_request(
+            "bad_transfer",
+            format!("{at} contains a NUL character (\\u0000), which cannot be stored: remove it"),
+        ));
+    }
     let key = text(&v, "transfer_key")?;
     if !valid_transfer_key(&key) {
         return Err(ApiError::bad_request(
@@ -272,17 +360,42 @@ pub async fn register(
             "transfer_key must be 1-128 letters, digits or . _ : -",
         ));
     }
-    let source = text(&v, "source_node_key")?;
-    if source != node.key {
+    let label = source.label();
+    let audit = |event, outcome, reason| crate::audit::Event {
+        event,
+        outcome,
+        principal: Some(&node.key),
+        center: Some(&node.center_key),
+        transfer: Some(&key),
+        source: Some(&label),
+        reason,
+        ..Default::default()
+    };
+    let claimed = text(&v, "source_node_key")?;
+    if claimed != node.key {
+        audit(
+            "cross_center",
+            "refused",
+            Some("source_node_key is another node"),
+        )
+        .emit();
         return Err(ApiError::forbidden(format!(
-            "source_node_key {source:?} is not the authenticated node {:?}",
+            "source_node_key {} is not the authenticated node {:?}",
+            crate::ingest::name::escaped_prefix(&claimed),
             node.key
         )));
     }
     let center = text(&v, "source_center_key")?;
     if center != node.center_key {
+        audit(
+            "cross_center",
+            "refused",
+            Some("source_center_key is another center"),
+        )
+        .emit();
         return Err(ApiError::forbidden(format!(
-            "source_center_key {center:?} is not the center that owns node {:?}",
+            "source_center_key {} is not the center that owns node {:?}",
+            crate::ingest::name::escaped_prefix(&center),
             node.key
         )));
     }
@@ -334,20 +447,23 @@ pub async fn register(
             )),
         };
     }
-    tracing::info!(transfer = %key, node = %node.key, "hub transfer registered");
+    audit("transfer_registered", "ok", None).emit();
     let t = load(&state, &node, &key).await?;
     Ok((StatusCode::CREATED, Json(t.body())).into_response())
 }
 
 pub async fn status(
     State(state): State<AppState>,
+    source: Source,
     uri: Uri,
     headers: HeaderMap,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(key) = key?;
     let node = gate(
         &state,
         &headers,
+        source,
         Req {
             method: "GET",
             path: uri.path(),
@@ -390,9 +506,11 @@ fn opener(
 
 pub async fn media(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    source: Source,
+    key: Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let Path(key) = key?;
     let path = req.uri().path().to_string();
     let Authenticated {
         node,
@@ -400,6 +518,7 @@ pub async fn media(
     } = gate(
         &state,
         req.headers(),
+        source,
         Req {
             method: "POST",
             path: &path,
@@ -506,6 +625,17 @@ pub async fn media(
             let id = outcome.job().id;
             set_status(&state, &key, "applied", "", Some(id)).await?;
             tracing::info!(transfer = %key, job = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
+            crate::audit::Event {
+                event: "transfer_applied",
+                outcome: "ok",
+                principal: Some(&node.key),
+                center: Some(&node.center_key),
+                job: Some(&id.to_string()),
+                transfer: Some(&key),
+                source: Some(&source.label()),
+                ..Default::default()
+            }
+            .emit();
             Ok(Json(load(&state, &node, &key).await?.body()).into_response())
         }
         Err(e) => {

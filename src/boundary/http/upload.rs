@@ -13,13 +13,17 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
 
 use super::bounds::{self, shown};
-use super::{authenticate, ApiError, AppState};
+use super::{authenticate, ApiError, AppState, Source};
 use crate::access::tokens::{Principal, TokenRole};
 use crate::config::Role;
 use crate::ingest::{self, Boundary, IngestError, Kind, NewJob, Staged, Storage};
 
-pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let principal = authenticate(&state, req.headers()).await?;
+pub async fn upload(
+    State(state): State<AppState>,
+    source: Source,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state, req.headers(), source).await?;
     if !principal.role.can_upload() {
         return Err(ApiError::forbidden(
             "viewer tokens cannot upload; use an uploader or center_admin token",
@@ -35,12 +39,12 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
     if declared.is_some_and(|n| n > limit) {
         return Err(IngestError::TooLarge { limit }.into());
     }
-    let provenance_base = provenance(&state, &principal, &req);
+    let provenance_base = provenance(&principal, source, req.headers());
     let multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
+        .is_some_and(is_multipart);
 
     let (staged, name, kind, center_id) = if multipart {
         let (mut mp, head) = bounds::form(req).await?;
@@ -64,6 +68,7 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
                     let center_id = resolve_center(
                         &state,
                         &principal,
+                        source,
                         center_key.as_deref(),
                         "center_key field",
                     )
@@ -83,6 +88,7 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         let center_id = resolve_center(
             &state,
             &principal,
+            source,
             center_key.as_deref(),
             "X-Center-Key header",
         )
@@ -117,6 +123,15 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
     Ok((status, axum::Json(body)).into_response())
 }
 
+/// Whether a Content-Type names multipart/form-data; media types are case-insensitive
+/// (RFC 9110 §8.3.1), so `Multipart/Form-Data` is one too.
+fn is_multipart(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
 fn header_str(h: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
     match h.get(name) {
         None => Ok(None),
@@ -134,30 +149,25 @@ fn header_str(h: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiEr
     }
 }
 
+/// Percent-decode a name as sent over HTTP, then the ingest core's name rule.
 pub(super) fn validate_name(what: &str, name: Option<&str>) -> Result<String, ApiError> {
-    let name = name
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
+    let refuse = |e: ingest::name::NameError| {
+        let code = match e {
+            ingest::name::NameError::Missing => "missing_filename",
+            _ => "bad_filename",
+        };
+        ApiError::bad_request(code, format!("{what} {e}"))
+    };
+    let raw = name.unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| {
             ApiError::bad_request(
-                "missing_filename",
-                format!("{what} is missing: name the file, e.g. clip.mp4"),
+                "bad_filename",
+                format!("{what} is not UTF-8 once percent-decoded: percent-encode the name's UTF-8 bytes"),
             )
         })?;
-    let decoded = percent_encoding::percent_decode_str(name)
-        .decode_utf8_lossy()
-        .into_owned();
-    if decoded.len() > 255
-        || decoded.contains(['/', '\\', '\0'])
-        || decoded == "."
-        || decoded == ".."
-    {
-        return Err(ApiError::bad_request(
-            "bad_filename",
-            format!("{what} must be a plain file name (no path separators, at most 255 bytes)"),
-        ));
-    }
-    Ok(decoded)
+    ingest::name::validate(&decoded).map_err(refuse)
 }
 
 fn validate_kind(what: &str, kind: Option<&str>) -> Result<Kind, ApiError> {
@@ -182,9 +192,16 @@ fn validate_kind(what: &str, kind: Option<&str>) -> Result<Kind, ApiError> {
 async fn resolve_center(
     state: &AppState,
     p: &Principal,
+    source: Source,
     key: Option<&str>,
     what: &str,
 ) -> Result<i64, ApiError> {
+    if key.is_some_and(|k| !crate::access::tokens::valid_center_key(k)) {
+        return Err(ApiError::bad_request(
+            "unknown_center",
+            format!("{what} is not a center key: letters, digits, '_', '.', '-' (max 64)"),
+        ));
+    }
     let hub = state.config.role == Role::CentralHub;
     if hub && key.is_none() {
         return Err(ApiError::bad_request(
@@ -194,9 +211,21 @@ async fn resolve_center(
     }
     match (&p.center, key) {
         (Some((id, own)), Some(k)) if k == own => Ok(*id),
-        (Some((_, own)), Some(_)) => Err(ApiError::forbidden(format!(
-            "this token belongs to center {own:?} and cannot upload for another center; use that center's token"
-        ))),
+        (Some((_, own)), Some(_)) => {
+            crate::audit::Event {
+                event: "cross_center",
+                outcome: "refused",
+                principal: Some(&p.label),
+                center: Some(own),
+                source: Some(&source.label()),
+                reason: Some("upload for another center"),
+                ..Default::default()
+            }
+            .emit();
+            Err(ApiError::forbidden(format!(
+                "this token belongs to center {own:?} and cannot upload for another center; use that center's token"
+            )))
+        }
         (Some((id, _)), None) => Ok(*id),
         (None, k) => {
             debug_assert_eq!(p.role, TokenRole::SuperAdmin);
@@ -213,33 +242,38 @@ async fn resolve_center(
             crate::access::tokens::center_id(&client, &k)
                 .await
                 .map_err(|e| ApiError::internal("center lookup", e))?
-                .ok_or_else(|| ApiError::bad_request("unknown_center", format!("no center {}: create it with `lxgate center add`", shown(&k))))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "unknown_center",
+                        format!(
+                            "no center {}: create it with `lxgate center add`",
+                            shown(&k)
+                        ),
+                    )
+                })
         }
     }
 }
 
-fn provenance(state: &AppState, p: &Principal, req: &Request) -> serde_json::Value {
-    let h = req.headers();
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    // X-Forwarded-For is only believed when the operator says a proxy fronts us.
-    let forwarded = state
-        .config
-        .server
-        .trusted_proxy
-        .then(|| h.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
-        .flatten()
-        .and_then(|v| v.split(',').next())
-        .map(|s| s.trim().to_string());
+fn provenance(p: &Principal, source: Source, h: &HeaderMap) -> serde_json::Value {
     serde_json::json!({
         "boundary": "api",
         "token_label": p.label,
         "token_role": p.role.as_str(),
-        "remote_addr": forwarded.or(peer),
-        "user_agent": h.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        "remote_addr": source.0.map(|ip| ip.to_string()),
+        "user_agent": h.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(user_agent),
     })
+}
+
+/// Longest User-Agent kept in provenance, in characters: it is echoed in every list.
+const USER_AGENT_CHARS: usize = 256;
+
+/// A User-Agent as stored: control characters dropped, at most `USER_AGENT_CHARS`.
+fn user_agent(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(USER_AGENT_CHARS)
+        .collect()
 }
 
 /// Stream a body into a staged temp file on a blocking thread, stopping at the limit.

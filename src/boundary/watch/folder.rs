@@ -75,6 +75,9 @@ pub fn classify(folder: &Folder, name: &str, meta: &std::fs::Metadata) -> Entry 
     if let Some(what) = what {
         return Entry::Reject(format!("{name} is {what}; drop regular files only"));
     }
+    if let Err(e) = crate::ingest::name::validate(name) {
+        return Entry::Reject(format!("the file name {e}"));
+    }
     let (stem, ext) = match name.rsplit_once('.') {
         Some((s, e)) if !s.is_empty() => (s.to_string(), e.to_ascii_lowercase()),
         _ => (name.to_string(), String::new()),

@@ -55,11 +55,13 @@ pub async fn put(
         }
     }
     sync_dir(&q);
-    tracing::warn!(file = %files.first().map(|f| f.display().to_string()).unwrap_or_default(), outcome = "quarantined", reason = %reason_line, "watcher");
+    tracing::warn!(file = ?files.first().map(|f| f.display().to_string()).unwrap_or_default(), outcome = "quarantined", reason = %reason_line, "watcher");
     let rejected = Rejected {
         boundary: Boundary::Watcher,
         center_id,
-        original_name: first_name,
+        // A refused name is recorded escaped: the job list must not carry it raw.
+        original_name: ingest::name::validate(&first_name)
+            .unwrap_or_else(|_| ingest::name::escaped_prefix(&first_name)),
         kind,
         size,
         detail: reason_line.clone(),
