@@ -15,7 +15,7 @@ pub use error::ApiError;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -33,6 +33,7 @@ pub struct AppState {
     pub pool: Pool,
     pub storage: Storage,
     pub uploads: bounds::Uploads,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -78,11 +79,11 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; see the README for the API",
             )
         })
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
-async fn track(req: Request, next: Next) -> Response {
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -90,7 +91,7 @@ async fn track(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let resp = next.run(req).await;
-    crate::metrics::record_request(
+    state.metrics.observe_request(
         &route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
@@ -140,6 +141,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         pool,
         storage,
         uploads: bounds::Uploads::new(limits.max_uploads),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     };
     let app = router(state.clone());
     let shutdown = async {
