@@ -6,7 +6,6 @@ mod error;
 mod health;
 mod jobs;
 mod listen;
-mod range;
 mod transfers;
 mod upload;
 
