@@ -133,6 +133,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
     if removed > 0 {
         tracing::info!(removed, "removed temp files left by an interrupted upload");
     }
+    crate::systemd::spawn_watchdog();
     let listen = config.server.listen.clone();
     let limits = config.server.limits.clone();
     let state = AppState {
@@ -151,7 +152,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutting down");
-        crate::systemd::notify("STOPPING=1");
+        crate::systemd::stopping();
     };
     let listener = if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
@@ -183,5 +184,5 @@ async fn announce_ready(state: AppState, listen: String) {
         }
     }
     tracing::info!(listen = %listen, "ready");
-    crate::systemd::notify("READY=1");
+    crate::systemd::ready();
 }
