@@ -1,72 +1,169 @@
-//! Prometheus counters. Series are labelled by route pattern, never by raw path, so
-//! their number stays bounded.
+//! Prometheus metrics of `lxgate serve` (prometheus-client, OpenMetrics text). One
+//! registry per server, in the app state. Request series are labelled by route
+//! pattern, never by raw path, so their number stays bounded. Ingest counters are read
+//! from `upload_jobs` when scraped: the watcher, the SAP import and the hub receiver
+//! run in other processes (the watcher without any network), and only the database
+//! sees every ingest.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use crate::ingest::Boundary;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
-struct Registry {
-    requests: BTreeMap<(String, u16), u64>,
-    latency_sum: BTreeMap<String, f64>,
-    ingested: BTreeMap<(&'static str, &'static str), u64>,
-    bytes: BTreeMap<&'static str, u64>,
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upload bodies stream for minutes; the upper buckets tell a slow upload from a stall.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
 }
 
-fn reg() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(Default::default)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
 }
 
-pub fn record_request(route: &str, status: u16, secs: f64) {
-    let mut r = reg().lock().unwrap();
-    *r.requests.entry((route.to_string(), status)).or_default() += 1;
-    *r.latency_sum.entry(route.to_string()).or_default() += secs;
+/// `upload_jobs` counted by boundary (ingest_mode) and status, as of the last scrape.
+#[derive(Debug, Default)]
+struct JobCounts(Mutex<Vec<JobCount>>);
+
+#[derive(Debug, Clone)]
+struct JobCount {
+    boundary: String,
+    status: String,
+    jobs: u64,
+    bytes: u64,
 }
 
-pub fn record_ingest(b: Boundary, dedupe: bool, bytes: u64) {
-    let mut r = reg().lock().unwrap();
-    let outcome = if dedupe { "dedupe" } else { "created" };
-    *r.ingested.entry((b.as_str(), outcome)).or_default() += 1;
-    if !dedupe {
-        *r.bytes.entry(b.as_str()).or_default() += bytes;
+impl Collector for JobCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.0.lock().expect("job counts lock").clone();
+        {
+            let mut family = encoder.encode_descriptor(
+                "lxgate_ingest",
+                "Files ingested by each boundary (api, watcher, hub_transfer), by outcome: \
+                 stored, or error (refused and quarantined). Read from upload_jobs when \
+                 scraped, so ingests of every process count; a dedupe adds no job.",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for r in &rows {
+                let labels = [
+                    ("boundary", r.boundary.as_str()),
+                    ("outcome", r.status.as_str()),
+                ];
+                ConstCounter::new(r.jobs).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "lxgate_ingest_bytes",
+            "Bytes of stored files by boundary, read from upload_jobs when scraped.",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        let mut by_boundary: Vec<(&str, u64)> = Vec::new();
+        for r in rows.iter().filter(|r| r.status == "stored") {
+            match by_boundary.iter_mut().find(|(b, _)| *b == r.boundary) {
+                Some((_, n)) => *n += r.bytes,
+                None => by_boundary.push((&r.boundary, r.bytes)),
+            }
+        }
+        for (boundary, bytes) in by_boundary {
+            ConstCounter::new(bytes).encode(family.encode_family(&[("boundary", boundary)])?)?;
+        }
+        Ok(())
     }
 }
 
-/// Render the registry plus job counts (by status and boundary) read from the database.
-pub fn render(jobs: &[(String, String, i64)]) -> String {
-    let r = reg().lock().unwrap();
-    let mut out = String::new();
-    out.push_str("# TYPE lxgate_http_requests_total counter\n");
-    for ((route, status), n) in &r.requests {
-        out.push_str(&format!(
-            "lxgate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
-        ));
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    jobs: Arc<JobCounts>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
-    out.push_str("# TYPE lxgate_http_request_seconds_sum counter\n");
-    for (route, s) in &r.latency_sum {
-        out.push_str(&format!(
-            "lxgate_http_request_seconds_sum{{route=\"{route}\"}} {s:.6}\n"
-        ));
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        // Registry::register ends each HELP text with a period; the collector's texts
+        // carry theirs.
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "lxgate_http_requests",
+            "HTTP requests answered by lxgate serve, by route pattern and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        registry.register(
+            "lxgate_http_request_duration_seconds",
+            "Time from request to response head, by route pattern (a streamed body may take longer)",
+            latency.clone(),
+        );
+        let jobs = Arc::new(JobCounts::default());
+        registry.register_collector(Box::new(jobs.clone()));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            jobs,
+        }
     }
-    out.push_str("# TYPE lxgate_ingest_total counter\n");
-    for ((b, o), n) in &r.ingested {
-        out.push_str(&format!(
-            "lxgate_ingest_total{{boundary=\"{b}\",outcome=\"{o}\"}} {n}\n"
-        ));
+
+    pub fn observe_request(&self, route: &str, status: u16, secs: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(secs);
     }
-    out.push_str("# TYPE lxgate_ingest_bytes_total counter\n");
-    for (b, n) in &r.bytes {
-        out.push_str(&format!(
-            "lxgate_ingest_bytes_total{{boundary=\"{b}\"}} {n}\n"
-        ));
+
+    /// Read the ingest counts from the database, then render everything.
+    pub async fn scrape(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<String, tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT ingest_mode, status, count(*), coalesce(sum(size_bytes), 0)::bigint
+                 FROM upload_jobs GROUP BY 1, 2 ORDER BY 1, 2",
+                &[],
+            )
+            .await?;
+        *self.jobs.0.lock().expect("job counts lock") = rows
+            .iter()
+            .map(|r| JobCount {
+                boundary: r.get(0),
+                status: r.get(1),
+                jobs: r.get::<_, i64>(2) as u64,
+                bytes: r.get::<_, i64>(3) as u64,
+            })
+            .collect();
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        Ok(out)
     }
-    out.push_str("# TYPE lxgate_upload_jobs gauge\n");
-    for (status, boundary, n) in jobs {
-        out.push_str(&format!(
-            "lxgate_upload_jobs{{status=\"{status}\",boundary=\"{boundary}\"}} {n}\n"
-        ));
-    }
-    out
 }

@@ -44,7 +44,10 @@ fn lxgate_and_the_age_cli_open_each_others_files() {
     let key = t.path().join("master.age");
     std::fs::write(
         &key,
-        format!("# created: test\n{}\n", id.to_secret_string()),
+        format!(
+            "# created: test\n{}\n",
+            lxgate::crypto::age::ExposeSecret::expose_secret(&id.to_secret_string())
+        ),
     )
     .unwrap();
     let recipient = id.recipient().to_string();

@@ -415,6 +415,9 @@ fn start_with_nofile(site: &Site, soft: u64) -> Server {
     let mut c = command(&["serve"], &env);
     c.stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
+    // Test-only: the limit must be in force before lxgate starts, and only pre_exec
+    // (an unsafe fn) runs code between fork and exec.
+    #[allow(unsafe_code)]
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         c.pre_exec(move || {

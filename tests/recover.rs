@@ -279,9 +279,12 @@ fn sigkill_trials_then_rerun_give_the_same_tree_and_no_temp_files() {
 fn an_unsupported_source_entry_is_reported_the_rest_copied_exit_1() {
     let t = tempdir();
     let src = legacy_tree(t.path(), 4, 100);
-    let fifo = std::ffi::CString::new(src.join("reports/pipe").to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a path we own.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        src.join("reports/pipe"),
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
     let target = t.path().join("state/data");
     let o = recover_into("--merge", &src, &target, &[]);
     assert_eq!(o.status.code(), Some(1));
@@ -349,9 +352,12 @@ fn a_failed_full_run_sets_the_partial_target_aside_and_leaves_the_source() {
         .modified()
         .unwrap();
     let pipe = src.join("reports/pipe");
-    let fifo = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a path we own.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &pipe,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
     let target = t.path().join("state/data");
     let o = recover_into("--full", &src, &target, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -415,7 +421,7 @@ fn an_unreadable_source_file_is_logged_with_its_cause_and_the_rest_is_copied() {
     // Root reads everything, so as root the copy runs as nobody; as anyone else mode
     // 000 is already unreadable.
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let t = tempdir();
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let src = t.path().join("legacy");

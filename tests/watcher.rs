@@ -194,9 +194,12 @@ fn links_fifos_dirs_and_wrong_extensions_are_quarantined_without_being_opened() 
     std::os::unix::fs::symlink(&outside, v.join("link.mp4")).unwrap();
     // A FIFO: opening it for reading would block the watcher forever.
     let fifo = v.join("pipe.mp4");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a path we own.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
     std::fs::create_dir(v.join("folder.mp4")).unwrap();
     drop_file(&v, "notes.docx", b"word");
     once(&s);

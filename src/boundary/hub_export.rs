@@ -393,17 +393,18 @@ impl Sender {
         // leaves the site, and no sealed copy is written to disk.
         type Sealer = std::thread::JoinHandle<std::io::Result<()>>;
         let (media, media_len, sealer): (Box<dyn Read + Send>, u64, Option<Sealer>) =
-            match self.seal_to {
+            match &self.seal_to {
                 None => (Box::new(file), len, None),
                 Some(to) => {
                     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
                     let mut file = file;
-                    let sealer = std::thread::spawn(move || {
-                        crate::crypto::age::encrypt(&to, &mut file, &mut ChannelWriter(tx))
-                    });
+                    let sealing = crate::crypto::age::Sealing::start(to, ChannelWriter(tx))
+                        .map_err(|e| format!("sealing the media: {e}"))?;
+                    let sealed_len = sealing.sealed_len(len);
+                    let sealer = std::thread::spawn(move || sealing.seal_from(&mut file));
                     (
                         Box::new(crate::crypto::age::ChunkReader::new(rx.into_iter())),
-                        crate::crypto::age::sealed_len(len),
+                        sealed_len,
                         Some(sealer),
                     )
                 }

@@ -1,23 +1,23 @@
-//! The age v1 file format (https://age-encryption.org/v1) with X25519 recipients: what
-//! lxgate needs to seal small artifacts to the master identity and open them again.
-//! Written against the specification and checked both ways against the `age` CLI in
-//! tests/age.rs; only the X25519 stanza is supported (no scrypt, no plugins).
+//! age v1 files (https://age-encryption.org/v1) with X25519 recipients, through the
+//! `age` crate: this module only adapts it to lxgate's streams. What it adds: a cap on
+//! the header before the parser sees it (a sealed upload is untrusted input), the exact
+//! sealed length a streamed upload needs for its Content-Length, and error kinds the
+//! callers can tell apart. Checked both ways against the `age` CLI in tests/age.rs.
 
 use std::io::{self, BufRead, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::ChaCha20Poly1305;
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
-use x25519_dalek::{PublicKey, StaticSecret};
+/// Key strings are handed out as secrets that zeroize on drop.
+pub use ::age::secrecy::{ExposeSecret, SecretString};
 
-const INTRO: &str = "age-encryption.org/v1";
-const X25519_INFO: &[u8] = b"age-encryption.org/v1/X25519";
-const CHUNK: usize = 64 * 1024;
-const TAG: usize = 16;
+/// Plaintext chunk size of the age payload stream; every chunk carries a 16-byte tag.
+const CHUNK: u64 = 64 * 1024;
+const TAG: u64 = 16;
+/// Largest header accepted on input. One X25519 stanza plus age's grease stanza is
+/// under 400 bytes; a few dozen recipients still fit. Anything longer is refused
+/// before parsing, so a hostile upload cannot make the parser buffer without bound.
+pub const MAX_HEADER: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgeError {
@@ -27,6 +27,8 @@ pub enum AgeError {
     BadRecipient(String),
     #[error("not an age v1 file: {0}")]
     BadHeader(String),
+    #[error("the age header is longer than {MAX_HEADER} bytes: not a file lxgate seals; seal it to one recipient")]
+    HeaderTooLarge,
     #[error("no identity matches this file: it was sealed to another key")]
     NoMatch,
     #[error("the header MAC does not verify: the file was altered")]
@@ -37,35 +39,44 @@ pub enum AgeError {
     Io(#[from] io::Error),
 }
 
-/// An X25519 identity (`AGE-SECRET-KEY-1…`).
-pub struct Identity(StaticSecret);
+impl From<age::DecryptError> for AgeError {
+    fn from(e: age::DecryptError) -> Self {
+        use age::DecryptError as D;
+        match e {
+            D::NoMatchingKeys => AgeError::NoMatch,
+            D::InvalidMac => AgeError::HeaderMac,
+            D::DecryptionFailed => AgeError::Payload,
+            D::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => AgeError::Payload,
+            D::Io(e) => AgeError::Io(e),
+            other => AgeError::BadHeader(other.to_string()),
+        }
+    }
+}
+
+/// An X25519 identity (`AGE-SECRET-KEY-1…`); the secret is zeroized on drop.
+pub struct Identity(age::x25519::Identity);
 
 /// An X25519 recipient (`age1…`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Recipient(PublicKey);
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Recipient(age::x25519::Recipient);
 
 impl Identity {
     pub fn generate() -> Identity {
-        let mut b = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut b);
-        Identity(StaticSecret::from(b))
+        Identity(age::x25519::Identity::generate())
     }
 
     pub fn parse(s: &str) -> Result<Identity, AgeError> {
-        let bad = || AgeError::BadIdentity("expected AGE-SECRET-KEY-1…".into());
-        let (hrp, data) = bech32::decode(s.trim()).map_err(|_| bad())?;
-        if !hrp.as_str().eq_ignore_ascii_case("age-secret-key-") || data.len() != 32 {
-            return Err(bad());
-        }
-        let mut b = [0u8; 32];
-        b.copy_from_slice(&data);
-        Ok(Identity(StaticSecret::from(b)))
+        s.trim()
+            .parse()
+            .map(Identity)
+            .map_err(|e: &str| AgeError::BadIdentity(format!("{e}; expected AGE-SECRET-KEY-1…")))
     }
 
     /// The first identity in an identity file (`#` comments and blank lines skipped).
     pub fn from_file(path: &std::path::Path) -> Result<Identity, AgeError> {
-        let text = std::fs::read_to_string(path)?;
+        let text = SecretString::from(std::fs::read_to_string(path)?);
         let line = text
+            .expose_secret()
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -74,82 +85,141 @@ impl Identity {
     }
 
     pub fn recipient(&self) -> Recipient {
-        Recipient(PublicKey::from(&self.0))
+        Recipient(self.0.to_public())
     }
 
-    pub fn to_secret_string(&self) -> String {
-        let hrp = bech32::Hrp::parse("age-secret-key-").expect("valid hrp");
-        bech32::encode::<bech32::Bech32>(hrp, self.0.as_bytes())
-            .expect("32 bytes encode")
-            .to_uppercase()
+    /// The `AGE-SECRET-KEY-1…` line, zeroized when dropped.
+    pub fn to_secret_string(&self) -> SecretString {
+        self.0.to_string()
     }
 }
 
 impl Recipient {
     pub fn parse(s: &str) -> Result<Recipient, AgeError> {
-        let (hrp, data) =
-            bech32::decode(s.trim()).map_err(|e| AgeError::BadRecipient(e.to_string()))?;
-        if !hrp.as_str().eq_ignore_ascii_case("age") || data.len() != 32 {
-            return Err(AgeError::BadRecipient(s.into()));
-        }
-        let mut b = [0u8; 32];
-        b.copy_from_slice(&data);
-        Ok(Recipient(PublicKey::from(b)))
+        s.trim()
+            .parse()
+            .map(Recipient)
+            .map_err(|e: &str| AgeError::BadRecipient(format!("{e}: {}", s.trim())))
     }
 }
 
 impl std::fmt::Display for Recipient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hrp = bech32::Hrp::parse("age").expect("valid hrp");
-        let s = bech32::encode::<bech32::Bech32>(hrp, self.0.as_bytes()).expect("encodes");
-        f.write_str(&s)
+        self.0.fmt(f)
     }
 }
 
-fn hkdf(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    hkdf::Hkdf::<Sha256>::new(Some(salt), ikm)
-        .expand(info, &mut out)
-        .expect("32 bytes is a valid HKDF length");
-    out
+/// Counts what passes through, so the header's length is known once it is written.
+struct Counted<W> {
+    inner: W,
+    n: Arc<AtomicU64>,
 }
 
-fn header_mac(file_key: &[u8; 16], header_up_to_dashes: &[u8]) -> Hmac<Sha256> {
-    let key = hkdf(file_key, b"", b"header");
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
-    mac.update(header_up_to_dashes);
-    mac
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
-fn stream_nonce(counter: u64, last: bool) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[3..11].copy_from_slice(&counter.to_be_bytes());
-    n[11] = last as u8;
-    n
+/// An age file being written to `W`: the header is already out (buffered), so its
+/// exact length is known before any payload is, and a sealed stream can be sent with
+/// a Content-Length. age adds a random "grease" stanza, so the header length differs
+/// from file to file and is only known here.
+pub struct Sealing<W: Write> {
+    stream: age::stream::StreamWriter<Counted<io::BufWriter<W>>>,
+    header_len: u64,
 }
 
-/// Read up to `buf.len()` bytes, fewer only at the end of the input.
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+impl<W: Write> Sealing<W> {
+    /// Start an age file sealed to `to`. The header sits in a buffer until the payload
+    /// follows, so a writer feeding a bounded channel cannot block here.
+    pub fn start(to: &Recipient, out: W) -> io::Result<Sealing<W>> {
+        let encryptor = age::Encryptor::with_recipients(std::iter::once(&to.0 as _))
+            .map_err(io::Error::other)?;
+        let n = Arc::new(AtomicU64::new(0));
+        let stream = encryptor.wrap_output(Counted {
+            inner: io::BufWriter::new(out),
+            n: n.clone(),
+        })?;
+        let header_len = n.load(Ordering::Relaxed);
+        Ok(Sealing { stream, header_len })
+    }
+
+    /// The exact size of the whole file once `plain_len` bytes are sealed (header and
+    /// nonce, payload, one tag per chunk; an empty payload is one empty chunk).
+    pub fn sealed_len(&self, plain_len: u64) -> u64 {
+        let chunks = plain_len.div_ceil(CHUNK).max(1);
+        self.header_len + plain_len + chunks * TAG
+    }
+
+    /// Seal everything `input` yields and finish the file.
+    pub fn seal_from(mut self, input: &mut impl Read) -> io::Result<()> {
+        io::copy(input, &mut self.stream)?;
+        self.stream.finish()?.flush()
+    }
+}
+
+/// Seal everything `input` yields to `to`, writing the age file to `out`.
+pub fn encrypt(to: &Recipient, input: &mut impl Read, out: &mut impl Write) -> io::Result<()> {
+    Sealing::start(to, out)?.seal_from(input)
+}
+
+/// The header up to and including the MAC line, at most `MAX_HEADER` bytes. age
+/// headers are lines; the MAC line (`--- …`) is the last, the binary nonce follows.
+fn read_header(input: &mut impl BufRead) -> Result<Vec<u8>, AgeError> {
+    let mut header = Vec::new();
+    loop {
+        let room = (MAX_HEADER + 1 - header.len()) as u64;
+        let start = header.len();
+        let n = input.by_ref().take(room).read_until(b'\n', &mut header)?;
+        if header.len() > MAX_HEADER {
+            return Err(AgeError::HeaderTooLarge);
+        }
+        if n == 0 || header.last() != Some(&b'\n') {
+            return Err(AgeError::BadHeader(
+                "the file ends inside the header".into(),
+            ));
+        }
+        if header[start..].starts_with(b"---") {
+            return Ok(header);
         }
     }
-    Ok(n)
 }
 
-/// Length of the header `encrypt` writes: one X25519 stanza, every field fixed-size.
-const HEADER_LEN: u64 = 22 + (10 + 43 + 1) + (43 + 1) + (4 + 43 + 1);
-
-/// The exact size of the age file `encrypt` makes from `plain_len` bytes, so a sealed
-/// stream can be sent with a Content-Length.
-pub fn sealed_len(plain_len: u64) -> u64 {
-    let chunks = plain_len.div_ceil(CHUNK as u64).max(1);
-    HEADER_LEN + 16 + plain_len + chunks * TAG as u64
+/// Open an age file sealed to `identity`, writing the plaintext to `out`.
+pub fn decrypt(
+    identity: &Identity,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<(), AgeError> {
+    let header = read_header(input)?;
+    let decryptor = age::Decryptor::new_buffered(io::Cursor::new(header).chain(input))?;
+    let mut plain = decryptor.decrypt(std::iter::once(&identity.0 as &dyn age::Identity))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    loop {
+        // A payload read error is a chunk that does not authenticate or a cut stream;
+        // write errors are the caller's disk and stay I/O errors.
+        let n = match plain.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(AgeError::Payload)
+            }
+            Err(e) => return Err(AgeError::Io(e)),
+        };
+        out.write_all(&buf[..n])?;
+    }
 }
 
 /// A `Read` over byte chunks arriving from elsewhere (a channel fed by another thread or
@@ -193,212 +263,33 @@ impl<I: Iterator<Item = B>, B: AsRef<[u8]>> Read for ChunkReader<I, B> {
     }
 }
 
-/// Seal everything `input` yields to `to`, writing the age file to `out`.
-pub fn encrypt(to: &Recipient, input: &mut impl Read, out: &mut impl Write) -> io::Result<()> {
-    let mut file_key = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut file_key);
-
-    let ephemeral = StaticSecret::random_from_rng(rand::rngs::OsRng);
-    let share = PublicKey::from(&ephemeral);
-    let shared = ephemeral.diffie_hellman(&to.0);
-    let mut salt = share.as_bytes().to_vec();
-    salt.extend_from_slice(to.0.as_bytes());
-    let wrap = hkdf(shared.as_bytes(), &salt, X25519_INFO);
-    let body = ChaCha20Poly1305::new((&wrap).into())
-        .encrypt((&[0u8; 12]).into(), file_key.as_slice())
-        .expect("wrapping 16 bytes cannot fail");
-
-    let mut header = format!("{INTRO}\n-> X25519 {}\n", B64.encode(share.as_bytes()));
-    // Stanza bodies are wrapped at 64 columns; the last line is always shorter.
-    let b = B64.encode(&body);
-    for chunk in b.as_bytes().chunks(64) {
-        header.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
-        header.push('\n');
-    }
-    if b.len() % 64 == 0 {
-        header.push('\n');
-    }
-    header.push_str("---");
-    let mac = header_mac(&file_key, header.as_bytes())
-        .finalize()
-        .into_bytes();
-    header.push_str(&format!(" {}\n", B64.encode(mac)));
-    out.write_all(header.as_bytes())?;
-
-    let mut nonce = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    out.write_all(&nonce)?;
-    let aead = ChaCha20Poly1305::new((&hkdf(&file_key, &nonce, b"payload")).into());
-    // Read one chunk ahead so the last chunk (the only one flagged) is known.
-    let mut cur = vec![0u8; CHUNK];
-    let mut next = vec![0u8; CHUNK];
-    let mut n = fill(input, &mut cur)?;
-    let mut counter = 0u64;
-    loop {
-        let m = if n == CHUNK {
-            fill(input, &mut next)?
-        } else {
-            0
-        };
-        let last = m == 0;
-        let sealed = aead
-            .encrypt((&stream_nonce(counter, last)).into(), &cur[..n])
-            .map_err(|_| io::Error::other("chunk encryption failed"))?;
-        out.write_all(&sealed)?;
-        if last {
-            return Ok(());
-        }
-        std::mem::swap(&mut cur, &mut next);
-        n = m;
-        counter += 1;
-    }
-}
-
-fn read_line<R: BufRead>(input: &mut R) -> Result<String, AgeError> {
-    let bad = |m: &str| AgeError::BadHeader(m.to_string());
-    let mut l = Vec::new();
-    input.take(4096).read_until(b'\n', &mut l)?;
-    if l.last() != Some(&b'\n') {
-        return Err(bad("header line too long or file truncated"));
-    }
-    l.pop();
-    String::from_utf8(l).map_err(|_| bad("header is not text"))
-}
-
-/// Open an age file sealed to `identity`, writing the plaintext to `out`.
-pub fn decrypt(
-    identity: &Identity,
-    input: &mut impl BufRead,
-    out: &mut impl Write,
-) -> Result<(), AgeError> {
-    let bad = |m: &str| AgeError::BadHeader(m.to_string());
-    let mut header_text = String::new();
-    let intro = read_line(input)?;
-    if intro != INTRO {
-        return Err(bad("missing age-encryption.org/v1 line"));
-    }
-    header_text.push_str(&intro);
-    header_text.push('\n');
-    let mut file_key: Option<[u8; 16]> = None;
-    let mac_line = loop {
-        let line = read_line(input)?;
-        if let Some(rest) = line.strip_prefix("---") {
-            header_text.push_str("---");
-            break rest.trim_start().to_string();
-        }
-        let args: Vec<&str> = line
-            .strip_prefix("-> ")
-            .ok_or_else(|| bad("expected a stanza (-> …) or ---"))?
-            .split(' ')
-            .collect();
-        header_text.push_str(&line);
-        header_text.push('\n');
-        let mut body_b64 = String::new();
-        loop {
-            let l = read_line(input)?;
-            header_text.push_str(&l);
-            header_text.push('\n');
-            let short = l.len() < 64;
-            body_b64.push_str(&l);
-            if short {
-                break;
-            }
-        }
-        if file_key.is_some() || args.first() != Some(&"X25519") {
-            continue;
-        }
-        let share: [u8; 32] = args
-            .get(1)
-            .and_then(|s| B64.decode(s).ok())
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| bad("X25519 stanza without a 32-byte share"))?;
-        let body = B64
-            .decode(&body_b64)
-            .map_err(|_| bad("stanza body is not base64"))?;
-        let share = PublicKey::from(share);
-        let shared = identity.0.diffie_hellman(&share);
-        if shared.as_bytes().iter().all(|&b| b == 0) {
-            continue;
-        }
-        let mut salt = share.as_bytes().to_vec();
-        salt.extend_from_slice(identity.recipient().0.as_bytes());
-        let wrap = hkdf(shared.as_bytes(), &salt, X25519_INFO);
-        if let Ok(k) =
-            ChaCha20Poly1305::new((&wrap).into()).decrypt((&[0u8; 12]).into(), body.as_slice())
-        {
-            if let Ok(k) = <[u8; 16]>::try_from(k.as_slice()) {
-                file_key = Some(k);
-            }
-        }
-    };
-    let file_key = file_key.ok_or(AgeError::NoMatch)?;
-    let mac = B64
-        .decode(mac_line)
-        .map_err(|_| bad("header MAC is not base64"))?;
-    header_mac(&file_key, header_text.as_bytes())
-        .verify_slice(&mac)
-        .map_err(|_| AgeError::HeaderMac)?;
-
-    let mut nonce = [0u8; 16];
-    if fill(input, &mut nonce)? != 16 {
-        return Err(AgeError::Payload);
-    }
-    let aead = ChaCha20Poly1305::new((&hkdf(&file_key, &nonce, b"payload")).into());
-    let mut cur = vec![0u8; CHUNK + TAG];
-    let mut next = vec![0u8; CHUNK + TAG];
-    let mut n = fill(input, &mut cur)?;
-    let mut counter = 0u64;
-    loop {
-        let m = if n == CHUNK + TAG {
-            fill(input, &mut next)?
-        } else {
-            0
-        };
-        let last = m == 0;
-        let plain = aead
-            .decrypt((&stream_nonce(counter, last)).into(), &cur[..n])
-            .map_err(|_| AgeError::Payload)?;
-        // An empty chunk is valid only as the sole chunk of an empty file.
-        if plain.is_empty() && counter > 0 {
-            return Err(AgeError::Payload);
-        }
-        out.write_all(&plain)?;
-        if last {
-            return Ok(());
-        }
-        std::mem::swap(&mut cur, &mut next);
-        n = m;
-        counter += 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn roundtrip(len: usize) {
-        let id = Identity::generate();
-        let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    const C: usize = CHUNK as usize;
+
+    fn seal(id: &Identity, plain: &[u8]) -> Vec<u8> {
         let mut sealed = Vec::new();
-        encrypt(&id.recipient(), &mut plain.as_slice(), &mut sealed).unwrap();
-        let mut back = Vec::new();
-        decrypt(&id, &mut sealed.as_slice(), &mut back).unwrap();
-        assert_eq!(back, plain, "{len} bytes");
+        encrypt(&id.recipient(), &mut &plain[..], &mut sealed).unwrap();
+        sealed
     }
 
     #[test]
     fn every_chunk_boundary_round_trips() {
-        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 5] {
-            roundtrip(len);
+        let id = Identity::generate();
+        for len in [0, 1, C - 1, C, C + 1, 2 * C, 2 * C + 5] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut back = Vec::new();
+            decrypt(&id, &mut seal(&id, &plain).as_slice(), &mut back).unwrap();
+            assert_eq!(back, plain, "{len} bytes");
         }
     }
 
     #[test]
     fn tampering_truncation_and_the_wrong_key_are_refused() {
         let id = Identity::generate();
-        let plain = vec![9u8; CHUNK + 100];
-        let mut sealed = Vec::new();
-        encrypt(&id.recipient(), &mut plain.as_slice(), &mut sealed).unwrap();
+        let sealed = seal(&id, &vec![9u8; C + 100]);
         let mut flipped = sealed.clone();
         let at = flipped.len() - 50;
         flipped[at] ^= 1;
@@ -407,14 +298,8 @@ mod tests {
             Err(AgeError::Payload)
         ));
         // Cut exactly after the first (full) chunk: it is not flagged last.
-        let header_end = sealed.windows(4).position(|w| w == b"\n---").unwrap();
-        let body_start = header_end
-            + sealed[header_end + 1..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .unwrap()
-            + 2;
-        let cut = &sealed[..body_start + 16 + CHUNK + TAG];
+        let header_len = read_header(&mut sealed.as_slice()).unwrap().len();
+        let cut = &sealed[..header_len + 16 + C + TAG as usize];
         assert!(matches!(
             decrypt(&id, &mut &cut[..], &mut Vec::new()),
             Err(AgeError::Payload)
@@ -432,10 +317,56 @@ mod tests {
     #[test]
     fn sealed_len_is_exact() {
         let id = Identity::generate();
-        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK] {
+        for len in [0, 1, C - 1, C, C + 1, 3 * C] {
             let mut sealed = Vec::new();
-            encrypt(&id.recipient(), &mut vec![1u8; len].as_slice(), &mut sealed).unwrap();
-            assert_eq!(sealed.len() as u64, sealed_len(len as u64), "{len}");
+            let s = Sealing::start(&id.recipient(), &mut sealed).unwrap();
+            let expected = s.sealed_len(len as u64);
+            s.seal_from(&mut vec![1u8; len].as_slice()).unwrap();
+            assert_eq!(sealed.len() as u64, expected, "{len}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_is_refused_before_parsing() {
+        let id = Identity::generate();
+        let sealed = seal(&id, b"x");
+        // A valid file with a junk stanza inserted after the intro line: over the cap it
+        // is refused as too large (not as a bad MAC), without reading the rest.
+        let intro = sealed.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let mut big = sealed[..intro].to_vec();
+        big.extend_from_slice(b"-> junk\n");
+        for _ in 0..(MAX_HEADER / 64 + 1) {
+            big.extend_from_slice(&[b'A'; 64]);
+            big.push(b'\n');
+        }
+        big.extend_from_slice(b"\n");
+        big.extend_from_slice(&sealed[intro..]);
+        assert!(matches!(
+            decrypt(&id, &mut big.as_slice(), &mut Vec::new()),
+            Err(AgeError::HeaderTooLarge)
+        ));
+        // One long line without a newline is cut off at the cap too.
+        let mut line = b"age-encryption.org/v1\n-> X25519 ".to_vec();
+        line.extend(std::iter::repeat_n(b'A', 1 << 20));
+        assert!(matches!(
+            decrypt(&id, &mut line.as_slice(), &mut Vec::new()),
+            Err(AgeError::HeaderTooLarge)
+        ));
+    }
+
+    #[test]
+    fn header_forms_the_spec_rejects_are_refused() {
+        let id = Identity::generate();
+        let sealed = String::from_utf8_lossy(&seal(&id, b"")).into_owned();
+        // The hand-written parser trimmed the MAC line, so it took `---MAC` and
+        // `---  MAC`; the spec allows exactly one space.
+        let no_space = sealed.replacen("--- ", "---", 1);
+        let two_spaces = sealed.replacen("--- ", "---  ", 1);
+        for bad in [no_space, two_spaces] {
+            assert!(matches!(
+                decrypt(&id, &mut bad.as_bytes(), &mut Vec::new()),
+                Err(AgeError::BadHeader(_))
+            ));
         }
     }
 
@@ -453,8 +384,8 @@ mod tests {
     fn keys_print_and_parse_as_age_does() {
         let id = Identity::generate();
         let s = id.to_secret_string();
-        assert!(s.starts_with("AGE-SECRET-KEY-1"));
-        let again = Identity::parse(&s).unwrap();
+        assert!(s.expose_secret().starts_with("AGE-SECRET-KEY-1"));
+        let again = Identity::parse(s.expose_secret()).unwrap();
         assert_eq!(again.recipient(), id.recipient());
         let r = id.recipient().to_string();
         assert!(r.starts_with("age1"));

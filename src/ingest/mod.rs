@@ -243,7 +243,6 @@ pub async fn commit(
         .await?;
     tx.commit().await?;
     let stored = UploadJob::from_row(&row);
-    crate::metrics::record_ingest(job.boundary, inserted.is_none(), stored.size_bytes as u64);
     Ok(if inserted.is_some() {
         Outcome::Created(stored)
     } else {

@@ -10,9 +10,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::ops::doctor::Accounts;
 
-/// A new age X25519 identity string (`AGE-SECRET-KEY-1…`).
-pub fn new_identity() -> Result<String> {
-    Ok(crate::crypto::age::Identity::generate().to_secret_string())
+/// A new age X25519 identity string (`AGE-SECRET-KEY-1…`), zeroized when dropped.
+pub fn new_identity() -> crate::crypto::age::SecretString {
+    crate::crypto::age::Identity::generate().to_secret_string()
 }
 
 pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
@@ -52,7 +52,11 @@ pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
         "# created by lxgate keys ensure: {}",
         chrono::Utc::now().to_rfc3339()
     )?;
-    writeln!(f, "{}", new_identity()?)?;
+    writeln!(
+        f,
+        "{}",
+        crate::crypto::age::ExposeSecret::expose_secret(&new_identity())
+    )?;
     f.sync_all()?;
     std::os::unix::fs::chown(&tmp, Some(0), Some(gid))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;

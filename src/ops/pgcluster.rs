@@ -47,8 +47,7 @@ pub fn find_bindir() -> Result<PathBuf> {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 impl Cluster {

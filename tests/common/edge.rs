@@ -243,7 +243,7 @@ impl Nginx {
         let d = dir.display();
         // As root the workers would otherwise run as nobody, who cannot enter the test's
         // temp dirs.
-        let user = if unsafe { libc::geteuid() } == 0 {
+        let user = if rustix::process::geteuid().is_root() {
             "user root root;\n"
         } else {
             ""

@@ -26,8 +26,14 @@ pub fn cluster() -> &'static Cluster {
         let dir = scratch_root().join(format!("pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let c = Cluster::start(&dir).expect("start test PostgreSQL (is `postgresql` installed?)");
-        // SAFETY: registering a plain extern "C" fn; it runs once at process exit.
-        unsafe { libc::atexit(stop_cluster) };
+        // Test-only: the cluster must stop when the test binary exits, and only
+        // atexit runs then (statics are never dropped); neither std nor rustix has it.
+        #[allow(unsafe_code)]
+        // SAFETY: registers a plain extern "C" fn taking nothing; it runs once at exit
+        // and touches only the OnceLock set above.
+        unsafe {
+            libc::atexit(stop_cluster)
+        };
         c
     })
 }
@@ -218,7 +224,7 @@ impl Site {
     /// The age master identity at `key`, made as lxgate-keys.service makes it; the
     /// group is root when the tests run as root (as in CI), else nogroup.
     pub fn ensure_master_key(&self, key: &Path) {
-        let group = if unsafe { libc::geteuid() } == 0 {
+        let group = if rustix::process::geteuid().is_root() {
             "root"
         } else {
             "nogroup"
@@ -270,8 +276,10 @@ impl Proc {
     }
 
     pub fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if let Some(s) = self.child.try_wait().unwrap() {

@@ -110,7 +110,7 @@ impl From<crate::ingest::IngestError> for ApiError {
                 "unsealable",
                 format!("the media does not open with this hub's age key ({why}): seal it to the recipient `lxgate keys recipient` prints on the hub"),
             ),
-            E::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            E::Io(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => {
                 tracing::error!(error = %e, "storage full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", "managed storage is full; retry later or ask the operator")
             }

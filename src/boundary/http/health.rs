@@ -71,20 +71,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT status, ingest_mode, count(*) FROM upload_jobs GROUP BY 1, 2 ORDER BY 1, 2",
-            &[],
-        )
-        .await?;
-    let jobs: Vec<(String, String, i64)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let text = state.metrics.scrape(&client).await?;
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&jobs),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        text,
     )
         .into_response())
 }

@@ -139,9 +139,7 @@ pub async fn media(
     }
     .emit();
     if state.config.server.serve_media_directly {
-        return super::range::serve_file(&state.storage.root().join(&rel), &headers)
-            .await
-            .map_err(|e| ApiError::internal("open media", e));
+        return serve_file(&state.storage.root().join(&rel), headers).await;
     }
     let encoded: String = rel
         .split('/')
@@ -164,4 +162,26 @@ pub async fn media(
         ],
     )
         .into_response())
+}
+
+/// The app serves the object itself (tower-http's ServeFile): single byte ranges with
+/// 206/416 and Content-Range, which is what video players seek with. Several ranges at
+/// once get the whole body, as RFC 9110 allows.
+async fn serve_file(path: &std::path::Path, headers: HeaderMap) -> Result<Response, ApiError> {
+    // A job whose object is gone is a storage fault (`lxgate storage audit`), not a
+    // missing resource: ServeFile would answer it with a bare 404.
+    if !path.is_file() {
+        return Err(ApiError::internal(
+            "open media",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "stored object missing"),
+        ));
+    }
+    let mut req = axum::http::Request::new(axum::body::Body::empty());
+    *req.headers_mut() = headers;
+    let resp = tower_http::services::ServeFile::new(path)
+        .ignore_multi_range_requests(true)
+        .try_call(req)
+        .await
+        .map_err(|e| ApiError::internal("open media", e))?;
+    Ok(resp.map(axum::body::Body::new))
 }

@@ -152,24 +152,19 @@ fn connection_bound(limits: &ServerLimits) -> usize {
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; the limit now in force.
 fn raise_open_files() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // None is RLIM_INFINITY.
+    let (cur, max) = (
+        lim.current.unwrap_or(u64::MAX),
+        lim.maximum.unwrap_or(u64::MAX),
+    );
+    let raised = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
     };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
+    if cur < max && setrlimit(Resource::Nofile, raised).is_ok() {
+        return Some(max);
     }
-    Some(lim.rlim_cur)
+    Some(cur)
 }

@@ -6,7 +6,6 @@ mod error;
 mod health;
 mod jobs;
 mod listen;
-mod range;
 mod ratelimit;
 mod transfers;
 mod upload;
@@ -17,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -37,6 +36,7 @@ pub struct AppState {
     pub storage: Storage,
     pub uploads: bounds::Uploads,
     pub rate_limits: Arc<ratelimit::Limits>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,12 +82,12 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; see the README for the API",
             )
         })
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
-async fn track(req: Request, next: Next) -> Response {
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -95,7 +95,7 @@ async fn track(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let resp = next.run(req).await;
-    crate::metrics::record_request(
+    state.metrics.observe_request(
         &route,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
@@ -211,6 +211,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
     if removed > 0 {
         tracing::info!(removed, "removed temp files left by an interrupted upload");
     }
+    crate::systemd::spawn_watchdog();
     let listen = config.server.listen.clone();
     let limits = config.server.limits.clone();
     let rate_limits = Arc::new(ratelimit::Limits::new(&config));
@@ -221,6 +222,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         storage,
         uploads: bounds::Uploads::new(limits.max_uploads),
         rate_limits,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     };
     let app = router(state.clone());
     let shutdown = async {
@@ -231,7 +233,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutting down");
-        crate::systemd::notify("STOPPING=1");
+        crate::systemd::stopping();
     };
     let listener = if let Some(path) = listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
@@ -263,5 +265,5 @@ async fn announce_ready(state: AppState, listen: String) {
         }
     }
     tracing::info!(listen = %listen, "ready");
-    crate::systemd::notify("READY=1");
+    crate::systemd::ready();
 }

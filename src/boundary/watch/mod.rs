@@ -217,7 +217,7 @@ fn stage_file(storage: &Storage, path: &Path) -> std::io::Result<(ingest::Staged
     let before = std::fs::symlink_metadata(path)?;
     let mut f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(path)?;
     let m = f.metadata()?;
     if !m.is_file() || m.dev() != before.dev() || m.ino() != before.ino() {
@@ -377,8 +377,10 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         }
         nw
     };
-    crate::systemd::notify("READY=1");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    crate::systemd::spawn_watchdog();
+    // Type=notify: ready once the folders are watched, as the first scan starts.
+    crate::systemd::ready();
     loop {
         let (unsettled, lone_halves) = w.scan().await;
         let next = if unsettled + lone_halves > 0 {

@@ -1,0 +1,80 @@
+//! `/metrics` of a running `lxgate serve`: ingest counters from every process (the
+//! watcher has no listener of its own), request latency by route pattern, HELP lines.
+mod common;
+use common::*;
+
+fn scrape(srv: &Server) -> String {
+    let r = http().get(&srv.url("/metrics")).call().unwrap();
+    assert!(
+        r.content_type().contains("text"),
+        "metrics content type {}",
+        r.content_type()
+    );
+    r.into_string().unwrap()
+}
+
+fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+#[test]
+fn watcher_ingests_show_in_the_metrics_of_a_separately_running_server() {
+    let (s, import) = Site::with_center_a("[watcher]\nsettle_ms = 50\n");
+    // Started before the drop: the counts are read when scraped, not when it starts.
+    let srv = Server::start(&s);
+    drop_file(&import.join("video_import"), "clip.mp4", b"video bytes");
+    drop_file(&import.join("report_import"), "notes.exe", b"not a report");
+    s.ok(&["watch", "--once"]);
+    let text = scrape(&srv);
+    for line in [
+        r#"lxgate_ingest_total{boundary="watcher",outcome="stored"} 1"#,
+        r#"lxgate_ingest_total{boundary="watcher",outcome="error"} 1"#,
+        r#"lxgate_ingest_bytes_total{boundary="watcher"} 11"#,
+    ] {
+        assert!(has_line(&text, line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("# HELP lxgate_ingest "),
+        "no HELP line:\n{text}"
+    );
+}
+
+#[test]
+fn request_latency_is_a_histogram_by_route_pattern() {
+    let (s, _) = Site::with_center_a("");
+    let srv = Server::start(&s);
+    let id = "5f0c2a4e-8d3b-4c1a-9e2f-000000000001";
+    for _ in 0..3 {
+        let (status, _) = call(http().get(&srv.url(&format!("/api/media/{id}"))).call());
+        assert_eq!(status, 401);
+    }
+    let text = scrape(&srv);
+    assert!(
+        has_line(
+            &text,
+            r#"lxgate_http_requests_total{route="/api/media/{id}",status="401"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has_line(
+            &text,
+            r#"lxgate_http_request_duration_seconds_count{route="/api/media/{id}"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            r#"lxgate_http_request_duration_seconds_bucket{le="+Inf",route="/api/media/{id}"}"#
+        ) || l.starts_with(
+            r#"lxgate_http_request_duration_seconds_bucket{route="/api/media/{id}",le="+Inf"}"#
+        )),
+        "{text}"
+    );
+    // Bounded series: the raw path never becomes a label.
+    assert!(!text.contains(id), "{text}");
+    assert!(
+        text.contains("# HELP lxgate_http_request_duration_seconds "),
+        "{text}"
+    );
+}
