@@ -115,6 +115,10 @@ pub struct ServerConfig {
     /// Largest accepted upload body in bytes; env UPLOAD_MAX_SIZE wins.
     pub upload_max_size: Option<u64>,
     /// Trust X-Forwarded-For from the proxy (only when nothing but nginx reaches the app).
+    /// Default: on when nginx fronts the app ([host] nginx, default true) and the app
+    /// listens on loopback or a unix socket, where only nginx and local accounts reach it;
+    /// nginx overwrites the header with the client's address. Off, every client behind
+    /// nginx shares one rate-limit bucket (127.0.0.1).
     pub trusted_proxy: Option<bool>,
     /// center_key for super_admin uploads without a key (not in central_hub);
     /// env LX_ANNOTATE_DEFAULT_CENTER wins.
@@ -598,6 +602,14 @@ pub struct HostFacts {
     pub nginx: bool,
 }
 
+/// Only local processes can connect: a unix socket or a loopback address.
+fn listens_locally(listen: &str) -> bool {
+    listen.starts_with("unix:/")
+        || listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback())
+}
+
 /// A host-specific default: the contract's render input of that name.
 fn contract_default(key: &str) -> String {
     CONTRACT.default_of(key).to_string()
@@ -734,9 +746,12 @@ impl Config {
                 .unwrap_or(Server::DEFAULT_UPLOAD_MAX_SIZE),
         };
         let server = Server {
-            listen,
+            listen: listen.clone(),
             upload_max_size,
-            trusted_proxy: file.server.trusted_proxy.unwrap_or(false),
+            trusted_proxy: file
+                .server
+                .trusted_proxy
+                .unwrap_or(file.host.nginx.unwrap_or(true) && listens_locally(&listen)),
             default_center: get("LX_ANNOTATE_DEFAULT_CENTER")
                 .or_else(|| file.server.default_center.clone()),
             serve_media_directly: file.server.serve_media_directly.unwrap_or(false),
@@ -1066,6 +1081,26 @@ mod tests {
             "role = \"site_node\"\n[hub]\nexport = true\nurl = \"{url}\"\nnode_key = \"s\"\ntarget_node_key = \"h\"\nca_file = \"/ca\"\nclient_certificate = \"/c\"\n"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_trusted_only_behind_nginx_on_a_local_listener() {
+        let trusted = |text: &str, e: &[(&str, &str)]| {
+            let f: FileConfig = toml::from_str(text).unwrap();
+            Config::from_parts(f, &env(e)).unwrap().server.trusted_proxy
+        };
+        assert!(trusted("", &[]));
+        assert!(trusted(
+            "",
+            &[("LXGATE_LISTEN", "unix:/run/lxgate/http.sock")]
+        ));
+        assert!(!trusted("[host]\nnginx = false\n", &[]));
+        assert!(!trusted("", &[("LXGATE_LISTEN", "0.0.0.0:8080")]));
+        assert!(!trusted("[server]\ntrusted_proxy = false\n", &[]));
+        assert!(trusted(
+            "[server]\ntrusted_proxy = true\n",
+            &[("LXGATE_LISTEN", "0.0.0.0:8080")]
+        ));
     }
 
     #[test]

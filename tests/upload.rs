@@ -666,7 +666,10 @@ fn token_checks_are_rate_limited_per_source() {
         "trusted.toml",
         "[server]\ntrusted_proxy = true\ntoken_auth_per_second = 1\n",
     );
-    let direct = write("direct.toml", "[server]\ntoken_auth_per_second = 1\n");
+    let direct = write(
+        "direct.toml",
+        "[server]\ntrusted_proxy = false\ntoken_auth_per_second = 1\n",
+    );
     site.set("LXGATE_CONFIG", &trusted);
     site.migrate();
     site.ok(&["center", "add", "A", "--name", "A"]);

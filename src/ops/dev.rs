@@ -24,6 +24,8 @@ pub async fn run(state: &Path, listen: &str) -> Result<()> {
     file.server.listen = Some(listen.to_string());
     file.server.default_center = Some("dev".into());
     file.server.serve_media_directly = Some(true);
+    // No nginx in front: clients reach the app directly, so X-Forwarded-For is theirs.
+    file.host.nginx = Some(false);
     file.database.url = Some(url.clone());
     let config = Config::from_parts(file, &crate::config::process_env())?;
 
