@@ -28,11 +28,14 @@ pub const FORM_HEAD_MAX: u64 = 64 * 1024;
 /// How much of a client's value an error message repeats.
 const SHOWN_MAX: usize = 32;
 
-/// A client's value as an error message may show it: quoted, at most a short prefix.
+/// A client's value as an error message may show it: quoted and escaped as names are
+/// (one rule, `ingest::name::escaped`), at most a short prefix, with its full length.
 pub fn shown(value: &str) -> String {
-    match value.char_indices().nth(SHOWN_MAX) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    let prefix = crate::ingest::name::escaped(value, SHOWN_MAX);
+    if value.chars().nth(SHOWN_MAX).is_some() {
+        format!("{prefix} ({} bytes)", value.len())
+    } else {
+        prefix
     }
 }
 
@@ -229,7 +232,9 @@ mod tests {
         let s = shown(&long);
         assert!(s.len() < 60, "{s}");
         assert!(s.contains("10000 bytes"));
-        // Never cuts inside a character.
-        assert!(shown(&"é".repeat(100)).starts_with("\"éé"));
+        // Never cuts inside a character; like names, anything but printable ASCII is
+        // escaped, so a value cannot steer the message it appears in.
+        assert!(shown(&"é".repeat(100)).starts_with("\"\\u{e9}\\u{e9}"));
+        assert_eq!(shown("a\u{202e}b"), "\"a\\u{202e}b\"");
     }
 }
