@@ -12,6 +12,7 @@ pub mod name;
 pub mod settle;
 pub mod sidecar;
 pub mod staging;
+pub mod stream;
 
 use deadpool_postgres::Pool;
 use serde::Serialize;

@@ -560,7 +560,7 @@ pub async fn media(
                 let name = field.file_name().unwrap_or(&key);
                 let name = super::upload::validate_name("file field's filename", Some(name))?;
                 head.file_follows();
-                let staged = super::upload::stage_opening(
+                let staged = crate::ingest::stream::stage_opening(
                     &state.storage,
                     field,
                     limit,

@@ -6,17 +6,15 @@
 //!   one `file` field whose filename is the original name. Text fields must come
 //!   before the file: the file is streamed to storage as it arrives.
 
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt};
 
 use super::bounds::{self, shown};
 use super::{authenticate, ApiError, AppState, Source};
 use crate::access::tokens::{Principal, TokenRole};
 use crate::config::Role;
-use crate::ingest::{self, Boundary, IngestError, Kind, NewJob, Staged, Storage};
+use crate::ingest::{self, Boundary, IngestError, Kind, NewJob};
 
 pub async fn upload(
     State(state): State<AppState>,
@@ -74,7 +72,7 @@ pub async fn upload(
                     )
                     .await?;
                     head.file_follows();
-                    let staged = stage(&state.storage, field, limit).await?;
+                    let staged = ingest::stream::stage(&state.storage, field, limit).await?;
                     break (staged, name, kind, center_id);
                 }
                 _ => {}
@@ -93,7 +91,9 @@ pub async fn upload(
             "X-Center-Key header",
         )
         .await?;
-        let staged = stage(&state.storage, req.into_body().into_data_stream(), limit).await?;
+        let staged =
+            ingest::stream::stage(&state.storage, req.into_body().into_data_stream(), limit)
+                .await?;
         (staged, name, kind, center_id)
     };
 
@@ -274,83 +274,4 @@ fn user_agent(raw: &str) -> String {
         .filter(|c| !c.is_control())
         .take(USER_AGENT_CHARS)
         .collect()
-}
-
-/// Stream a body into a staged temp file on a blocking thread, stopping at the limit.
-/// Memory stays bounded by the channel: at most 2 body chunks queued per upload
-/// (64 concurrent uploads stay under 100 MB RSS; see scripts/bench).
-pub async fn stage<S, E>(storage: &Storage, body: S, limit: u64) -> Result<Staged, IngestError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    stage_opening(storage, body, limit, None).await
-}
-
-/// `stage`, opening an age-sealed body with `identity` on the way: what is staged (and
-/// hashed) is the plaintext; the limit counts the sealed bytes.
-pub async fn stage_opening<S, E>(
-    storage: &Storage,
-    mut body: S,
-    limit: u64,
-    identity: Option<std::sync::Arc<crate::crypto::age::Identity>>,
-) -> Result<Staged, IngestError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let mut writer = storage.writer()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let worker = tokio::task::spawn_blocking(move || -> Result<_, IngestError> {
-        match identity {
-            None => {
-                while let Some(chunk) = rx.blocking_recv() {
-                    writer.write(&chunk)?;
-                }
-            }
-            Some(id) => {
-                let chunks = std::iter::from_fn(|| rx.blocking_recv());
-                let mut input =
-                    std::io::BufReader::new(crate::crypto::age::ChunkReader::new(chunks));
-                crate::crypto::age::decrypt(&id, &mut input, &mut writer)
-                    .map_err(|e| IngestError::Sealed(e.to_string()))?;
-            }
-        }
-        Ok(writer)
-    });
-    let mut total = 0u64;
-    let mut failure = None;
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(chunk) => {
-                total += chunk.len() as u64;
-                if total > limit {
-                    failure = Some(IngestError::TooLarge { limit });
-                    break;
-                }
-                // Once the writer has failed (its error is reported below), the rest
-                // of the body is read and dropped, so the client gets that answer
-                // instead of a connection reset halfway through its upload.
-                if !tx.is_closed() {
-                    let _ = tx.send(chunk).await;
-                }
-            }
-            Err(e) => {
-                failure = Some(IngestError::Source(e.to_string()));
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let worker = worker
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    // A stream that broke off explains a failed opening better than the opening does.
-    let writer = match (worker, failure.take()) {
-        (_, Some(f)) => return Err(f),
-        (w, None) => w?,
-    };
-    Ok(tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??)
 }

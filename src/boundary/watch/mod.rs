@@ -6,8 +6,8 @@ mod folder;
 mod quarantine;
 
 use std::collections::HashMap;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -211,34 +211,6 @@ impl Watcher {
     }
 }
 
-/// Read a regular file without following links, confirming it is still the file we
-/// judged complete (same dev/inode), into a staged object.
-fn stage_file(storage: &Storage, path: &Path) -> std::io::Result<(ingest::Staged, Identity)> {
-    let before = std::fs::symlink_metadata(path)?;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-        .open(path)?;
-    let m = f.metadata()?;
-    if !m.is_file() || m.dev() != before.dev() || m.ino() != before.ino() {
-        return Err(std::io::Error::other("file changed while opening"));
-    }
-    let mut w = storage.writer()?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        w.write(&buf[..n])?;
-    }
-    let after = f.metadata()?;
-    if identity(&after) != identity(&m) {
-        return Err(std::io::Error::other("file changed while reading"));
-    }
-    Ok((w.finish()?, identity(&m)))
-}
-
 async fn ingest_one(
     cfg: &Config,
     pool: &Pool,
@@ -293,7 +265,7 @@ async fn ingest_one(
     let staged = {
         let storage = storage.clone();
         let carrier = carrier.clone();
-        tokio::task::spawn_blocking(move || stage_file(&storage, &carrier)).await
+        tokio::task::spawn_blocking(move || ingest::stream::stage_file(&storage, &carrier)).await
     };
     let (staged, id) = match staged {
         Ok(Ok(s)) => s,
