@@ -7,7 +7,10 @@
 //! - `ingest`: the one ingest core every boundary hands files to;
 //! - `boundary/`: where files and requests come in (HTTP, watcher, SAP import, hub
 //!   export); a boundary never imports another boundary;
-//! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...).
+//! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...);
+//! - beside them, used by every layer: `durable` (fsynced atomic writes), `logging`
+//!   and `audit` (the journal, and the audit trail in it), `systemd` (readiness and
+//!   the watchdog).
 
 pub mod access;
 pub mod audit;
@@ -16,9 +19,8 @@ pub mod config;
 pub mod contract;
 pub mod crypto;
 pub mod db;
-pub mod durable;
+pub(crate) mod durable;
 pub mod ingest;
 pub mod logging;
-pub mod metrics;
 pub mod ops;
-pub mod systemd;
+pub(crate) mod systemd;

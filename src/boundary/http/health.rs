@@ -74,7 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     let text = state.metrics.scrape(&client).await?;
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response())

@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod jobs;
 mod listen;
+mod metrics;
 mod ratelimit;
 mod transfers;
 mod upload;
@@ -36,7 +37,7 @@ pub struct AppState {
     pub storage: Storage,
     pub uploads: bounds::Uploads,
     pub rate_limits: Arc<ratelimit::Limits>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -222,7 +223,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         storage,
         uploads: bounds::Uploads::new(limits.max_uploads),
         rate_limits,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics: Arc::new(metrics::Metrics::new()),
     };
     let app = router(state.clone());
     let shutdown = async {
