@@ -161,6 +161,30 @@ impl Uploads {
 
 /// Middleware for routes that take large bodies, with the route's body limit as state:
 /// whatever the handler left unread is read and dropped before the answer goes out.
+/// What nginx forwards to a location without large bodies (the contract's
+/// `small_body_max`, an nginx size such as `1m`); the app reads a refused body of that
+/// size before it answers.
+pub fn small_body() -> u64 {
+    nginx_size(crate::contract::CONTRACT.default_of("small_body_max"))
+        .expect("nix/contract.toml: small_body_max is an nginx size (e.g. 1m)")
+}
+
+/// An nginx size: bytes, or a number with k, m or g (either case).
+fn nginx_size(s: &str) -> Option<u64> {
+    let (digits, unit) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_lowercase()),
+        _ => (s, 'b'),
+    };
+    let shift = match unit {
+        'b' => 0,
+        'k' => 10,
+        'm' => 20,
+        'g' => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 /// nginx passes a refusal (401, 403, 413, …) on only once it has sent the whole body;
 /// answering mid-body makes it report 502 and the client retry what cannot pass.
 /// The rest is read up to twice the limit in all (a sender of a legitimate size that
@@ -224,6 +248,16 @@ impl Drop for Returning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_sizes_read_as_nginx_reads_them() {
+        assert_eq!(nginx_size("1m"), Some(1 << 20));
+        assert_eq!(nginx_size("50G"), Some(50 << 30));
+        assert_eq!(nginx_size("4096"), Some(4096));
+        assert_eq!(nginx_size("1t"), None);
+        assert_eq!(nginx_size("m"), None);
+        assert_eq!(small_body(), 1 << 20);
+    }
 
     #[test]
     fn shown_keeps_a_short_prefix() {

@@ -83,6 +83,13 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; see the README for the API",
             )
         })
+        // Every other route may be sent a body it does not want (a POST where only GET
+        // exists, a refused token): up to what nginx lets through there, it is read
+        // before the answer, so nginx passes the answer on instead of a 502.
+        .layer(middleware::from_fn_with_state(
+            bounds::small_body(),
+            bounds::read_to_end,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
