@@ -107,7 +107,7 @@ in
     settings = mkOption {
       type = format.type;
       default = { };
-      description = "lxgate settings (RFC 42), rendered to /etc/lxgate/config.toml; see src/config.rs.";
+      description = "lxgate settings (RFC 42), rendered to /etc/lxgate/config.toml; see src/config/file.rs.";
     };
     credentials = mkOption {
       type = types.attrsOf types.path;
