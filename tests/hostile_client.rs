@@ -35,10 +35,7 @@ fn edge(server: &str) -> Edge {
     hub.migrate();
     hub.ok(&["center", "add", "A", "--name", "A"]);
     hub.ok(&["center", "add", "B", "--name", "B"]);
-    let secret = hub
-        .ok(&["node", "add", "site-a", "--center", "A"])
-        .trim()
-        .to_string();
+    let secret = hub.add_node("site-a", "A", None);
     let uploader = hub.token("uploader", Some("A"), "up");
     let srv = Server::start(&hub);
     let nginx = Nginx::rendered(&hub, &srv);

@@ -19,10 +19,7 @@ fn hub_with(settings: &str) -> Hub {
     site.migrate();
     site.ok(&["center", "add", "A", "--name", "A"]);
     site.ok(&["center", "add", "B", "--name", "B"]);
-    let secret = site
-        .ok(&["node", "add", "site-a", "--center", "A"])
-        .trim()
-        .to_string();
+    let secret = site.add_node("site-a", "A", None);
     let srv = Server::start(&site);
     Hub { site, srv, secret }
 }
@@ -241,19 +238,7 @@ fn another_nodes_transfer_is_invisible_and_a_pinned_certificate_is_enforced() {
     let hs = headers(&h);
     let (s, _) = register(&h, &hs, transfer("t-own", b"x"));
     assert_eq!(s, 201);
-    let secret_b = h
-        .site
-        .ok(&[
-            "node",
-            "add",
-            "site-b",
-            "--center",
-            "B",
-            "--cert-fingerprint",
-            "AA:BB:CC",
-        ])
-        .trim()
-        .to_string();
+    let secret_b = h.site.add_node("site-b", "B", Some("AA:BB:CC"));
     let hs_b = with(
         with(hs.clone(), "X-Network-Node-Key", "site-b"),
         "X-Network-Node-Secret",

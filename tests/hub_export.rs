@@ -45,18 +45,7 @@ fn fleet_with(hub_extra: &str) -> Fleet {
     let key = hub.dir.path().join("keys/master.age");
     hub.ensure_master_key(&key);
     hub.ok(&["center", "add", "A", "--name", "A"]);
-    let secret = hub
-        .ok(&[
-            "node",
-            "add",
-            "site-a",
-            "--center",
-            "A",
-            "--cert-fingerprint",
-            &pki.fingerprint("site"),
-        ])
-        .trim()
-        .to_string();
+    let secret = hub.add_node("site-a", "A", Some(&pki.fingerprint("site")));
     let hub_srv = Server::start(&hub);
 
     let nginx = Nginx::rendered(&hub, &hub_srv);

@@ -112,17 +112,7 @@ fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_clea
     });
     let secret = e
         .site
-        .ok(&[
-            "node",
-            "add",
-            "site-a",
-            "--center",
-            "A",
-            "--cert-fingerprint",
-            &e.pki.fingerprint("site"),
-        ])
-        .trim()
-        .to_string();
+        .add_node("site-a", "A", Some(&e.pki.fingerprint("site")));
     let node = [
         "-H",
         "X-Network-Node-Key: site-a",
@@ -143,11 +133,7 @@ fn the_attestation_header_is_the_one_the_app_trusts_set_on_the_hub_location_clea
     // it; by a path nginx files under `/` (it decodes %2e%2e, the app routes the raw
     // path to the status handler) it reaches the app, which must not trust it. The
     // node has no pinned certificate, so nothing else would stop it.
-    let secret_b = e
-        .site
-        .ok(&["node", "add", "site-b", "--center", "A"])
-        .trim()
-        .to_string();
+    let secret_b = e.site.add_node("site-b", "A", None);
     let forged = format!("{}: SUCCESS", name.to_ascii_lowercase());
     let node_b = format!("X-Network-Node-Secret: {secret_b}");
     let args = [

@@ -209,6 +209,15 @@ impl Site {
         stdout(&o)
     }
 
+    /// `lxgate node add KEY --center CENTER [--cert-fingerprint FP]`: the node's secret.
+    pub fn add_node(&self, key: &str, center: &str, fingerprint: Option<&str>) -> String {
+        let mut args = vec!["node", "add", key, "--center", center];
+        if let Some(fp) = fingerprint {
+            args.extend(["--cert-fingerprint", fp]);
+        }
+        self.ok(&args).trim().to_string()
+    }
+
     pub fn migrate(&self) {
         self.ok(&["migrate"]);
     }
