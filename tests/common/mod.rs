@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use lxgate::ops::pgcluster::Cluster;
 
 pub mod edge;
+pub mod reference;
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
