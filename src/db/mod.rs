@@ -1,6 +1,8 @@
 //! PostgreSQL: the pool and the embedded migrations.
 
+pub mod dump;
 pub mod migrate;
+pub mod tools;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 

@@ -19,26 +19,8 @@ pub struct Cluster {
 /// The directory holding initdb/pg_ctl: PATH first, then Debian's newest
 /// /usr/lib/postgresql/N/bin.
 pub fn find_bindir() -> Result<PathBuf> {
-    if let Some(paths) = std::env::var_os("PATH") {
-        for p in std::env::split_paths(&paths) {
-            if p.join("initdb").is_file() && p.join("pg_ctl").is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    match versions.pop() {
-        Some((_, p)) => Ok(p),
+    match crate::db::tools::bindir_with(&["initdb", "pg_ctl"]) {
+        Some(p) => Ok(p),
         None => bail!(
             "no PostgreSQL server binaries found (initdb, pg_ctl): install them with \
              `apt-get install postgresql` (Debian) or enter `nix develop`"
