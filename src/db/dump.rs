@@ -165,6 +165,18 @@ impl<W: Write> Write for Hashing<W> {
 /// file appears under its name only when pg_dump succeeded and the age file is complete
 /// and on disk. A failed dump leaves nothing behind.
 pub fn dump_sealed(url: &str, to: &Recipient, out: &Path) -> Result<SealedDump, DumpError> {
+    dump_sealed_at(url, to, out, None)
+}
+
+/// As `dump_sealed`, of the snapshot a transaction exported with `pg_export_snapshot()`
+/// (it must stay open until this returns): the dump then holds exactly the rows that
+/// transaction saw, so counts taken in it describe the dump (a backup's manifest).
+pub fn dump_sealed_at(
+    url: &str,
+    to: &Recipient,
+    out: &Path,
+    snapshot: Option<&str>,
+) -> Result<SealedDump, DumpError> {
     let dir = out.parent().unwrap_or(Path::new("."));
     let write_err = |source| DumpError::Write {
         path: out.to_path_buf(),
@@ -182,8 +194,12 @@ pub fn dump_sealed(url: &str, to: &Recipient, out: &Path) -> Result<SealedDump, 
             .open(&temp.0)
             .map_err(write_err)?
     };
-    let mut child = tool_command("pg_dump", url)?
-        .args(["--format=custom", "--no-owner", "--no-privileges"])
+    let mut cmd = tool_command("pg_dump", url)?;
+    cmd.args(["--format=custom", "--no-owner", "--no-privileges"]);
+    if let Some(s) = snapshot {
+        cmd.arg(format!("--snapshot={s}"));
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
