@@ -1,5 +1,6 @@
 //! The command line: one file per command, each with its typed `Args` and its `run`.
 
+mod backup;
 mod center;
 mod config;
 mod dev;
@@ -10,6 +11,7 @@ mod migrate;
 mod node;
 mod recover;
 mod render;
+mod restore;
 mod sap_import;
 mod serve;
 mod smoke;
@@ -73,6 +75,12 @@ enum Cmd {
     Storage(storage::Args),
     /// Master key handling (lxgate-keys.service, runs as root).
     Keys(keys::Args),
+    /// Backups with restic: prepare (sealed dump + manifest), run, verify (a restore
+    /// rehearsal).
+    Backup(backup::Args),
+    /// Restore a backup snapshot onto this host (units stopped, empty data root and
+    /// database unless --merge).
+    Restore(restore::Args),
 }
 
 /// What every command may need: where the settings come from, and the environment.
@@ -124,6 +132,8 @@ impl Cli {
             Cmd::HubExport(a) => hub_export::run(a, &ctx).await,
             Cmd::Storage(a) => storage::run(a, &ctx).await,
             Cmd::Keys(a) => keys::run(a, &ctx),
+            Cmd::Backup(a) => backup::run(a, &ctx).await,
+            Cmd::Restore(a) => restore::run(a, &ctx).await,
         }
     }
 }

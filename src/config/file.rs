@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub recovery: RecoveryConfig,
     pub host: HostConfig,
     pub hub: HubConfig,
+    pub backup: BackupConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -204,6 +205,27 @@ pub struct HubConfig {
     /// twice that (default 5; an unsigned one costs ~25 ms of PBKDF2; 0 turns the limit
     /// off). Past it: 429 with Retry-After.
     pub auth_per_second: Option<u32>,
+}
+
+/// Backups with restic (`lxgate backup`). The repository password and any credentials
+/// of the repository's backend are never here: systemd hands them to lxgate-backup as
+/// the credentials restic-password and restic-env (a KEY=VALUE file, e.g. AWS_* keys).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Back this host up: `lxgate render` writes lxgate-backup.service and .timer (the
+    /// NixOS module configures services.restic.backups.lxgate instead).
+    pub enable: Option<bool>,
+    /// The restic repository: a path, or sftp:, rest:, s3:, ... (not a secret; the
+    /// backend's credentials go in restic-env). Must be set when enable is on.
+    pub repository: Option<String>,
+    /// When lxgate-backup.timer fires (systemd OnCalendar; default daily).
+    pub on_calendar: Option<String>,
+    /// Snapshots `restic forget --prune` keeps after each backup, per day, week and
+    /// month (defaults 7, 5, 12; 0 keeps none of that kind).
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
 }
 
 impl FileConfig {

@@ -47,6 +47,8 @@ pub enum ConfigError {
     },
     #[error("no database configured: set DATABASE_URL or [database] url in the config file")]
     NoDatabase,
+    #[error("[backup]: {0}")]
+    Backup(String),
     #[error("[hub] export: {0}")]
     HubExport(String),
     #[error("hub transfer API is enabled without mTLS: set [hub] require_mtls = true (ENDOREG_HUB_TRANSFER_REQUIRE_MTLS) and give nginx a client CA (services.lxgate.hub.transferApi.clientCaFile)")]
@@ -295,6 +297,7 @@ impl Config {
         }
         let hub_export = hub_export(role, h)?;
         let host = resolve_host(&file.host, &paths);
+        let backup = resolve_backup(&file.backup)?;
 
         Ok(Config {
             role,
@@ -307,6 +310,7 @@ impl Config {
             hub_receiver,
             hub_export,
             host,
+            backup,
         })
     }
 
@@ -344,6 +348,7 @@ impl Config {
             "recovery": { "enable": self.recovery.enable, "source": path(&self.recovery.source) },
             "watcher": { "enable": self.watcher.enable, "memory_max": self.watcher.memory_max },
             "sap_import": { "enable": self.sap_import.enable },
+            "backup": { "enable": self.backup.enable, "on_calendar": self.backup.on_calendar },
         });
         toml::Value::try_from(tree).expect("strings and booleans are TOML")
     }
@@ -442,6 +447,24 @@ fn resolve_host(h: &HostConfig, paths: &Paths) -> HostFacts {
         tls_certificate_key: or(&h.tls_certificate_key, "tls_certificate_key"),
         nginx: h.nginx.unwrap_or(true),
     }
+}
+
+fn resolve_backup(b: &BackupConfig) -> Result<Backup, ConfigError> {
+    let d = Backup::default();
+    let backup = Backup {
+        enable: b.enable.unwrap_or(d.enable),
+        repository: b.repository.clone().filter(|r| !r.trim().is_empty()),
+        on_calendar: b.on_calendar.clone().unwrap_or(d.on_calendar),
+        keep_daily: b.keep_daily.unwrap_or(d.keep_daily),
+        keep_weekly: b.keep_weekly.unwrap_or(d.keep_weekly),
+        keep_monthly: b.keep_monthly.unwrap_or(d.keep_monthly),
+    };
+    if backup.enable && backup.repository.is_none() {
+        return Err(ConfigError::Backup(
+            "enable = true names no restic repository; set repository (a path, sftp:, rest:, s3:, ...) or enable = false".into(),
+        ));
+    }
+    Ok(backup)
 }
 
 /// The sender's settings when `[hub] export` is on; every missing piece named at once.

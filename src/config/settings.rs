@@ -28,6 +28,7 @@ pub struct Config {
     /// Present when `[hub] export` is on (site_node); every piece checked at load.
     pub hub_export: Option<HubExport>,
     pub host: HostFacts,
+    pub backup: Backup,
 }
 
 /// Where things live. All but the state root are inside the data root (checked).
@@ -334,4 +335,33 @@ pub struct HostFacts {
     pub tls_certificate_key: String,
     /// Render and check the nginx server block.
     pub nginx: bool,
+}
+
+/// Backups with restic (`lxgate backup`); the password and backend credentials are
+/// read from systemd credentials when a run starts, never from the settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backup {
+    /// Render lxgate-backup.service and .timer.
+    pub enable: bool,
+    /// The restic repository; required when enabled (checked at load).
+    pub repository: Option<String>,
+    /// OnCalendar of lxgate-backup.timer. Default: contract `backup_on_calendar`.
+    pub on_calendar: String,
+    /// `restic forget --prune --keep-daily/--keep-weekly/--keep-monthly` after a backup.
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+}
+
+impl Default for Backup {
+    fn default() -> Backup {
+        Backup {
+            enable: false,
+            repository: None,
+            on_calendar: contract_default("backup_on_calendar"),
+            keep_daily: 7,
+            keep_weekly: 5,
+            keep_monthly: 12,
+        }
+    }
 }

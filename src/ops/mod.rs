@@ -1,5 +1,6 @@
 //! Operator commands built on the layers below: checks, recovery, keys, local clusters.
 
+pub mod backup;
 pub mod dev;
 pub mod doctor;
 pub mod keys;

@@ -89,7 +89,7 @@ async fn rows(client: &tokio_postgres::Client) -> Result<Vec<Row>> {
 }
 
 /// Objects on disk: relative path → (size, mtime).
-fn objects(storage: &Path) -> Result<BTreeMap<String, (u64, SystemTime)>> {
+pub fn objects(storage: &Path) -> Result<BTreeMap<String, (u64, SystemTime)>> {
     let mut out = BTreeMap::new();
     let root = storage.join("objects");
     let fan = match fs::read_dir(&root) {
