@@ -16,6 +16,10 @@
 #   nixos/modules/system/etc/etc.nix                   environment.etc.<n>.source
 #   nixos/modules/misc/assertions.nix                  assertions, warnings
 #   pkgs/pkgs-lib/formats.nix                          pkgs.formats.toml
+#   nixos/modules/services/backup/restic.nix           services.restic.backups.<n>.{repository,passwordFile,environmentFile,user,
+#                                                      initialize,paths,exclude,extraBackupArgs,timerConfig,pruneOpts,backupPrepareCommand}
+#                                                      (the unit is systemd.services.restic-backups-<n>; backupPrepareCommand runs in
+#                                                      its preStart as `user`; passwordFile becomes RESTIC_PASSWORD_FILE)
 #   lib/options.nix                                    lib.mkPackageOption
 { config, lib, pkgs, ... }:
 let
@@ -57,6 +61,11 @@ let
     });
   } // lib.optionalAttrs cfg.database.createLocally {
     database.url = "host=/run/postgresql dbname=${cfg.user} user=${cfg.user}";
+  } // lib.optionalAttrs cfg.backup.enable {
+    # services.restic.backups.lxgate runs the backup here, not the rendered
+    # lxgate-backup units (backup.enable stays off); the repository is named so that
+    # `lxgate backup verify` and `lxgate restore` find it.
+    backup.repository = cfg.backup.repository;
   };
   settings = lib.recursiveUpdate derived cfg.settings;
 
@@ -83,6 +92,23 @@ let
     unitConfig = removeAttrs u.Unit [ "Description" "After" "Before" "Requires" "Wants" ];
   };
   credentials = lib.mapAttrsToList (name: path: "${name}:${toString path}") cfg.credentials;
+
+  # What restic reads and leaves out: the same lists `lxgate backup run` passes
+  # (src/ops/backup/mod.rs paths and excludes).
+  backupDir = "${cfg.stateDir}/backup";
+  resticUnit = "restic-backups-lxgate";
+  backupPaths = [ cfg.stateDir ] ++ lib.optional (!lib.hasPrefix "${cfg.stateDir}/" cfg.dataDir) cfg.dataDir;
+  backupExcludes = [
+    "${cfg.stateDir}/keys"
+    cfg.masterKey.file
+    "${rendered.values.storage}/tmp"
+    "${backupDir}/scratch-*"
+    "${backupDir}/.*.partial-*"
+    "${cfg.dataDir}/.lxgate-restore-*"
+  ];
+  keepOpts = lib.concatLists (lib.mapAttrsToList
+    (k: n: lib.optional (n > 0) "--keep-${k} ${toString n}")
+    { inherit (cfg.backup.keep) daily weekly monthly; });
 in
 {
   options.services.lxgate = {
@@ -126,6 +152,20 @@ in
       hostName = mkOption { type = types.str; default = config.networking.fqdnOrHostName or "localhost"; description = "Virtual host name."; };
       sslCertificate = mkOption { type = types.nullOr types.path; default = null; description = "TLS certificate."; };
       sslCertificateKey = mkOption { type = types.nullOr types.str; default = null; description = "TLS key (a path outside the store)."; };
+    };
+    backup = {
+      enable = mkEnableOption "backups with restic: services.restic.backups.lxgate runs `lxgate backup prepare` (a dump sealed to the master key, and its manifest) before restic reads the state root (without keys) and the data root. The master key is not in the backup: keep a copy of it somewhere safe, apart from the repository";
+      repository = mkOption { type = types.nullOr types.str; default = null; example = "sftp:backup@backup.example.org:/srv/restic/site-a"; description = "The restic repository (services.restic.backups.lxgate.repository)."; };
+      passwordFile = mkOption { type = types.nullOr types.str; default = null; example = "/run/keys/restic-password"; description = "File with the repository password, outside the Nix store (root-only is enough): systemd hands it to the backup unit as the credential restic-password."; };
+      environmentFile = mkOption { type = types.nullOr types.str; default = null; description = "KEY=VALUE file with the backend's credentials (AWS_*, B2_*, ...), outside the Nix store; systemd reads it as root when the unit starts (services.restic.backups.lxgate.environmentFile)."; };
+      initialize = mkOption { type = types.bool; default = false; description = "Create the repository if it does not exist (services.restic.backups.lxgate.initialize)."; };
+      timerConfig = mkOption { type = types.attrsOf types.str; default = { OnCalendar = contract.input.backup_on_calendar.default; Persistent = "true"; RandomizedDelaySec = "1h"; }; description = "When the backup runs (services.restic.backups.lxgate.timerConfig)."; };
+      # Snapshots `restic forget --prune` keeps after each backup (services.restic.backups.lxgate.pruneOpts); 0 keeps none of that kind.
+      keep = lib.genAttrs [ "daily" "weekly" "monthly" ] (k: mkOption {
+        type = types.ints.unsigned;
+        default = { daily = 7; weekly = 5; monthly = 12; }.${k};
+        description = "`restic forget --prune --keep-${k} N` after each backup; 0 keeps none of that kind.";
+      });
     };
     hub.transferApi = {
       enable = mkEnableOption "the hub transfer receiver (central_hub only, behind nginx mTLS)";
@@ -172,6 +212,14 @@ in
         message = "services.lxgate.masterKey must be 0640 root:${cfg.keysGroup} (it is ${cfg.masterKey.mode} ${cfg.masterKey.owner}:${cfg.masterKey.group}): the service reads the key through ${cfg.keysGroup}, so 0400 root:root locks it out. Set masterKey.mode = \"0640\", owner = \"root\", group = \"${cfg.keysGroup}\".";
       }
       {
+        assertion = cfg.backup.enable -> cfg.backup.repository != null && cfg.backup.passwordFile != null;
+        message = "services.lxgate.backup needs a repository and a passwordFile: set services.lxgate.backup.repository (a path, sftp:, rest:, s3:, ...) and services.lxgate.backup.passwordFile (a root-only file outside the Nix store).";
+      }
+      {
+        assertion = cfg.backup.enable -> lib.all (f: f == null || !lib.hasPrefix builtins.storeDir f) [ cfg.backup.passwordFile cfg.backup.environmentFile ];
+        message = "services.lxgate.backup.passwordFile and environmentFile must not be in the Nix store (it is world-readable): point them at root-only files, e.g. under /run/keys or /etc/lxgate/credentials.";
+      }
+      {
         assertion = cfg.nginx.enable -> cfg.nginx.sslCertificate != null && cfg.nginx.sslCertificateKey != null;
         message = "services.lxgate.nginx needs TLS: set services.lxgate.nginx.sslCertificate and sslCertificateKey (or nginx.enable = false).";
       }
@@ -200,7 +248,15 @@ in
         };
         restartTriggers = [ checkedConfig ];
       }))
-      (byType ".service");
+      (byType ".service")
+    // lib.optionalAttrs cfg.backup.enable {
+      # services.restic.backups.lxgate's unit: pg_dump for the prepare step, and the
+      # password file handed over as a credential (it stays root-only).
+      ${resticUnit} = {
+        path = [ (config.services.postgresql.package or pkgs.postgresql) ];
+        serviceConfig.LoadCredential = [ "restic-password:${cfg.backup.passwordFile}" ];
+      };
+    };
 
     systemd.paths = lib.mapAttrs'
       (n: u: lib.nameValuePair (lib.removeSuffix ".path" n) (unitBase u // { pathConfig = u.Path; }))
@@ -214,6 +270,20 @@ in
       enable = true;
       ensureDatabases = [ cfg.user ];
       ensureUsers = [{ name = cfg.user; ensureDBOwnership = true; }];
+    };
+
+    services.restic.backups.lxgate = mkIf cfg.backup.enable {
+      inherit (cfg.backup) repository initialize environmentFile timerConfig;
+      # As the service account: it owns what is backed up, and PostgreSQL's peer
+      # authentication lets it dump.
+      user = cfg.user;
+      # The password file itself stays root-only: systemd hands it over as a credential.
+      passwordFile = "/run/credentials/${resticUnit}.service/restic-password";
+      paths = backupPaths;
+      exclude = backupExcludes;
+      extraBackupArgs = [ "--tag lxgate" ];
+      pruneOpts = lib.optionals (keepOpts != [ ]) ([ "--tag lxgate" ] ++ keepOpts);
+      backupPrepareCommand = "${cfg.package}/bin/lxgate --config /etc/lxgate/config.toml backup prepare";
     };
 
     services.nginx = mkIf cfg.nginx.enable {

@@ -205,10 +205,74 @@ fn each_bad_configuration_fails_with_its_fix() {
             "bad-export-not-a-site",
             "set services.lxgate.role = \"site_node\"",
         ),
+        (
+            "bad-backup-without-password",
+            "services.lxgate.backup needs a repository and a passwordFile",
+        ),
+        (
+            "bad-backup-password-in-store",
+            "must not be in the Nix store",
+        ),
     ] {
         let v = eval(&lib, case);
         let failed: Vec<String> = serde_json::from_value(v["failed"].clone()).unwrap();
         assert_eq!(failed.len(), 1, "{case}: {failed:?}");
         assert!(failed[0].contains(needle), "{case}: {failed:?}");
     }
+}
+
+/// services.lxgate.backup configures nixpkgs' restic module: credentials, the prepare
+/// step, and the same paths and excludes `lxgate backup run` passes to restic.
+#[test]
+fn backup_configures_services_restic_with_lxgates_paths() {
+    let Some(lib) = lib_path() else { return };
+    let v = eval(&lib, "standalone-backup");
+    assert_eq!(v["failed"], serde_json::json!([]));
+    let r = &v["restic"]["lxgate"];
+    assert_eq!(
+        r["repository"],
+        "sftp:backup@backup.example.org:/srv/restic/site-a"
+    );
+    assert_eq!(r["user"], "lxgate");
+    assert_eq!(
+        r["passwordFile"],
+        "/run/credentials/restic-backups-lxgate.service/restic-password"
+    );
+    assert_eq!(
+        v["resticUnit"]["serviceConfig"]["LoadCredential"],
+        serde_json::json!(["restic-password:/etc/lxgate/credentials/restic-password"])
+    );
+    assert_eq!(r["environmentFile"], "/etc/lxgate/credentials/restic-env");
+    assert!(r["backupPrepareCommand"]
+        .as_str()
+        .unwrap()
+        .ends_with("/bin/lxgate --config /etc/lxgate/config.toml backup prepare"));
+    assert_eq!(r["extraBackupArgs"], serde_json::json!(["--tag lxgate"]));
+    assert_eq!(
+        r["pruneOpts"],
+        serde_json::json!(["--tag lxgate", "--keep-daily 7", "--keep-weekly 5"])
+    );
+    assert_eq!(r["timerConfig"]["OnCalendar"], "daily");
+    // The same lists the binary passes (src/ops/backup/mod.rs).
+    let mut file = lxgate::config::FileConfig::default();
+    file.paths.data = Some("/mnt/crypt/lx".into());
+    let cfg = lxgate::config::Config::from_parts(file, &Default::default()).unwrap();
+    let paths: Vec<String> = lxgate::ops::backup::paths(&cfg)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert_eq!(r["paths"], serde_json::json!(paths));
+    assert_eq!(
+        r["exclude"],
+        serde_json::json!(lxgate::ops::backup::excludes(&cfg))
+    );
+    let units: BTreeMap<String, serde_json::Value> =
+        serde_json::from_value(v["units"].clone()).unwrap();
+    assert!(
+        !units.keys().any(|u| u.starts_with("lxgate-backup")),
+        "restic runs the backup on NixOS, not the rendered units: {:?}",
+        units.keys()
+    );
+    // Without backup, no restic.
+    assert_eq!(eval(&lib, "standalone")["restic"], serde_json::json!({}));
 }

@@ -14,6 +14,7 @@ let
       systemd.tmpfiles.settings = anything;
       services.nginx = mkOption { type = types.submodule { freeformType = types.attrsOf types.anything; }; default = { }; };
       services.postgresql = mkOption { type = types.submodule { freeformType = types.attrsOf types.anything; }; default = { }; };
+      services.restic.backups = anything;
       users.users = anything;
       users.groups = anything;
       environment.etc = anything;
@@ -29,6 +30,7 @@ let
       generate = name: value: builtins.toFile name (builtins.toJSON value);
     };
     runCommand = name: _: _: "/nix/store/checked-${name}";
+    postgresql = { outPath = "/nix/store/0000000000000000000000000000000-postgresql"; name = "postgresql"; type = "derivation"; };
   };
   fakeTls = { sslCertificate = "/etc/lxgate/tls/server.crt"; sslCertificateKey = "/etc/lxgate/tls/server.key"; };
   cases = {
@@ -37,7 +39,10 @@ let
     site_node = { services.lxgate = { enable = true; role = "site_node"; stateDir = "/srv/lx"; dataDir = "/mnt/crypt/lx"; user = "lx"; group = "lx"; keysGroup = "lxkeys"; nginx = fakeTls // { hostName = "localhost"; }; settings.watcher.memory_max = "1G"; }; };
     site_node-export = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls // { hostName = "localhost"; }; hub.export = { enable = true; url = "https://hub.example.org"; nodeKey = "site-a"; targetNodeKey = "hub"; caFile = "/etc/lxgate/hub-ca.pem"; clientCertificate = "/etc/lxgate/site.pem"; }; }; };
     central_hub = { services.lxgate = { enable = true; role = "central_hub"; watcher.enable = false; nginx = fakeTls // { hostName = "hub.example.org"; }; hub.transferApi = { enable = true; clientCaFile = "/etc/lxgate/ca.pem"; }; }; };
+    standalone-backup = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; dataDir = "/mnt/crypt/lx"; backup = { enable = true; repository = "sftp:backup@backup.example.org:/srv/restic/site-a"; passwordFile = "/etc/lxgate/credentials/restic-password"; environmentFile = "/etc/lxgate/credentials/restic-env"; keep.monthly = 0; }; }; };
     # Each of these must fail with its assertion.
+    bad-backup-without-password = { services.lxgate = { enable = true; nginx = fakeTls; backup = { enable = true; repository = "/var/backups/lxgate"; }; }; };
+    bad-backup-password-in-store = { services.lxgate = { enable = true; nginx = fakeTls; backup = { enable = true; repository = "/var/backups/lxgate"; passwordFile = "/nix/store/0000000000000000000000000000000-pw"; }; }; };
     bad-transfer-without-mtls = { services.lxgate = { enable = true; role = "central_hub"; nginx = fakeTls; hub.transferApi.enable = true; }; };
     bad-hub-without-database = { services.lxgate = { enable = true; role = "central_hub"; nginx = fakeTls; database.createLocally = false; }; };
     bad-key-0400-root = { services.lxgate = { enable = true; nginx = fakeTls; masterKey = { mode = "0400"; group = "root"; }; }; };
@@ -68,7 +73,7 @@ if failed != [ ] then { inherit failed; } else {
   failed = [ ];
   tmpfiles = lib.mapAttrsToList (path: r: "d ${path} ${r.d.mode} ${r.d.user} ${r.d.group} - -") c.systemd.tmpfiles.settings.lxgate;
   units =
-    lib.mapAttrs' (n: u: lib.nameValuePair "${n}.service" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Service" u.serviceConfig)))) c.systemd.services
+    lib.mapAttrs' (n: u: lib.nameValuePair "${n}.service" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Service" u.serviceConfig)))) (lib.filterAttrs (n: _: lib.hasPrefix "lxgate" n) c.systemd.services)
     // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.path" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Path" u.pathConfig)))) c.systemd.paths
     // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.timer" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Timer" u.timerConfig)))) c.systemd.timers;
   nginxLocations = lib.attrNames vhost.locations;
@@ -77,4 +82,6 @@ if failed != [ ] then { inherit failed; } else {
     locations = lib.mapAttrs (_: l: l.extraConfig) vhost.locations;
   };
   postgres = c.services.postgresql.ensureUsers;
+  restic = c.services.restic.backups;
+  resticUnit = c.systemd.services.restic-backups-lxgate or null;
 }
