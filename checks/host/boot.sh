@@ -60,6 +60,12 @@ if [ "$scenario" = recovery ]; then
   extra_binds+=(--bind-ro="$work/legacy:/var/lib/lx-annotate/data")
   wants_extra+=("systemd.wants=lxgate-data-recovery.service")
 fi
+if [ "$scenario" = backup ]; then
+  # Twin of checks/backup.nix: the rendered lxgate-backup units with the host's restic
+  # (Debian 12's, the guest's libc), into a local repository.
+  printf '[backup]\nenable = true\nrepository = "/var/backups/lxgate/repo"\n' >> "$work/config.toml"
+  extra_binds+=(--bind-ro=/usr/bin/restic:/usr/bin/restic)
+fi
 "$bin" --config "$work/config.toml" render all --bin /usr/local/bin/lxgate --out "$work/render" 2>/dev/null
 if [ -n "$drop" ]; then
   sed -i "\#/import/$drop #d" "$work/render/tmpfiles.d/lxgate.conf"
@@ -152,7 +158,10 @@ for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watche
 done
 wants+=(${wants_extra[@]+"${wants_extra[@]}"})
 t0=$SECONDS
-timeout --kill-after=5 "${LXGATE_TWIN_TIMEOUT:-120}" systemd-nspawn -q -D "$root" -b --register=no --keep-unit \
+limit=${LXGATE_TWIN_TIMEOUT:-120}
+# The backup twin ingests, backs up, rehearses and restores over a thousand jobs.
+[ "$scenario" = backup ] && limit=${LXGATE_TWIN_TIMEOUT:-480}
+timeout --kill-after=5 "$limit" systemd-nspawn -q -D "$root" -b --register=no --keep-unit \
   --private-network --volatile=overlay --console=pipe "${binds[@]}" \
   -- systemd.mask=systemd-remount-fs.service systemd.mask=getty.target "${wants[@]}" >"$results/console.log" 2>&1 || true
 echo "boot-to-result: $((SECONDS - t0)) s" >&2
