@@ -18,6 +18,8 @@ let
       nginx = { hostName = "localhost"; sslCertificate = "${tls}/server.crt"; sslCertificateKey = "${tls}/server.key"; };
       settings.server.default_center = "dev";
       settings.watcher.settle_ms = 200;
+      # The test fetches every job's media twice from one address: no token rate limit.
+      settings.server.token_auth_per_second = 0;
       backup = {
         enable = true;
         repository = "/var/backups/lxgate/repo";

@@ -30,7 +30,7 @@ impl Host {
         std::fs::write(
             &cfg,
             format!(
-                "[paths]\nstate = \"{}\"\n[server]\nserve_media_directly = true\n[watcher]\nsettle_ms = 20\nconcurrency = 4\n[backup]\nrepository = \"{}\"\n",
+                "[paths]\nstate = \"{}\"\n[server]\nserve_media_directly = true\ntoken_auth_per_second = 0\n[watcher]\nsettle_ms = 20\nconcurrency = 4\n[backup]\nrepository = \"{}\"\n",
                 state.display(),
                 repo.display()
             ),

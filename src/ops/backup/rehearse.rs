@@ -202,6 +202,15 @@ pub async fn restore(cfg: &Config, r: &Restic, o: &RestoreOptions) -> Result<Out
     drop(staging);
     let audit = storage_audit::audit(&client, &cfg.paths.storage, true).await?;
     compare(&client, &manifest, &audit, &cfg.paths.storage).await?;
+    // A restore replaces what the host holds: the audit trail records it.
+    crate::audit::Event {
+        event: "backup_restored",
+        outcome: "ok",
+        source: Some("cli"),
+        reason: Some(&format!("snapshot {}", snapshot.id)),
+        ..Default::default()
+    }
+    .emit();
     Ok(Outcome {
         snapshot,
         manifest,
