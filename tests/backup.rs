@@ -400,6 +400,17 @@ fn a_damaged_repository_a_wrong_password_and_a_dump_that_does_not_open_are_each_
     assert_eq!(b.site.count("SELECT count(*) FROM upload_jobs"), 0);
     assert!(files_under(&b.storage()).is_empty(), "nothing restored");
 
+    // A snapshot of the state root alone, with the backup directory as it now is.
+    let snapshot_state = || {
+        run_ok(
+            Command::new("restic")
+                .args(["backup", "--tag", "lxgate", "--repo"])
+                .arg(&repo)
+                .arg(&a.state)
+                .env("RESTIC_PASSWORD_FILE", &pw),
+            "restic backup",
+        )
+    };
     // A dump whose bytes were altered after sealing (its manifest updated to match, so
     // only the age layer can tell): it does not open, and says so.
     a.site.ok(&["backup", "prepare"]);
@@ -413,26 +424,12 @@ fn a_damaged_repository_a_wrong_password_and_a_dump_that_does_not_open_are_each_
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     m["dump"]["sha256"] = lxgate::db::dump::sha256_file(&dump).unwrap().into();
     std::fs::write(&manifest, m.to_string()).unwrap();
-    run_ok(
-        Command::new("restic")
-            .args(["backup", "--tag", "lxgate", "--repo"])
-            .arg(&repo)
-            .arg(&a.state)
-            .env("RESTIC_PASSWORD_FILE", &pw),
-        "restic backup",
-    );
+    snapshot_state();
     let e = a.fail(&["backup", "verify"]);
     assert!(e.contains("does not open"), "{e}");
     // And a dump that no longer matches its manifest is refused before it is opened.
     std::fs::write(&dump, b"garbage").unwrap();
-    run_ok(
-        Command::new("restic")
-            .args(["backup", "--tag", "lxgate", "--repo"])
-            .arg(&repo)
-            .arg(&a.state)
-            .env("RESTIC_PASSWORD_FILE", &pw),
-        "restic backup",
-    );
+    snapshot_state();
     let e = a.fail(&["backup", "verify"]);
     assert!(e.contains("does not match its manifest"), "{e}");
 }
