@@ -61,12 +61,11 @@ if [ "$scenario" = recovery ]; then
   wants_extra+=("systemd.wants=lxgate-data-recovery.service")
 fi
 if [ "$scenario" = backup ]; then
-  # Twin of checks/backup.nix: the rendered lxgate-backup units with the host's restic
-  # (Debian 12's, the guest's libc), into a local repository.
+  # Twin of checks/backup.nix: the rendered lxgate-backup units with the guest's restic
+  # (TWIN_PACKAGES), into a local repository.
   printf '[backup]\nenable = true\nrepository = "/var/backups/lxgate/repo"\n' >> "$work/config.toml"
   # It fetches every job's media twice in a row from one address: no token rate limit.
   sed -i '/^\[server\]/a token_auth_per_second = 0' "$work/config.toml"
-  extra_binds+=(--bind-ro=/usr/bin/restic:/usr/bin/restic)
 fi
 "$bin" --config "$work/config.toml" render all --bin /usr/local/bin/lxgate --out "$work/render" 2>/dev/null
 if [ -n "$drop" ]; then
