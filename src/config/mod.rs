@@ -122,6 +122,23 @@ fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, Conf
 }
 
 /// Replace any password in a URL or key=value connection string with `***`.
+/// A restic repository as it may be shown: a password in a URL's authority
+/// (`rest:https://user:pass@host/…`, which restic accepts) becomes `***`.
+pub fn redact_repository(repo: &str) -> String {
+    let Some(i) = repo.find("://") else {
+        return repo.to_string();
+    };
+    let (head, rest) = repo.split_at(i + 3);
+    let authority = rest.split('/').next().unwrap_or("");
+    match authority.rfind('@').and_then(|at| {
+        let cred = &authority[..at];
+        cred.find(':').map(|c| (c, at))
+    }) {
+        Some((colon, at)) => format!("{head}{}:***{}", &rest[..colon], &rest[at..]),
+        None => repo.to_string(),
+    }
+}
+
 pub fn redact_db_url(url: &str) -> String {
     if let Some(rest) = url
         .strip_prefix("postgres://")

@@ -343,7 +343,9 @@ pub struct HostFacts {
 pub struct Backup {
     /// Render lxgate-backup.service and .timer.
     pub enable: bool,
-    /// The restic repository; required when enabled (checked at load).
+    /// The restic repository; required when enabled (checked at load). Shown with a
+    /// URL password redacted.
+    #[serde(serialize_with = "redacted_repository")]
     pub repository: Option<String>,
     /// OnCalendar of lxgate-backup.timer. Default: contract `backup_on_calendar`.
     pub on_calendar: String,
@@ -363,5 +365,12 @@ impl Default for Backup {
             keep_weekly: 5,
             keep_monthly: 12,
         }
+    }
+}
+
+fn redacted_repository<S: serde::Serializer>(r: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match r {
+        Some(r) => s.serialize_some(&super::redact_repository(r)),
+        None => s.serialize_none(),
     }
 }

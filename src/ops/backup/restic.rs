@@ -52,7 +52,10 @@ pub struct Restic {
 impl std::fmt::Debug for Restic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Restic")
-            .field("repository", &self.repository)
+            .field(
+                "repository",
+                &crate::config::redact_repository(&self.repository),
+            )
             .field("password_file", &self.password_file)
             .field(
                 "env",
@@ -161,7 +164,7 @@ impl Restic {
         } else if stderr.contains("Is there a repository at the following location?")
             || stderr.contains("unable to open config file")
         {
-            ResticError::NotARepository(self.repository.clone())
+            ResticError::NotARepository(crate::config::redact_repository(&self.repository))
         } else if stderr.contains("no matching ID found") || stderr.contains("no snapshot found") {
             ResticError::NoSnapshot(last_line(stderr))
         } else {
@@ -435,6 +438,26 @@ mod tests {
         let e = read_env_file(&p).unwrap_err().to_string();
         assert!(e.contains("line 1 has no '='"), "{e}");
         assert!(!e.contains("AWS"), "{e}");
+    }
+
+    #[test]
+    fn a_password_in_a_repository_url_is_never_shown() {
+        use crate::config::redact_repository as r;
+        assert_eq!(
+            r("rest:https://site:s3cret@backup.example.org:8000/site-a"),
+            "rest:https://site:***@backup.example.org:8000/site-a"
+        );
+        assert_eq!(
+            r("rest:https://backup.example.org/a@b"),
+            "rest:https://backup.example.org/a@b"
+        );
+        assert_eq!(
+            r("sftp:backup@host:/srv/restic"),
+            "sftp:backup@host:/srv/restic"
+        );
+        assert_eq!(r("/var/backups/lxgate/repo"), "/var/backups/lxgate/repo");
+        let e = ResticError::NotARepository(r("rest:https://u:pw@h/x")).to_string();
+        assert!(!e.contains("pw@"), "{e}");
     }
 
     #[test]
