@@ -51,7 +51,8 @@ head -c 24 /dev/urandom | base64 > /etc/lxgate/credentials/restic-password
 : > /etc/lxgate/credentials/restic-env
 chmod 0600 /etc/lxgate/credentials/restic-*
 install -d -o lxgate -g lxgate -m 0700 /var/backups/lxgate
-runuser -u lxgate -- env RESTIC_PASSWORD_FILE=/dev/stdin restic init --repo /var/backups/lxgate/repo < /etc/lxgate/credentials/restic-password >/dev/null
+RESTIC_PASSWORD_FILE=/etc/lxgate/credentials/restic-password restic init --repo /var/backups/lxgate/repo >/dev/null
+chown -R lxgate:lxgate /var/backups/lxgate/repo
 check "lxgate-backup.service succeeds" "lxgate-backup" systemctl start lxgate-backup.service
 check "its summary line is in the journal" "lxgate-backup" sh -c "journalctl -u lxgate-backup --no-pager | grep -q 'backup done: snapshot .* 1[0-9][0-9][0-9] jobs'"
 check "the password never reaches the journal" "lxgate-backup" sh -c "! journalctl --no-pager | grep -qF '$(cat /etc/lxgate/credentials/restic-password)'"
