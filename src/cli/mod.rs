@@ -15,6 +15,7 @@ mod restore;
 mod sap_import;
 mod serve;
 mod smoke;
+mod snapshot;
 mod storage;
 mod token;
 mod watch;
@@ -45,8 +46,11 @@ enum Cmd {
     Serve(serve::Args),
     /// Drop-folder watcher (lxgate-watcher.service).
     Watch(watch::Args),
-    /// Apply pending database migrations (lxgate-migrate.service).
+    /// Apply pending database migrations (lxgate-migrate.service); a sealed snapshot of
+    /// the database is taken first.
     Migrate(migrate::Args),
+    /// The database snapshots taken before migrations: list, restore.
+    Snapshot(snapshot::Args),
     /// Inspect the effective configuration.
     Config(config::Args),
     /// Manage centers.
@@ -119,6 +123,7 @@ impl Cli {
             Cmd::Serve(a) => serve::run(a, &ctx).await,
             Cmd::Watch(a) => watch::run(a, &ctx).await,
             Cmd::Migrate(a) => migrate::run(a, &ctx).await,
+            Cmd::Snapshot(a) => snapshot::run(a, &ctx).await,
             Cmd::Config(a) => config::run(a, &ctx),
             Cmd::Center(a) => center::run(a, &ctx).await,
             Cmd::Token(a) => token::run(a, &ctx).await,

@@ -85,6 +85,9 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Pool size.
     pub pool_size: Option<usize>,
+    /// Sealed snapshots `lxgate migrate` keeps in `<state>/snapshots/` (default 5, at
+    /// least 1): each is a way back from one upgrade.
+    pub keep_snapshots: Option<usize>,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -92,6 +95,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &self.url.as_deref().map(redact_db_url))
             .field("pool_size", &self.pool_size)
+            .field("keep_snapshots", &self.keep_snapshots)
             .finish()
     }
 }

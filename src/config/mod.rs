@@ -241,6 +241,12 @@ impl Config {
                 .database
                 .pool_size
                 .unwrap_or(Database::DEFAULT_POOL_SIZE),
+            // The snapshot just taken is always kept: it is the way back from this run.
+            keep_snapshots: file
+                .database
+                .keep_snapshots
+                .unwrap_or(Database::DEFAULT_KEEP_SNAPSHOTS)
+                .max(1),
         };
 
         let w = &file.watcher;

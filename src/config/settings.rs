@@ -131,10 +131,12 @@ pub struct Database {
     /// None until DATABASE_URL or `[database] url` is set; commands that need it say so.
     pub url: Option<DatabaseUrl>,
     pub pool_size: usize,
+    pub keep_snapshots: usize,
 }
 
 impl Database {
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    pub const DEFAULT_KEEP_SNAPSHOTS: usize = 5;
 }
 
 /// A PostgreSQL URL or key=value string. Its password must reach neither a log line nor

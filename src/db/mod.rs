@@ -2,6 +2,7 @@
 
 pub mod dump;
 pub mod migrate;
+pub mod snapshot;
 pub mod tools;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -59,4 +60,33 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
         }
     });
     Ok(client)
+}
+
+/// The connection `url` names, to database `db` instead (a scratch database on the same
+/// server), as a key=value string.
+pub fn with_dbname(url: &str, db: &str) -> Result<String, DbError> {
+    let cfg = parse_url(url)?;
+    // libpq quoting: single quotes, with backslash and quote escaped.
+    let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut parts = Vec::new();
+    if let Some(host) = cfg.get_hosts().first() {
+        let h = match host {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        parts.push(format!("host={}", q(&h)));
+    }
+    if let Some(port) = cfg.get_ports().first() {
+        parts.push(format!("port={port}"));
+    }
+    if let Some(user) = cfg.get_user() {
+        parts.push(format!("user={}", q(user)));
+    }
+    if let Some(pw) = cfg.get_password() {
+        let pw = std::str::from_utf8(pw)
+            .map_err(|_| DbError::BadUrl("the password is not UTF-8".into()))?;
+        parts.push(format!("password={}", q(pw)));
+    }
+    parts.push(format!("dbname={}", q(db)));
+    Ok(parts.join(" "))
 }

@@ -9,6 +9,7 @@
 //! answer 201 or remove its source. This module knows nothing of HTTP or inotify.
 
 pub mod name;
+pub mod pause;
 pub mod settle;
 pub mod sidecar;
 pub mod staging;

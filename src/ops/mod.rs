@@ -4,6 +4,7 @@ pub mod backup;
 pub mod dev;
 pub mod doctor;
 pub mod keys;
+pub mod migrate;
 pub mod pgcluster;
 pub mod recover;
 pub mod smoke;

@@ -33,23 +33,46 @@ impl NotReady {
     }
 }
 
-/// Database reachable, no pending migrations, managed storage present.
+/// Database reachable, no pending migrations, managed storage present. Migrations a
+/// newer release applied and declared compatible are accepted (this is the previous
+/// release, rolled back to): a warning and `lxgate_schema_migrations_ahead` say so.
 pub async fn readiness(state: &AppState) -> Result<(), NotReady> {
     let client = state.pool.get().await.map_err(|e| NotReady {
         reason: "database unreachable: check PostgreSQL and DATABASE_URL".into(),
         detail: Some(e.to_string()),
     })?;
-    let pending = crate::db::migrate::pending(&client)
+    let set = crate::db::migrate::embedded();
+    let schema = crate::db::migrate::check(&client, &set)
         .await
         .map_err(|e| NotReady {
-            reason: "cannot read the migration state: run `lxgate migrate --status` for the cause"
-                .into(),
+            reason: if e.needs_restore() {
+                let newest = set.last().map_or(0, |m| m.version);
+                let way_back =
+                    match crate::db::snapshot::way_back(&state.config.paths.state, newest) {
+                        Some(m) => format!("restore snapshot {} (`lxgate snapshot restore {}`)", m.id, m.id),
+                        None => "restore the snapshot taken before them (`lxgate snapshot list`)".into(),
+                    };
+                format!("the database holds migrations this release cannot run on: run the release that applied them, or stop lxgate's units and {way_back}; `lxgate migrate --status` names them")
+            } else {
+                "cannot read the migration state: run `lxgate migrate --status` for the cause"
+                    .into()
+            },
             detail: Some(e.to_string()),
         })?;
-    if pending > 0 {
+    if !schema.pending.is_empty() {
         return Err(NotReady::new(format!(
-            "{pending} migration(s) pending: run `lxgate migrate`"
+            "{} migration(s) pending: run `lxgate migrate`",
+            schema.pending.len()
         )));
+    }
+    // Said once per change, not on every probe.
+    let before = state.metrics.set_schema_ahead(schema.ahead.len());
+    if !schema.ahead.is_empty() && before != schema.ahead.len() as i64 {
+        let versions: Vec<i64> = schema.ahead.iter().map(|a| a.version).collect();
+        tracing::warn!(
+            ?versions,
+            "running on a schema a newer release migrated; its migrations declare this release compatible"
+        );
     }
     if !state.storage.root().join("objects").is_dir() {
         return Err(NotReady::new(

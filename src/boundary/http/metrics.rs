@@ -11,6 +11,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -89,6 +90,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     jobs: Arc<JobCounts>,
+    schema_ahead: Gauge,
 }
 
 impl Default for Metrics {
@@ -118,11 +120,18 @@ impl Metrics {
         );
         let jobs = Arc::new(JobCounts::default());
         registry.register_collector(Box::new(jobs.clone()));
+        let schema_ahead = Gauge::default();
+        registry.register(
+            "lxgate_schema_migrations_ahead",
+            "Applied migrations newer than this binary, each declared compatible with the release before it (this is an older release running on a newer schema), as of the last readiness check",
+            schema_ahead.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             jobs,
+            schema_ahead,
         }
     }
 
@@ -138,6 +147,11 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(secs);
+    }
+
+    /// Returns the value before.
+    pub fn set_schema_ahead(&self, n: usize) -> i64 {
+        self.schema_ahead.set(n as i64)
     }
 
     /// Read the ingest counts from the database, then render everything.

@@ -40,6 +40,24 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
+impl AppState {
+    /// 503 with `Retry-After` while a deploy window is open (crate::ingest::pause):
+    /// a file accepted now could be discarded by a rollback.
+    pub fn accepting(&self) -> Result<(), ApiError> {
+        if !crate::ingest::pause::is_paused(&self.config.paths.state) {
+            return Ok(());
+        }
+        Err(ApiError {
+            retry_after: Some(crate::ingest::pause::RETRY_AFTER_SECS),
+            ..ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ingest_paused",
+                "lxgate is being upgraded and takes no files until the new release has passed its checks; send the file again after the time in Retry-After",
+            )
+        })
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let upload_limit = state.config.server.upload_max_size;
     let media_limit = state.config.hub_receiver.max_media_size;

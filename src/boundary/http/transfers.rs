@@ -345,6 +345,7 @@ pub async fn register(
     )
     .await?
     .node;
+    state.accepting()?;
     let v = parsed
         .map_err(|e| ApiError::bad_request("bad_transfer", format!("the body is not JSON: {e}")))?;
     if let Some(at) = nul_at(&v, "body") {
@@ -533,6 +534,7 @@ pub async fn media(
     if t.status == "applied" {
         return Ok((StatusCode::CONFLICT, Json(t.body())).into_response());
     }
+    state.accepting()?;
     let _slot = state.uploads.admit()?;
     // A refusal from here on is answered once the body is read to its end
     // (bounds::read_to_end), so the site hears it instead of nginx's 502.

@@ -27,6 +27,7 @@ pub async fn upload(
             "viewer tokens cannot upload; use an uploader or center_admin token",
         ));
     }
+    state.accepting()?;
     let _slot = state.uploads.admit()?;
     let limit = state.config.server.upload_max_size;
     let declared = req

@@ -323,8 +323,15 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         .iter()
         .map(|f| cfg.paths.import().join(f.name))
         .collect();
+    let state = cfg.paths.state.clone();
     let mut w = Watcher::new(cfg)?;
     if once {
+        if let Some(window) = crate::ingest::pause::current(&state) {
+            anyhow::bail!(
+                "ingest is paused since {} ({}: {}); drops stay in place: run again when the deploy is over",
+                window.since, window.by, window.reason
+            );
+        }
         loop {
             // Decided from this scan's own classification: files that were still
             // settling when it looked are looked at again, however long the work took.
@@ -353,7 +360,24 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
     crate::systemd::spawn_watchdog();
     // Type=notify: ready once the folders are watched, as the first scan starts.
     crate::systemd::ready();
+    let mut paused = false;
     loop {
+        // A deploy window: drops stay where they are until it closes. The marker lies
+        // outside the watched folders, so its removal wakes nothing; poll it.
+        if crate::ingest::pause::is_paused(&state) {
+            if !paused {
+                tracing::warn!("ingest paused for a deploy: drops stay in place until it is over");
+                paused = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                _ = term.recv() => return Ok(()),
+            }
+        }
+        if paused {
+            tracing::info!("deploy over: ingesting drops again");
+            paused = false;
+        }
         let (unsettled, lone_halves) = w.scan().await;
         let next = if unsettled + lone_halves > 0 {
             w.settle() / 2 + Duration::from_millis(10)
