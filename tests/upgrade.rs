@@ -74,26 +74,6 @@ fn config(site: &Site) -> Config {
     Config::resolve(Some(Path::new(&path)), &env).unwrap()
 }
 
-/// The database as plain SQL: equal text means equal schema and rows.
-fn plain_sql(url: &str) -> String {
-    let o = run_ok(
-        std::process::Command::new(lxgate::db::tools::program("pg_dump").unwrap()).args([
-            "--no-owner",
-            "--no-privileges",
-            "--dbname",
-            url,
-        ]),
-        "pg_dump plain",
-    );
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        // Newer point releases print a random \restrict key per run.
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn ready(srv: &Server) -> (u16, serde_json::Value) {
     call(http().get(&srv.url("/readyz")).call())
 }

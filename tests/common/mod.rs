@@ -378,6 +378,26 @@ pub fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) 
     )
 }
 
+/// The database as plain SQL: equal text means equal schema and rows.
+pub fn plain_sql(url: &str) -> String {
+    let o = run_ok(
+        std::process::Command::new(lxgate::db::tools::program("pg_dump").unwrap()).args([
+            "--no-owner",
+            "--no-privileges",
+            "--dbname",
+            url,
+        ]),
+        "pg_dump plain",
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        // pg_dump 15+ prints a random \restrict key per run in newer point releases.
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Entry names of a directory, sorted.
 pub fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
