@@ -19,6 +19,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take a snapshot now (before maintenance by hand); `lxgate migrate` takes its own.
+    Take,
     /// Restore snapshot ID into the database (stop lxgate's units first), or into an
     /// empty scratch database on the same server to check it.
     Restore {
@@ -55,14 +57,23 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Cmd::Take => {
+            let url = cfg.require_database_url()?.to_string();
+            let client = lxgate::db::connect(&url).await?;
+            let current = lxgate::db::migrate::check(&client, &lxgate::db::migrate::embedded())
+                .await?
+                .current;
+            let recipient = master(&cfg)?.recipient();
+            let (state, keep) = (cfg.paths.state.clone(), cfg.db.keep_snapshots);
+            let m = tokio::task::spawn_blocking(move || {
+                snapshot::take(&url, &recipient, &state, current, current, keep)
+            })
+            .await??;
+            println!("snapshot {} taken ({} bytes, sha256 {})", m.id, m.bytes, m.sha256);
+        }
         Cmd::Restore { id, into_scratch } => {
             let url = cfg.require_database_url()?;
-            let identity = Identity::from_file(&cfg.host.master_key).map_err(|e| {
-                anyhow::anyhow!(
-                    "snapshots open with the master identity, which cannot be read ({}: {e}); run this as a member of the keys group",
-                    cfg.host.master_key.display()
-                )
-            })?;
+            let identity = master(&cfg)?;
             let target = match &into_scratch {
                 Some(db) => Target::Scratch(db),
                 None => Target::Same,
@@ -78,4 +89,14 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Snapshots are sealed to, and opened with, the master identity.
+fn master(cfg: &lxgate::config::Config) -> anyhow::Result<Identity> {
+    Identity::from_file(&cfg.host.master_key).map_err(|e| {
+        anyhow::anyhow!(
+            "snapshots are sealed to the master identity, which cannot be read ({}: {e}); run this as root or a member of the keys group",
+            cfg.host.master_key.display()
+        )
+    })
 }
