@@ -3,6 +3,7 @@
 mod backup;
 mod center;
 mod config;
+mod deploy;
 mod dev;
 mod doctor;
 mod hub_export;
@@ -49,7 +50,9 @@ enum Cmd {
     /// Apply pending database migrations (lxgate-migrate.service); a sealed snapshot of
     /// the database is taken first.
     Migrate(migrate::Args),
-    /// The database snapshots taken before migrations: list, restore.
+    /// Debian hosts: install a release, flip to it, check it, roll back on failure.
+    Deploy(deploy::Args),
+    /// The database snapshots taken before migrations: list, take, restore.
     Snapshot(snapshot::Args),
     /// Inspect the effective configuration.
     Config(config::Args),
@@ -123,6 +126,7 @@ impl Cli {
             Cmd::Serve(a) => serve::run(a, &ctx).await,
             Cmd::Watch(a) => watch::run(a, &ctx).await,
             Cmd::Migrate(a) => migrate::run(a, &ctx).await,
+            Cmd::Deploy(a) => deploy::run(a, &ctx),
             Cmd::Snapshot(a) => snapshot::run(a, &ctx).await,
             Cmd::Config(a) => config::run(a, &ctx),
             Cmd::Center(a) => center::run(a, &ctx).await,

@@ -69,7 +69,10 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 snapshot::take(&url, &recipient, &state, current, current, keep)
             })
             .await??;
-            println!("snapshot {} taken ({} bytes, sha256 {})", m.id, m.bytes, m.sha256);
+            println!(
+                "snapshot {} taken ({} bytes, sha256 {})",
+                m.id, m.bytes, m.sha256
+            );
         }
         Cmd::Restore { id, into_scratch } => {
             let url = cfg.require_database_url()?;

@@ -193,10 +193,13 @@ pub fn prune(state: &Path, keep: usize) {
     }
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_suffix(".dump.age") {
-            if !manifest_path(&dir, id).exists() {
-                let _ = std::fs::remove_file(e.path());
-            }
+        // A dump without its manifest, or one cut short by a kill (db::dump's
+        // partial file): debris of an interrupted run.
+        let orphan = name
+            .strip_suffix(".dump.age")
+            .is_some_and(|id| !manifest_path(&dir, id).exists());
+        if orphan || (name.starts_with('.') && name.contains(".partial-")) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
     crate::durable::sync_dir(&dir);

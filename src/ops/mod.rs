@@ -1,6 +1,7 @@
 //! Operator commands built on the layers below: checks, recovery, keys, local clusters.
 
 pub mod backup;
+pub mod deploy;
 pub mod dev;
 pub mod doctor;
 pub mod keys;
