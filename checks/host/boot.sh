@@ -127,7 +127,7 @@ Before=lxgate-migrate.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.1; done; runuser -u postgres -- psql -qc "CREATE ROLE lxgate LOGIN" || true; runuser -u postgres -- createdb -O lxgate lxgate || true; printf "DATABASE_URL=host=/run/postgresql dbname=lxgate user=lxgate\\n" > /var/lib/lxgate/.env.systemd; chown lxgate:lxgate /var/lib/lxgate/.env.systemd; chmod 0640 /var/lib/lxgate/.env.systemd'
+ExecStart=/bin/sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.1; done; install -d -o lxgate -g lxgate -m 0750 /var/lib/lxgate; runuser -u postgres -- psql -qc "CREATE ROLE lxgate LOGIN" || true; runuser -u postgres -- createdb -O lxgate lxgate || true; printf "DATABASE_URL=host=/run/postgresql dbname=lxgate user=lxgate\\n" > /var/lib/lxgate/.env.systemd; chown lxgate:lxgate /var/lib/lxgate/.env.systemd; chmod 0640 /var/lib/lxgate/.env.systemd'
 U
 
 cat > "$work/lxgate-twin-test.service" <<'U'
@@ -145,16 +145,24 @@ cp "$here/scenario-$scenario.sh" "$work/scenario.sh"
 binds=(--bind-ro="$bin:/usr/local/bin/lxgate" --bind-ro="$work:/twin" --bind="$results:/twin-results"
   --bind-ro="$work/config.toml:/etc/lxgate/config.toml" --bind-ro="$work/tls:/etc/lxgate/tls"
   --bind-ro="$work/sysusers.conf:/etc/sysusers.d/lxgate.conf"
-  --bind-ro="$work/render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate.conf"
-  --bind-ro="$work/render/nginx/lxgate.conf:/etc/nginx/sites-enabled/lxgate.conf"
   --bind-ro="$work/lxgate-twin-db.service:/etc/systemd/system/lxgate-twin-db.service"
   --bind-ro="$work/lxgate-twin-test.service:/etc/systemd/system/lxgate-twin-test.service"
   ${extra_binds[@]+"${extra_binds[@]}"})
 wants=()
-for u in "$work"/render/systemd/*; do
-  binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
-done
-for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-storage-audit.timer lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
+if [ "$scenario" = upgrade ]; then
+  # `lxgate deploy` installs units, tmpfiles and nginx itself, from the releases that
+  # checks/host/upgrade-releases.sh built (LXGATE_TWIN_RELEASES).
+  cp -a "${LXGATE_TWIN_RELEASES:?build them with checks/host/upgrade-releases.sh}" "$work/releases"
+  units=(lxgate-twin-db.service lxgate-twin-test.service nginx.service)
+else
+  binds+=(--bind-ro="$work/render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate.conf"
+    --bind-ro="$work/render/nginx/lxgate.conf:/etc/nginx/sites-enabled/lxgate.conf")
+  for u in "$work"/render/systemd/*; do
+    binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
+  done
+  units=(lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-storage-audit.timer lxgate-twin-db.service lxgate-twin-test.service nginx.service)
+fi
+for u in "${units[@]}"; do
   wants+=("systemd.wants=$u")
 done
 wants+=(${wants_extra[@]+"${wants_extra[@]}"})

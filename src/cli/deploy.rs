@@ -107,6 +107,9 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     if done.entry.outcome == "deployed" {
         println!("deployed {}", done.release);
         Ok(ExitCode::SUCCESS)
+    } else if done.entry.outcome == "current" {
+        println!("release {} is already current", done.release);
+        Ok(ExitCode::SUCCESS)
     } else {
         println!(
             "rolled back to {}{}: {}",

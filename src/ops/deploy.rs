@@ -100,6 +100,11 @@ pub struct Journal {
     pub to: String,
     pub rolling_back: bool,
     pub reason: Option<String>,
+    /// The snapshot the rollback restores, once decided: a restore empties the schema
+    /// before it loads, so after a kill mid-restore the previous release would find an
+    /// empty database it "runs on", and only this record says to restore again.
+    #[serde(default)]
+    pub restore: Option<String>,
 }
 
 fn deploy_dir(state: &Path) -> PathBuf {
@@ -540,9 +545,18 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
         None => {
             let from = current(layout);
             if from.as_deref() == Some(id.as_str()) {
-                bail!(
-                    "release {id} is already current; nothing to deploy (`lxgate deploy status`)"
-                );
+                // A rerun after a deploy that finished (perhaps just before a kill).
+                return Ok(Done {
+                    release: id.clone(),
+                    entry: Entry {
+                        at: Utc::now(),
+                        from,
+                        to: id,
+                        outcome: "current".into(),
+                        reason: None,
+                        restored: None,
+                    },
+                });
             }
             let j = Journal {
                 started: Utc::now(),
@@ -550,6 +564,7 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
                 to: id.clone(),
                 rolling_back: false,
                 reason: None,
+                restore: None,
             };
             write_journal(&state, &j)?;
             j
@@ -616,39 +631,40 @@ fn rollback(
             j.to
         );
     };
-    if !j.rolling_back {
-        write_journal(
-            &state,
-            &Journal {
-                rolling_back: true,
-                reason: Some(reason.to_string()),
-                ..j.clone()
-            },
-        )?;
-    }
+    let mut j = Journal {
+        rolling_back: true,
+        reason: Some(reason.to_string()),
+        ..j
+    };
+    write_journal(&state, &j)?;
     pause::open(&state, "deploy", &format!("rolling back to {from}"))?;
     let result = (|| -> anyhow::Result<Option<String>> {
         stop_units(layout);
         flip(layout, &from)?;
         let units = install_files(cfg, layout, &from)?;
         let old = layout.bin_of(&from);
-        let runs_on_it = as_service(cfg, &old, &["migrate", "--status"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        let mut restored = None;
-        if !runs_on_it {
-            let snap = crate::db::snapshot::list(&state)?
-                .into_iter()
-                .rev()
-                .find(|m| m.taken_at >= j.started)
-                .with_context(|| format!("{from} cannot run on the database, and this deploy took no snapshot to restore; restore one by hand (`lxgate snapshot list`)"))?;
+        if j.restore.is_none() {
+            let runs_on_it = as_service(cfg, &old, &["migrate", "--status"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if !runs_on_it {
+                let snap = crate::db::snapshot::list(&state)?
+                    .into_iter()
+                    .rev()
+                    .find(|m| m.taken_at >= j.started)
+                    .with_context(|| format!("{from} cannot run on the database, and this deploy took no snapshot to restore; restore one by hand (`lxgate snapshot list`)"))?;
+                j.restore = Some(snap.id);
+                write_journal(&state, &j)?;
+            }
+        }
+        if let Some(id) = &j.restore {
             run(
                 "restoring the snapshot",
-                &mut as_service(cfg, &old, &["snapshot", "restore", &snap.id]),
+                &mut as_service(cfg, &old, &["snapshot", "restore", id]),
             )?;
-            restored = Some(snap.id);
         }
+        let restored = j.restore.clone();
         start_and_check(cfg, layout, &units, opts)?;
         Ok(restored)
     })();
