@@ -4,7 +4,7 @@
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
 #   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers
-#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig
+#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig path restartTriggers
 #                                                      (unitOption: list definitions concatenate, e.g. LoadCredential)
 #   nixos/modules/system/boot/systemd/tmpfiles.nix     systemd.tmpfiles.settings.<n>.<path>.d.{mode,user,group}
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
@@ -140,6 +140,11 @@ in
       default = { };
       description = "Secrets passed with LoadCredential= (name → file outside the store), read from $CREDENTIALS_DIRECTORY.";
     };
+    deployGate = {
+      enable = mkEnableOption "the deploy gate: after a switch that changed lxgate, lxgate-deploy-gate.service runs `lxgate smoke`; if it fails, the snapshot the migration took is restored when the previous generation cannot run on the schema, and the previous system generation is activated. Ingest stays paused (503 + Retry-After, drops left in place) from the migration until smoke passes";
+      smokeCa = mkOption { type = types.nullOr types.path; default = null; description = "CA bundle that verifies nginx's certificate for smoke (default: the system's)."; };
+      smokePort = mkOption { type = types.port; default = 443; description = "nginx's TLS port for smoke."; };
+    };
     database.createLocally = mkOption { type = types.bool; default = true; description = "Local PostgreSQL with peer authentication."; };
     watcher.enable = mkOption { type = types.bool; default = true; description = "Run lxgate-watcher.service."; };
     sapImport.enable = mkEnableOption "the SAP IS-H import path unit";
@@ -245,8 +250,13 @@ in
       (n: u: lib.nameValuePair (lib.removeSuffix ".service" n) (unitBase u // {
         serviceConfig = u.Service // lib.optionalAttrs (credentials != [ ] && !(lib.hasPrefix "lxgate-keys" n)) {
           LoadCredential = lib.toList (u.Service.LoadCredential or [ ]) ++ credentials;
+        } // lib.optionalAttrs (n == "lxgate-migrate.service" && cfg.deployGate.enable) {
+          # The gate lifts the ingest pause once smoke has passed.
+          ExecStart = "${u.Service.ExecStart} --hold-ingest-pause";
         };
         restartTriggers = [ checkedConfig ];
+        # The snapshot before a migration: pg_dump of the server's own version.
+        path = lib.optional (n == "lxgate-migrate.service") (config.services.postgresql.package or pkgs.postgresql);
       }))
       (byType ".service")
     // lib.optionalAttrs cfg.backup.enable {
@@ -255,6 +265,24 @@ in
       ${resticUnit} = {
         path = [ (config.services.postgresql.package or pkgs.postgresql) ];
         serviceConfig.LoadCredential = [ "restic-password:${cfg.backup.passwordFile}" ];
+      };
+    }
+    // lib.optionalAttrs cfg.deployGate.enable {
+      # NixOS-only, so not in nix/contract.toml: Debian hosts gate with `lxgate deploy`.
+      lxgate-deploy-gate = {
+        description = "lxgate: smoke after a switch; roll back to the previous generation if it fails";
+        after = [ "lxgate.service" "lxgate-watcher.service" "nginx.service" "postgresql.service" ];
+        wants = [ "lxgate.service" ];
+        wantedBy = [ "multi-user.target" ];
+        # Runs again on every switch that changes lxgate or its settings.
+        restartTriggers = [ cfg.package checkedConfig ];
+        path = [ config.nix.package (config.services.postgresql.package or pkgs.postgresql) ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = lib.concatStringsSep " " ([ "${cfg.package}/bin/lxgate" "--config" "/etc/lxgate/config.toml" "deploy" "gate" "--smoke-port" (toString cfg.deployGate.smokePort) ]
+            ++ lib.optionals (cfg.deployGate.smokeCa != null) [ "--smoke-ca" "${cfg.deployGate.smokeCa}" ]);
+        };
       };
     };
 

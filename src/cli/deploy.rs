@@ -38,10 +38,37 @@ enum Cmd {
         #[arg(long, default_value = "/opt/lxgate")]
         prefix: PathBuf,
     },
+    /// NixOS (lxgate-deploy-gate.service, as root): smoke after a switch; on failure
+    /// restore the snapshot if needed and switch back to the previous generation.
+    Gate {
+        /// Run by the switch back: smoke the previous generation, then resume ingest.
+        #[arg(long)]
+        after_rollback: bool,
+        #[arg(long)]
+        smoke_ca: Option<PathBuf>,
+        #[arg(long, default_value_t = 443)]
+        smoke_port: u16,
+    },
 }
 
 pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let cfg = ctx.load()?;
+    if let Some(Cmd::Gate {
+        after_rollback,
+        smoke_ca,
+        smoke_port,
+    }) = a.cmd
+    {
+        let opts = Options {
+            release: PathBuf::new(),
+            smoke_ca,
+            smoke_port,
+            keep: a.keep,
+        };
+        lxgate::ops::deploy_gate::gate(&cfg, &opts, after_rollback)?;
+        println!("lxgate passed smoke; ingest resumed");
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(Cmd::Status { json, prefix }) = a.cmd {
         let layout = Layout {
             prefix,

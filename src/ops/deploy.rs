@@ -127,7 +127,7 @@ pub fn in_progress(state: &Path) -> Option<Journal> {
     serde_json::from_slice(&std::fs::read(journal_path(state)).ok()?).ok()
 }
 
-fn record(state: &Path, e: &Entry) -> anyhow::Result<()> {
+pub(crate) fn record(state: &Path, e: &Entry) -> anyhow::Result<()> {
     let dir = deploy_dir(state);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("history.jsonl");
@@ -249,7 +249,7 @@ pub fn prune(layout: &Layout, keep: usize, protect: &[&str]) -> Vec<String> {
 }
 
 /// A host command; its failure is an error carrying the tail of what it said.
-fn run(what: &str, c: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn run(what: &str, c: &mut Command) -> anyhow::Result<String> {
     let out = c
         .output()
         .with_context(|| format!("{what}: cannot run {:?}", c.get_program()))?;
@@ -274,7 +274,7 @@ fn systemctl(args: &[&str]) -> Command {
 
 /// `bin ARGS` as the service user, with the units' environment (settings file, env
 /// file, keys group): what the units see, as systemd gives it to them.
-fn as_service(cfg: &Config, bin: &Path, args: &[&str]) -> Command {
+pub(crate) fn as_service(cfg: &Config, bin: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("systemd-run");
     c.args(["--wait", "--pipe", "--quiet", "--collect"])
         .arg(format!("--uid={}", cfg.host.user))
@@ -453,6 +453,11 @@ fn start_and_check(
             &mut systemctl(&["reload-or-restart", "nginx.service"]),
         )?;
     }
+    smoke(cfg, &layout.current_bin(), opts)
+}
+
+/// /readyz, then `bin smoke` as the service user with the units' environment.
+pub(crate) fn smoke(cfg: &Config, bin: &Path, opts: &Options) -> anyhow::Result<()> {
     wait_ready(cfg)?;
     let mut smoke = vec![
         "smoke".to_string(),
@@ -463,10 +468,7 @@ fn start_and_check(
         smoke.extend(["--ca".into(), ca.display().to_string()]);
     }
     let args: Vec<&str> = smoke.iter().map(String::as_str).collect();
-    run(
-        "lxgate smoke",
-        &mut as_service(cfg, &layout.current_bin(), &args),
-    )?;
+    run("lxgate smoke", &mut as_service(cfg, bin, &args))?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod deploy;
+pub mod deploy_gate;
 pub mod dev;
 pub mod doctor;
 pub mod keys;
