@@ -26,7 +26,7 @@ let
       inherit package;
       nginx = { hostName = "localhost"; sslCertificate = "${tls}/server.crt"; sslCertificateKey = "${tls}/server.key"; };
       settings.server.default_center = "dev";
-      deployGate = { enable = true; smokeCa = "${tls}/ca.crt"; };
+      deployGate = { enable = true; smokeCa = "${tls}/hub-ca.crt"; };
     };
     environment.systemPackages = [ pkgs.curl pkgs.postgresql ];
   };
