@@ -71,7 +71,14 @@ check "c's rollback restored the snapshot, and says smoke failed" "" c_restored
 check "c's contract migration is gone" "" sh -c "runuser -u postgres -- psql -tA lxgate -c \"SELECT count(*) FROM information_schema.columns WHERE table_name='centers' AND column_name='name'\" | grep -qx 1"
 
 # Test 3: a compatible migration (d), then a manual rollback to a: ready.
+# The write-unavailability window of a deploy with one compatible migration: how long
+# the ingest-paused marker exists (the benchmark number of issue 18, not an assertion).
+( while [ ! -e /var/lib/lxgate/deploy/ingest-paused ]; do sleep 0.02; done; t0=$(date +%s.%N)
+  while [ -e /var/lib/lxgate/deploy/ingest-paused ]; do sleep 0.02; done; t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }' > /tmp/window-d ) & watcher=$!
 check "deploy of d" "lxgate lxgate-migrate" deploy $R/d
+timeout 10 tail --pid=$watcher -f /dev/null
+ok "write-unavailability window of the deploy of d (one compatible migration): $(cat /tmp/window-d 2>/dev/null || echo '?') s"
 check "rollback by hand to a" "lxgate lxgate-migrate" deploy $R/a
 check "a ready on d's schema" "lxgate" sh -c "[ $(current) = $A ] && curl -sf http://127.0.0.1:8080/readyz"
 check "a lists d's migration as ahead" "" ahead
