@@ -89,7 +89,8 @@ check "a's metric counts it" "lxgate" sh -c "curl -sf http://127.0.0.1:8080/metr
 targets=(d a c a d c)
 for i in $(seq 1 24); do
   t=${targets[$((i % ${#targets[@]}))]}
-  deploy $R/$t > /tmp/kill-$i.out 2>&1 & pid=$!
+  # The binary itself in the background (not the shell function), so $! is its pid.
+  /twin/releases/a --config /etc/lxgate/config.toml deploy --release "$R/$t" --smoke-ca /etc/lxgate/tls/hub-ca.crt > /tmp/kill-$i.out 2>&1 & pid=$!
   sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", (r % 900) / 100 }')"
   kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   deploy $R/$t > /tmp/rerun-$i.out 2>&1; rc=$?
