@@ -4,7 +4,9 @@
 #   b  a migration that fails (one transaction: nothing of it stays)
 #   c  an incompatible migration that succeeds, in a build whose smoke fails
 #   d  a compatible migration
-# Shares one cargo target dir, so only the lxgate crate is compiled per release.
+# Shares one cargo target dir and a debug-like profile (Cargo.toml [profile.twin]), so
+# after the first variant only the lxgate crate compiles: release builds with LTO cost CI
+# minutes the twin does not need, since it tests deploy's behaviour, not speed.
 #   bash checks/host/upgrade-releases.sh BIN OUT
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +33,7 @@ for v in b c d; do
     d) printf -- '-- previous release: compatible (twin: a new table)\nCREATE TABLE twin_notes (x int);\n' \
          > "$src/tree/migrations/9001_twin_expand.sql" ;;
   esac
-  (cd "$src/tree" && CARGO_TARGET_DIR=$target cargo build --release --locked --bin lxgate >/dev/null)
-  cp "$target/release/lxgate" "$out/$v"
+  (cd "$src/tree" && CARGO_TARGET_DIR=$target cargo build --profile twin --locked --bin lxgate >/dev/null)
+  cp "$target/twin/lxgate" "$out/$v"
 done
 ls -l "$out"
