@@ -41,8 +41,8 @@ impl Event<'_> {
                     outcome = self.outcome,
                     principal = self.principal,
                     center = self.center,
-                    job = self.job,
-                    transfer = self.transfer,
+                    job_id = self.job,
+                    transfer_key = self.transfer,
                     source = self.source,
                     reason = self.reason,
                     "audit"

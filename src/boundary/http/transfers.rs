@@ -569,7 +569,7 @@ pub async fn media(
                 .await
                 .map_err(|e| match e {
                     crate::ingest::IngestError::Sealed(why) => {
-                        tracing::warn!(transfer = %key, node = %node.key, "sealed media does not open: {why}");
+                        tracing::warn!(boundary = "hub_transfer", transfer_key = %key, node = %node.key, "sealed media does not open: {why}");
                         ApiError::from(crate::ingest::IngestError::Sealed(why))
                     }
                     crate::ingest::IngestError::TooLarge { limit } => ApiError::new(
@@ -591,7 +591,7 @@ pub async fn media(
         );
         staged.discard();
         set_status(&state, &key, "inconsistent", &detail, None).await?;
-        tracing::warn!(transfer = %key, node = %node.key, "{detail}");
+        tracing::warn!(boundary = "hub_transfer", transfer_key = %key, node = %node.key, "{detail}");
         let t = load(&state, &node, &key).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(t.body())).into_response());
     }
@@ -624,7 +624,7 @@ pub async fn media(
         Ok(outcome) => {
             let id = outcome.job().id;
             set_status(&state, &key, "applied", "", Some(id)).await?;
-            tracing::info!(transfer = %key, job = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
+            tracing::info!(boundary = "hub_transfer", outcome = "applied", transfer_key = %key, job_id = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
             crate::audit::Event {
                 event: "transfer_applied",
                 outcome: "ok",

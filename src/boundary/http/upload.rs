@@ -114,7 +114,7 @@ pub async fn upload(
     let mut body =
         serde_json::to_value(outcome.job()).map_err(|e| ApiError::internal("serialize", e))?;
     body["dedupe"] = serde_json::Value::Bool(dedupe);
-    tracing::info!(job = %outcome.job().id, dedupe, size = outcome.job().size_bytes, "api upload");
+    tracing::info!(boundary = "api", outcome = if dedupe { "dedupe" } else { "accepted" }, job_id = %outcome.job().id, size = outcome.job().size_bytes, "api upload");
     let status = if dedupe {
         StatusCode::OK
     } else {

@@ -197,7 +197,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             let dest = unique_dest(&d.processed, &name, sha8);
             std::fs::rename(path, &dest)?;
             sync_dir(&d.processed);
-            tracing::info!(zip = %name, pairs = stems.len(), outcome = "converted", "sap-import");
+            tracing::info!(boundary = "sap_import", zip = %name, pairs = stems.len(), outcome = "converted", "sap-import");
         }
         Err(reason) => {
             manifest["error"] = serde_json::Value::String(reason.clone());
@@ -211,7 +211,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             std::fs::write(&reason_file, format!("{}\n", reason.replace('\n', " ")))?;
             std::fs::rename(path, &dest)?;
             sync_dir(&d.failed);
-            tracing::warn!(zip = %name, outcome = "failed", reason = %reason, "sap-import");
+            tracing::warn!(boundary = "sap_import", zip = %name, outcome = "failed", reason = %reason, "sap-import");
         }
     }
     Ok(())
