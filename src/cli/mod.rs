@@ -2,11 +2,13 @@
 
 mod backup;
 mod center;
+mod completions;
 mod config;
 mod dev;
 mod doctor;
 mod hub_export;
 mod keys;
+mod man;
 mod migrate;
 mod node;
 mod recover;
@@ -81,6 +83,10 @@ enum Cmd {
     /// Restore a backup snapshot onto this host (units stopped, empty data root and
     /// database unless --merge).
     Restore(restore::Args),
+    /// Shell completions on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Man pages, one per command, into a directory.
+    Man(man::Args),
 }
 
 /// What every command may need: where the settings come from, and the environment.
@@ -134,6 +140,8 @@ impl Cli {
             Cmd::Keys(a) => keys::run(a, &ctx),
             Cmd::Backup(a) => backup::run(a, &ctx).await,
             Cmd::Restore(a) => restore::run(a, &ctx).await,
+            Cmd::Completions(a) => completions::run(a),
+            Cmd::Man(a) => man::run(a),
         }
     }
 }
