@@ -1,5 +1,6 @@
 //! `/metrics` of a running `lxgate serve`: ingest counters from every process (the
-//! watcher has no listener of its own), request latency by route pattern, HELP lines.
+//! watcher has no listener of its own), backlogs (quarantine, hub exports), request
+//! latency by route pattern, HELP lines; and each request's id in its answer and log.
 mod common;
 use common::*;
 
@@ -30,6 +31,10 @@ fn watcher_ingests_show_in_the_metrics_of_a_separately_running_server() {
         r#"lxgate_ingest_total{boundary="watcher",outcome="stored"} 1"#,
         r#"lxgate_ingest_total{boundary="watcher",outcome="error"} 1"#,
         r#"lxgate_ingest_bytes_total{boundary="watcher"} 11"#,
+        // The refused report waits in quarantine; nothing is marked for export.
+        "lxgate_quarantine_items 1",
+        r#"lxgate_hub_exports{state="failed"} 0"#,
+        r#"lxgate_hub_exports{state="retrying"} 0"#,
     ] {
         assert!(has_line(&text, line), "{line} missing from:\n{text}");
     }

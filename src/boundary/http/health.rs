@@ -71,7 +71,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
-    let text = state.metrics.scrape(&client).await?;
+    let text = state
+        .metrics
+        .scrape(&client, &state.config.paths.quarantine())
+        .await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
