@@ -11,6 +11,7 @@ mod keys;
 mod man;
 mod migrate;
 mod node;
+mod openapi;
 mod recover;
 mod render;
 mod restore;
@@ -87,6 +88,8 @@ enum Cmd {
     Completions(completions::Args),
     /// Man pages, one per command, into a directory.
     Man(man::Args),
+    /// The HTTP API's OpenAPI 3.1 description on stdout (as served at /api/openapi.json).
+    Openapi(openapi::Args),
 }
 
 /// What every command may need: where the settings come from, and the environment.
@@ -142,6 +145,7 @@ impl Cli {
             Cmd::Restore(a) => restore::run(a, &ctx).await,
             Cmd::Completions(a) => completions::run(a),
             Cmd::Man(a) => man::run(a),
+            Cmd::Openapi(a) => openapi::run(a),
         }
     }
 }

@@ -7,6 +7,7 @@ mod health;
 mod jobs;
 mod listen;
 mod metrics;
+pub mod openapi;
 mod ratelimit;
 mod request_id;
 mod transfers;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/openapi.json", get(openapi::served))
         // Bodies that stream into storage are bounded by UPLOAD_MAX_SIZE in staging, not
         // by axum's 2 MB default (which multipart bodies would otherwise hit); what a
         // refusal leaves unread is read before it is answered.

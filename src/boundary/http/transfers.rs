@@ -316,6 +316,24 @@ async fn set_status(
     Ok(())
 }
 
+/// Announce a transfer (hub role).
+#[utoipa::path(
+    post,
+    path = "/api/media/hub/transfers/",
+    tag = "hub",
+    security(("node_key" = [], "node_signature" = []), ("node_key" = [], "node_secret" = [])),
+    request_body = super::openapi::TransferRegistration,
+    responses(
+        (status = 201, description = "Registered; send the media next", body = super::openapi::TransferStatus),
+        (status = 409, description = "Registered before: its status (or taken by another node)", body = super::openapi::TransferStatus),
+        (status = 400, description = "A malformed request or signature header", body = super::error::ErrorBody),
+        (status = 401, description = "Unknown node, wrong secret, bad, stale or replayed signature", body = super::error::ErrorBody),
+        (status = 403, description = "Not over https through nginx, no verified client certificate, or another node's or center's transfer", body = super::error::ErrorBody),
+        (status = 404, description = "Transfers are not enabled here, or no such transfer for this node", body = super::error::ErrorBody),
+        (status = 429, description = "Too many node authentications from this address; see Retry-After", body = super::error::ErrorBody),
+        (status = 413, description = "The body is larger than a registration can be", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     source: Source,
@@ -452,6 +470,22 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(t.body())).into_response())
 }
 
+/// A transfer's state (hub role).
+#[utoipa::path(
+    get,
+    path = "/api/media/hub/transfers/{key}/status/",
+    tag = "hub",
+    security(("node_key" = [], "node_signature" = []), ("node_key" = [], "node_secret" = [])),
+    params(("key" = String, Path, description = "The transfer key")),
+    responses(
+        (status = 200, description = "The transfer's state", body = super::openapi::TransferStatus),
+        (status = 400, description = "A malformed request or signature header", body = super::error::ErrorBody),
+        (status = 401, description = "Unknown node, wrong secret, bad, stale or replayed signature", body = super::error::ErrorBody),
+        (status = 403, description = "Not over https through nginx, no verified client certificate, or another node's or center's transfer", body = super::error::ErrorBody),
+        (status = 404, description = "Transfers are not enabled here, or no such transfer for this node", body = super::error::ErrorBody),
+        (status = 429, description = "Too many node authentications from this address; see Retry-After", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     source: Source,
@@ -504,6 +538,29 @@ fn opener(
     }
 }
 
+/// Deliver a registered transfer's media (hub role): raw or multipart, sealed with age
+/// where the hub requires it.
+#[utoipa::path(
+    post,
+    path = "/api/media/hub/transfers/{key}/media/",
+    tag = "hub",
+    security(("node_key" = [], "node_signature" = []), ("node_key" = [], "node_secret" = [])),
+    params(("key" = String, Path, description = "The transfer key")),
+    request_body(content(("application/octet-stream"), ("multipart/form-data"))),
+    responses(
+        (status = 200, description = "Applied: the media is an UploadJob", body = super::openapi::TransferStatus),
+        (status = 409, description = "Applied before, or not awaiting media", body = super::openapi::TransferStatus),
+        (status = 422, description = "The media does not match the registered hash, or does not open with the hub's key", body = super::openapi::TransferStatus),
+        (status = 400, description = "A malformed request or signature header", body = super::error::ErrorBody),
+        (status = 401, description = "Unknown node, wrong secret, bad, stale or replayed signature", body = super::error::ErrorBody),
+        (status = 403, description = "Not over https through nginx, no verified client certificate, or another node's or center's transfer", body = super::error::ErrorBody),
+        (status = 404, description = "Transfers are not enabled here, or no such transfer for this node", body = super::error::ErrorBody),
+        (status = 429, description = "Too many node authentications from this address; see Retry-After", body = super::error::ErrorBody),
+        (status = 413, description = "Larger than the hub's max_media_size", body = super::error::ErrorBody),
+        (status = 503, description = "Every upload slot is taken; see Retry-After", body = super::error::ErrorBody),
+        (status = 507, description = "Managed storage is full", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn media(
     State(state): State<AppState>,
     source: Source,
