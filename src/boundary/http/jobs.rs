@@ -37,8 +37,7 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "The jobs", body = [crate::ingest::UploadJob]),
         (status = 400, description = "An unknown parameter, a limit that is not a number, or a control character in a filter", body = super::error::ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked bearer token", body = super::error::ErrorBody),
-        (status = 429, description = "Too many token checks from this address; see Retry-After", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
     ),
 )]
 pub async fn list(
@@ -137,8 +136,7 @@ async fn visible_job(
     responses(
         (status = 200, description = "The job", body = crate::ingest::UploadJob),
         (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked bearer token", body = super::error::ErrorBody),
-        (status = 429, description = "Too many token checks from this address; see Retry-After", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
         (status = 404, description = "No such job for this token", body = super::error::ErrorBody),
     ),
 )]
@@ -169,8 +167,7 @@ pub async fn get_one(
         (status = 200, description = "The media", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked bearer token", body = super::error::ErrorBody),
-        (status = 429, description = "Too many token checks from this address; see Retry-After", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
         (status = 404, description = "No such job for this token, or nothing stored", body = super::error::ErrorBody),
         (status = 416, description = "The range lies outside the media"),
     ),

@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::error::ErrorBody;
 use super::{health, jobs, transfers, upload};
 use crate::ingest::{Kind, UploadJob};
 
@@ -37,7 +38,7 @@ use crate::ingest::{Kind, UploadJob};
         health::metrics,
         served,
     ),
-    components(schemas(UploadJob, Kind, Uploaded, UploadForm, TransferRegistration, TransferKind, TransferStatus, super::error::ErrorBody, health::Status)),
+    components(schemas(UploadJob, Kind, Uploaded, UploadForm, TransferRegistration, TransferKind, TransferStatus, ErrorBody, health::Status)),
     modifiers(&Security),
     tags(
         (name = "ingest", description = "Uploads and the UploadJobs they become"),
@@ -69,6 +70,39 @@ pub fn json() -> &'static str {
 )]
 pub async fn served() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], json())
+}
+
+/// What every route behind a bearer token may answer before its own work.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum TokenRefusals {
+    /// Missing, unknown or revoked bearer token
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Too many token checks from this address; see Retry-After
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+}
+
+/// What every transfer route may answer before its own work: the gates in order.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum NodeRefusals {
+    /// A malformed request or signature header
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Unknown node, wrong secret, bad, stale or replayed signature
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Not over https through nginx, no verified client certificate, or another node's or center's transfer
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Transfers are not enabled here, or no such transfer for this node
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Too many node authentications from this address; see Retry-After
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
 }
 
 struct Security;

@@ -326,11 +326,7 @@ async fn set_status(
     responses(
         (status = 201, description = "Registered; send the media next", body = super::openapi::TransferStatus),
         (status = 409, description = "Registered before: its status (or taken by another node)", body = super::openapi::TransferStatus),
-        (status = 400, description = "A malformed request or signature header", body = super::error::ErrorBody),
-        (status = 401, description = "Unknown node, wrong secret, bad, stale or replayed signature", body = super::error::ErrorBody),
-        (status = 403, description = "Not over https through nginx, no verified client certificate, or another node's or center's transfer", body = super::error::ErrorBody),
-        (status = 404, description = "Transfers are not enabled here, or no such transfer for this node", body = super::error::ErrorBody),
-        (status = 429, description = "Too many node authentications from this address; see Retry-After", body = super::error::ErrorBody),
+        super::openapi::NodeRefusals,
         (status = 413, description = "The body is larger than a registration can be", body = super::error::ErrorBody),
     ),
 )]
@@ -479,11 +475,7 @@ pub async fn register(
     params(("key" = String, Path, description = "The transfer key")),
     responses(
         (status = 200, description = "The transfer's state", body = super::openapi::TransferStatus),
-        (status = 400, description = "A malformed request or signature header", body = super::error::ErrorBody),
-        (status = 401, description = "Unknown node, wrong secret, bad, stale or replayed signature", body = super::error::ErrorBody),
-        (status = 403, description = "Not over https through nginx, no verified client certificate, or another node's or center's transfer", body = super::error::ErrorBody),
-        (status = 404, description = "Transfers are not enabled here, or no such transfer for this node", body = super::error::ErrorBody),
-        (status = 429, description = "Too many node authentications from this address; see Retry-After", body = super::error::ErrorBody),
+        super::openapi::NodeRefusals,
     ),
 )]
 pub async fn status(
@@ -551,11 +543,7 @@ fn opener(
         (status = 200, description = "Applied: the media is an UploadJob", body = super::openapi::TransferStatus),
         (status = 409, description = "Applied before, or not awaiting media", body = super::openapi::TransferStatus),
         (status = 422, description = "The media does not match the registered hash, or does not open with the hub's key", body = super::openapi::TransferStatus),
-        (status = 400, description = "A malformed request or signature header", body = super::error::ErrorBody),
-        (status = 401, description = "Unknown node, wrong secret, bad, stale or replayed signature", body = super::error::ErrorBody),
-        (status = 403, description = "Not over https through nginx, no verified client certificate, or another node's or center's transfer", body = super::error::ErrorBody),
-        (status = 404, description = "Transfers are not enabled here, or no such transfer for this node", body = super::error::ErrorBody),
-        (status = 429, description = "Too many node authentications from this address; see Retry-After", body = super::error::ErrorBody),
+        super::openapi::NodeRefusals,
         (status = 413, description = "Larger than the hub's max_media_size", body = super::error::ErrorBody),
         (status = 503, description = "Every upload slot is taken; see Retry-After", body = super::error::ErrorBody),
         (status = 507, description = "Managed storage is full", body = super::error::ErrorBody),
