@@ -10,7 +10,7 @@
 //! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...);
 //! - beside them, used by every layer: `durable` (fsynced atomic writes), `logging`
 //!   and `audit` (the journal, and the audit trail in it), `systemd` (readiness and
-//!   the watchdog).
+//!   the watchdog), `progress` (bars on a terminal for long operator work).
 
 pub mod access;
 pub mod audit;
@@ -23,4 +23,5 @@ pub(crate) mod durable;
 pub mod ingest;
 pub mod logging;
 pub mod ops;
+pub mod progress;
 pub(crate) mod systemd;

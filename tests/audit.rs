@@ -125,7 +125,7 @@ fn api_events_are_audited_without_tokens() {
         .collect();
     assert_eq!(cross.len(), 2, "{lines:#?}");
     assert!(cross.iter().any(|l| l.contains("principal=\"view-b\"")
-        && l.contains(&format!("job=\"{id}\""))
+        && l.contains(&format!("job_id=\"{id}\""))
         && l.contains("center=\"B\"")));
     assert!(cross
         .iter()
@@ -136,7 +136,7 @@ fn api_events_are_audited_without_tokens() {
         &[
             "outcome=\"ok\"",
             "principal=\"up-a\"",
-            &format!("job=\"{id}\""),
+            &format!("job_id=\"{id}\""),
             "center=\"A\"",
             "source=\"127.0.0.1\"",
         ],
@@ -210,7 +210,7 @@ fn hub_events_are_audited_without_secrets() {
         &[
             "principal=\"site-a\"",
             "center=\"A\"",
-            "transfer=\"t-audit\"",
+            "transfer_key=\"t-audit\"",
         ],
     );
     find(
@@ -219,7 +219,7 @@ fn hub_events_are_audited_without_secrets() {
         &[
             "outcome=\"ok\"",
             "principal=\"site-a\"",
-            "transfer=\"t-audit\"",
+            "transfer_key=\"t-audit\"",
         ],
     );
     assert!(

@@ -205,9 +205,27 @@ fn health_readiness_and_metrics_answer_locally_and_not_through_nginx() {
         let (s, b) = call(http().get(&e.srv.url(path)).call());
         assert_eq!(s, 200, "{path} on the app's own listener: {b}");
     }
-    // The rest of the API is still proxied.
-    let (s, b) = curl(&e, "/api/upload-jobs/", &[]);
+    // The rest of the API is still proxied, with nginx's request id: a client's own
+    // X-Request-Id is replaced, the answer carries nginx's, and the app logged it.
+    let (s, b) = curl(
+        &e,
+        "/api/upload-jobs/",
+        &["-D", "-", "-H", "X-Request-Id: chosen-by-the-client"],
+    );
     assert_eq!(s, 401, "{b}");
+    let id = b
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no X-Request-Id in the answer:\n{b}"))
+        .trim()
+        .to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{id:?}"
+    );
+    let log = std::fs::read_to_string(&e.srv.log).unwrap();
+    assert!(log.contains(&format!("request_id={id}")), "{log}");
+    assert!(!log.contains("chosen-by-the-client"), "{log}");
 }
 
 #[test]

@@ -471,3 +471,100 @@ fn an_unreadable_source_file_is_logged_with_its_cause_and_the_rest_is_copied() {
         .iter()
         .all(|p| !p.to_string_lossy().contains(".lxgate-recover-")));
 }
+
+/// A private tmux server (its own socket), killed when dropped.
+struct Tmux(PathBuf);
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        let o = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("run tmux (apt-get install tmux)");
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[test]
+fn a_terminal_shows_progress_and_a_pipe_gets_none() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 120, 256 * 1024);
+    let files = snapshot(&src)
+        .values()
+        .filter(|v| v.starts_with("file "))
+        .count();
+    let piped = t.path().join("piped.out");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let run = |to: &str| {
+        format!(
+            // The terminal's own TERM (tmux sets it): without one, nothing is drawn.
+            "env -i PATH={path} TERM=\"$TERM\" {} recover --merge --from {} --to {}",
+            bin(),
+            src.display(),
+            t.path().join(to).display()
+        )
+    };
+    // One shell in a real terminal: first on the terminal, then into a pipe.
+    let script = format!(
+        "{}; echo tty-exit-$?; {} 2>&1 | cat > {}; echo pipe-exit-$?; sleep 600",
+        run("on-tty"),
+        run("on-pipe"),
+        piped.display()
+    );
+    let tmux = Tmux(t.path().join("tmux.sock"));
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "220",
+        "-y",
+        "60",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let mut pane = String::new();
+    wait_for("both recover runs", Duration::from_secs(120), || {
+        pane = stdout(&tmux.cmd(&["capture-pane", "-p", "-J", "-S", "-500"]));
+        pane.contains("pipe-exit-")
+    });
+    assert!(
+        pane.contains("tty-exit-0") && pane.contains("pipe-exit-0"),
+        "{pane}"
+    );
+    // The bar in its final state: all bytes and files, with the counts.
+    let bar = pane
+        .lines()
+        .find(|l| l.starts_with("recover [") && l.contains("] "))
+        .unwrap_or_else(|| panic!("no progress bar on the terminal:\n{pane}"));
+    assert!(bar.contains(&format!("{files}/{files} files")), "{bar}");
+    assert!(bar.contains("[====="), "{bar}");
+    // The pipe: the same lines a log would get, no bar, no cursor control.
+    let text = std::fs::read_to_string(&piped).unwrap();
+    assert!(text.contains("recovery summary: copied"), "{text}");
+    assert!(
+        !text.contains("recover [") && !text.contains('\r') && !text.contains('\x1b'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&format!("recover: {files} files")),
+        "the summary line: {text}"
+    );
+}

@@ -63,9 +63,9 @@ pub async fn mark(client: &tokio_postgres::Client, jobs: &[uuid::Uuid], by: &str
             )
             .await?;
         if n == 0 {
-            tracing::info!(job = %id, "already marked for hub export");
+            tracing::info!(boundary = "hub_export", job_id = %id, "already marked for hub export");
         } else {
-            tracing::info!(job = %id, by, "marked for hub export");
+            tracing::info!(boundary = "hub_export", job_id = %id, by, "marked for hub export");
         }
     }
     Ok(())
@@ -184,17 +184,17 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
         let (state, error) = match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
-                tracing::info!(job = %item.job, transfer = %item.key, "applied at the hub");
+                tracing::info!(boundary = "hub_export", outcome = "applied", job_id = %item.job, transfer_key = %item.key, "applied at the hub");
                 ("applied", None)
             }
             Outcome::Retry(why) => {
                 summary.retrying += 1;
-                tracing::warn!(job = %item.job, transfer = %item.key, "not sent, will retry: {why}");
+                tracing::warn!(boundary = "hub_export", outcome = "retrying", job_id = %item.job, transfer_key = %item.key, "not sent, will retry: {why}");
                 ("pending", Some(why.as_str()))
             }
             Outcome::Failed(why) => {
                 summary.failed += 1;
-                tracing::error!(job = %item.job, transfer = %item.key, "export failed: {why}");
+                tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, "export failed: {why}");
                 ("failed", Some(why.as_str()))
             }
         };

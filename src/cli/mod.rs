@@ -2,14 +2,17 @@
 
 mod backup;
 mod center;
+mod completions;
 mod config;
 mod deploy;
 mod dev;
 mod doctor;
 mod hub_export;
 mod keys;
+mod man;
 mod migrate;
 mod node;
+mod openapi;
 mod recover;
 mod render;
 mod restore;
@@ -88,6 +91,12 @@ enum Cmd {
     /// Restore a backup snapshot onto this host (units stopped, empty data root and
     /// database unless --merge).
     Restore(restore::Args),
+    /// Shell completions on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Man pages, one per command, into a directory.
+    Man(man::Args),
+    /// The HTTP API's OpenAPI 3.1 description on stdout (as served at /api/openapi.json).
+    Openapi(openapi::Args),
 }
 
 /// What every command may need: where the settings come from, and the environment.
@@ -143,6 +152,9 @@ impl Cli {
             Cmd::Keys(a) => keys::run(a, &ctx),
             Cmd::Backup(a) => backup::run(a, &ctx).await,
             Cmd::Restore(a) => restore::run(a, &ctx).await,
+            Cmd::Completions(a) => completions::run(a),
+            Cmd::Man(a) => man::run(a),
+            Cmd::Openapi(a) => openapi::run(a),
         }
     }
 }

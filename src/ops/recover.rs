@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::durable::{self, sync_dir};
+use crate::progress::{Progress, Total};
 
 const TEMP_PREFIX: &str = ".lxgate-recover-";
 
@@ -73,9 +74,12 @@ fn start_writeback(f: &File) {
     unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
-/// Bytes of regular files that a merge would copy (entries missing in the target).
-fn bytes_to_copy(src: &Path, dst: &Path) -> Result<u64> {
-    let mut total = 0;
+/// Regular files, and their bytes, that a merge would copy (entries missing in the target).
+fn to_copy(src: &Path, dst: &Path) -> Result<Total> {
+    let mut total = Total {
+        files: 0,
+        bytes: Some(0),
+    };
     for e in
         fs::read_dir(src).with_context(|| format!("source {} is not readable", src.display()))?
     {
@@ -84,21 +88,24 @@ fn bytes_to_copy(src: &Path, dst: &Path) -> Result<u64> {
         if fs::symlink_metadata(&d).is_ok() {
             continue;
         }
-        total += tree_bytes(&e.path());
+        let (files, bytes) = tree_size(&e.path());
+        total.files += files;
+        total.bytes = total.bytes.map(|b| b + bytes);
     }
     Ok(total)
 }
 
-fn tree_bytes(p: &Path) -> u64 {
+/// Regular files under `p` and their bytes.
+fn tree_size(p: &Path) -> (u64, u64) {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => fs::read_dir(p)
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| tree_bytes(&e.path()))
-            .sum(),
-        Ok(m) if m.is_file() => m.len(),
-        _ => 0,
+            .map(|e| tree_size(&e.path()))
+            .fold((0, 0), |(f, b), (f2, b2)| (f + f2, b + b2)),
+        Ok(m) if m.is_file() => (1, m.len()),
+        _ => (0, 0),
     }
 }
 
@@ -137,7 +144,8 @@ pub fn run(o: &Options) -> Result<Summary> {
         }
     }
     // Preflight: refuse before copying anything.
-    let need = bytes_to_copy(&o.source, &o.target)?;
+    let total = to_copy(&o.source, &o.target)?;
+    let need = total.bytes.unwrap_or(0);
     let required = need + need / 20 + 128 * 1024 * 1024;
     let free = free_bytes(&o.target)?;
     if free < required {
@@ -149,9 +157,17 @@ pub fn run(o: &Options) -> Result<Summary> {
         fs::create_dir_all(&o.target)?;
     }
     let mut s = Summary::default();
-    let result = merge_dir(o, &o.source, &o.target, true, &mut s);
+    let p = if o.dry_run {
+        Progress::hidden("recover")
+    } else {
+        Progress::start("recover", total)
+    };
+    let result = merge_dir(o, &p, &o.source, &o.target, true, &mut s);
     if let Err(e) = result {
         s.errors.push(format!("{e:#}"));
+    }
+    if !o.dry_run {
+        p.finish();
     }
     if o.dry_run {
         env_file(o, true)?;
@@ -197,7 +213,14 @@ pub fn run(o: &Options) -> Result<Summary> {
 }
 
 /// Entries of `src` missing under `dst` are copied; existing ones are skipped whole.
-fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) -> Result<()> {
+fn merge_dir(
+    o: &Options,
+    p: &Progress,
+    src: &Path,
+    dst: &Path,
+    top: bool,
+    s: &mut Summary,
+) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(src)
         .with_context(|| format!("reading {}", src.display()))?
         .collect::<Result<_, _>>()?;
@@ -209,10 +232,12 @@ fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) ->
         }
         let (from, to) = (e.path(), dst.join(&name));
         if fs::symlink_metadata(&to).is_ok() {
-            println!(
-                "WARNING: destination already exists, skipping: {}",
-                to.display()
-            );
+            p.suspend(|| {
+                println!(
+                    "WARNING: destination already exists, skipping: {}",
+                    to.display()
+                )
+            });
             s.skipped.push(to.display().to_string());
             continue;
         }
@@ -221,14 +246,14 @@ fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) ->
             continue;
         }
         if top {
-            println!("copying {} -> {}", from.display(), to.display());
+            p.suspend(|| println!("copying {} -> {}", from.display(), to.display()));
         }
         let tmp = temp_for(&to);
         if fs::symlink_metadata(&tmp).is_ok() {
             // Left by an interrupted run: rebuild it.
             let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
         }
-        let copied = copy_new(o, &from, &tmp, s).and_then(|()| match e.file_type() {
+        let copied = copy_new(o, p, &from, &tmp, s).and_then(|()| match e.file_type() {
             Ok(t) if t.is_dir() => syncfs(&tmp),
             _ => Ok(()),
         });
@@ -239,7 +264,7 @@ fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) ->
             }
             Err(err) => {
                 let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
-                eprintln!("ERROR: {}: {err:#}", from.display());
+                p.suspend(|| eprintln!("ERROR: {}: {err:#}", from.display()));
                 s.errors.push(format!("{}: {err:#}", from.display()));
             }
         }
@@ -249,7 +274,7 @@ fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) ->
 
 /// Copy `from` (not followed if a link) to the new path `to`. A directory's failing
 /// children are reported and skipped; the directory itself still lands.
-fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> {
+fn copy_new(o: &Options, p: &Progress, from: &Path, to: &Path, s: &mut Summary) -> Result<()> {
     let m = fs::symlink_metadata(from)?;
     let ft = m.file_type();
     if ft.is_symlink() {
@@ -267,11 +292,11 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
         let (files, rest): (Vec<_>, Vec<_>) = children
             .into_iter()
             .partition(|c| c.file_type().map(|t| t.is_file()).unwrap_or(false));
-        let results = copy_files_parallel(o, &files, to);
+        let results = copy_files_parallel(o, p, &files, to);
         for c in rest {
             let dest = to.join(c.file_name());
-            let r = copy_new(o, &c.path(), &dest, s);
-            note_child(s, &c.path(), &dest, r);
+            let r = copy_new(o, p, &c.path(), &dest, s);
+            note_child(s, p, &c.path(), &dest, r);
         }
         for (c, r) in files.iter().zip(results) {
             let dest = to.join(c.file_name());
@@ -280,7 +305,7 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
                     s.files += 1;
                     s.bytes += n;
                 }
-                Err(e) => note_child(s, &c.path(), &dest, Err(e)),
+                Err(e) => note_child(s, p, &c.path(), &dest, Err(e)),
             }
         }
         fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
@@ -293,7 +318,7 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
         )?;
         s.dirs += 1;
     } else if ft.is_file() {
-        s.bytes += copy_file(o, from, to, Durability::Alone)?;
+        s.bytes += copy_file(o, p, from, to, Durability::Alone)?;
         s.files += 1;
     } else {
         bail!("not a regular file, directory or symlink (FIFO, socket or device): not copied; move it by hand if it matters");
@@ -302,10 +327,10 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
 }
 
 /// A failed child is reported and removed; its directory still lands.
-fn note_child(s: &mut Summary, from: &Path, dest: &Path, r: Result<()>) {
+fn note_child(s: &mut Summary, p: &Progress, from: &Path, dest: &Path, r: Result<()>) {
     if let Err(err) = r {
         let _ = fs::remove_file(dest);
-        eprintln!("ERROR: {}: {err:#}", from.display());
+        p.suspend(|| eprintln!("ERROR: {}: {err:#}", from.display()));
         s.errors.push(format!("{}: {err:#}", from.display()));
     }
 }
@@ -320,7 +345,7 @@ enum Durability {
 }
 
 /// Content, mode, times, owner.
-fn copy_file(o: &Options, from: &Path, to: &Path, d: Durability) -> Result<u64> {
+fn copy_file(o: &Options, p: &Progress, from: &Path, to: &Path, d: Durability) -> Result<u64> {
     let m = fs::symlink_metadata(from)?;
     let mut input = File::open(from)?;
     let mut out = File::create_new(to)?;
@@ -336,12 +361,18 @@ fn copy_file(o: &Options, from: &Path, to: &Path, d: Durability) -> Result<u64> 
         Durability::WithSubtree => start_writeback(&out),
     }
     chown(o, to, false)?;
+    p.add(1, n);
     Ok(n)
 }
 
 const COPY_THREADS: usize = 4;
 
-fn copy_files_parallel(o: &Options, files: &[fs::DirEntry], to: &Path) -> Vec<Result<u64>> {
+fn copy_files_parallel(
+    o: &Options,
+    p: &Progress,
+    files: &[fs::DirEntry],
+    to: &Path,
+) -> Vec<Result<u64>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -354,6 +385,7 @@ fn copy_files_parallel(o: &Options, files: &[fs::DirEntry], to: &Path) -> Vec<Re
                 let Some(c) = files.get(i) else { break };
                 let r = copy_file(
                     o,
+                    p,
                     &c.path(),
                     &to.join(c.file_name()),
                     Durability::WithSubtree,

@@ -23,6 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::ingest::STORAGE_LOCK;
+use crate::progress::{Progress, Total};
 
 #[derive(Debug, Serialize)]
 pub struct Orphan {
@@ -148,6 +149,22 @@ pub async fn audit(client: &tokio_postgres::Client, storage: &Path, verify: bool
             });
         }
     }
+    // Re-hashing every object is the long part: a bar on a terminal, a summary line.
+    let progress = if verify {
+        let (files, bytes) = referenced
+            .iter()
+            .filter_map(|p| on_disk.get(*p))
+            .fold((0, 0), |(f, b), (size, _)| (f + 1, b + size));
+        Progress::start(
+            "storage audit --verify",
+            Total {
+                files,
+                bytes: Some(bytes),
+            },
+        )
+    } else {
+        Progress::hidden("storage audit")
+    };
     // A deduplicated object is shared by several rows: check each object once.
     let mut checked = BTreeSet::new();
     for r in &rows {
@@ -166,6 +183,7 @@ pub async fn audit(client: &tokio_postgres::Client, storage: &Path, verify: bool
             });
         } else if verify && checked.insert(r.path.clone()) {
             let got = sha256_file(&storage.join(&r.path))?;
+            progress.add(1, *size);
             if got != r.hash {
                 a.mismatched.push(Mismatch {
                     job: r.job.clone(),
@@ -174,6 +192,9 @@ pub async fn audit(client: &tokio_postgres::Client, storage: &Path, verify: bool
                 });
             }
         }
+    }
+    if verify {
+        progress.finish();
     }
     Ok(a)
 }

@@ -12,6 +12,7 @@ use lxgate::ops::pgcluster::Cluster;
 
 pub mod edge;
 pub mod reference;
+pub mod venv;
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
@@ -458,5 +459,63 @@ pub fn assert_same_entries<V: PartialEq + std::fmt::Debug>(
     );
     for (name, value) in right {
         assert_eq!(&left[name], value, "{what}: {name} differs");
+    }
+}
+
+/// `lxgate dev` on a free loopback port, up, with the uploader token it printed.
+pub struct Dev {
+    pub proc: Proc,
+    pub token: String,
+    pub base: String,
+}
+
+impl Dev {
+    /// Start on `state`, stdout to `out` and stderr beside it (`.err`).
+    pub fn start(state: &Path, out: &Path) -> Dev {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut c = command(
+            &[
+                "dev",
+                "--state",
+                state.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ],
+            &[],
+        );
+        c.stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+            .stdin(Stdio::null());
+        let mut proc = Proc {
+            child: c.spawn().unwrap(),
+        };
+        let mut token = String::new();
+        wait_for(
+            "lxgate dev to print its token",
+            Duration::from_secs(60),
+            || {
+                assert!(
+                    proc.alive(),
+                    "lxgate dev died: {}",
+                    std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+                );
+                let text = std::fs::read_to_string(out).unwrap_or_default();
+                match text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("token     : "))
+                {
+                    Some(rest) => {
+                        token = rest.split_whitespace().next().unwrap().to_string();
+                        true
+                    }
+                    None => false,
+                }
+            },
+        );
+        Dev {
+            proc,
+            token,
+            base: format!("http://{listen}"),
+        }
     }
 }

@@ -5,8 +5,17 @@ use axum::Json;
 
 use super::{ApiError, AppState};
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "alive" }))
+/// What /healthz and /readyz answer when all is well.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `alive` or `ready`.
+    status: &'static str,
+}
+
+/// The process answers (systemd's and the watchdog's question).
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "alive" })
 }
 
 /// Why the service is not ready. `reason` is text we wrote and goes into the /readyz
@@ -82,9 +91,19 @@ pub async fn readiness(state: &AppState) -> Result<(), NotReady> {
     Ok(())
 }
 
+/// Database reachable with every migration applied, managed storage present.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready, and why", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match readiness(&state).await {
-        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(()) => Json(Status { status: "ready" }).into_response(),
         Err(not_ready) => {
             not_ready.log();
             ApiError::unavailable(not_ready.reason).into_response()
@@ -92,9 +111,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String)),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
-    let text = state.metrics.scrape(&client).await?;
+    let text = state
+        .metrics
+        .scrape(&client, &state.config.paths.quarantine())
+        .await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],

@@ -11,16 +11,35 @@ use super::{authenticate, ApiError, AppState, Source};
 use crate::access::tokens::Principal;
 use crate::ingest::{self, UploadJob, JOB_COLUMNS};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     status: Option<String>,
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     kind: Option<String>,
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     ingest_mode: Option<String>,
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     center_key: Option<String>,
+    /// At most this many, newest first (1-1000, default 100).
     limit: Option<i64>,
 }
 
+/// UploadJobs the token's center may see, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/upload-jobs/",
+    tag = "ingest",
+    security(("token" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = [crate::ingest::UploadJob]),
+        (status = 400, description = "An unknown parameter, a limit that is not a number, or a control character in a filter", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     source: Source,
@@ -107,6 +126,20 @@ async fn visible_job(
     Ok((job, p))
 }
 
+/// One UploadJob.
+#[utoipa::path(
+    get,
+    path = "/api/upload-jobs/{id}",
+    tag = "ingest",
+    security(("token" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The job", body = crate::ingest::UploadJob),
+        (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+        (status = 404, description = "No such job for this token", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     source: Source,
@@ -119,6 +152,26 @@ pub async fn get_one(
 
 /// No body: nginx serves the file from its `internal` /protected_media/ location with
 /// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it.
+/// A stored job's media. Behind nginx the answer is an internal redirect that nginx
+/// serves with byte ranges; without nginx (`serve_media_directly`) the app serves it.
+#[utoipa::path(
+    get,
+    path = "/api/media/{id}",
+    tag = "media",
+    security(("token" = [])),
+    params(
+        ("id" = String, Path, description = "The job's id (a UUID)"),
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=START-END`"),
+    ),
+    responses(
+        (status = 200, description = "The media", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+        (status = 404, description = "No such job for this token, or nothing stored", body = super::error::ErrorBody),
+        (status = 416, description = "The range lies outside the media"),
+    ),
+)]
 pub async fn media(
     State(state): State<AppState>,
     source: Source,

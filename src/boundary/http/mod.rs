@@ -7,7 +7,9 @@ mod health;
 mod jobs;
 mod listen;
 mod metrics;
+pub mod openapi;
 mod ratelimit;
+mod request_id;
 mod transfers;
 mod upload;
 
@@ -24,6 +26,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
+use tracing::Instrument;
 
 use crate::access::tokens::{self, Principal};
 use crate::audit;
@@ -65,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/openapi.json", get(openapi::served))
         // Bodies that stream into storage are bounded by UPLOAD_MAX_SIZE in staging, not
         // by axum's 2 MB default (which multipart bodies would otherwise hit); what a
         // refusal leaves unread is read before it is answered.
@@ -113,19 +117,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// One span per request, named by its route pattern (never the raw path, query string
+/// or headers: they may carry patient names and tokens), with the request id that
+/// nginx sends as `X-Request-Id` (or a new one) and that the answer carries back; its
+/// latency goes to the route's histogram.
+async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let id = request_id::of(req.headers());
+    req.headers_mut()
+        .insert(request_id::HEADER, id.header_value());
+    let span = tracing::info_span!("request", route = %route, request_id = %id);
     let start = Instant::now();
-    let resp = next.run(req).await;
-    state.metrics.observe_request(
-        &route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let secs = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.metrics.observe_request(&route, status, secs);
+    resp.headers_mut()
+        .insert(request_id::HEADER, id.header_value());
+    span.in_scope(|| {
+        let ms = (secs * 1000.0).round() as u64;
+        // Probes and scrapes come every few seconds; the journal keeps them only at debug.
+        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") && status < 500 {
+            tracing::debug!(status, ms, "answered");
+        } else {
+            tracing::info!(status, ms, "answered");
+        }
+    });
     resp
 }
 

@@ -316,6 +316,20 @@ async fn set_status(
     Ok(())
 }
 
+/// Announce a transfer (hub role).
+#[utoipa::path(
+    post,
+    path = "/api/media/hub/transfers/",
+    tag = "hub",
+    security(("node_key" = [], "node_signature" = []), ("node_key" = [], "node_secret" = [])),
+    request_body = super::openapi::TransferRegistration,
+    responses(
+        (status = 201, description = "Registered; send the media next", body = super::openapi::TransferStatus),
+        (status = 409, description = "Registered before: its status (or taken by another node)", body = super::openapi::TransferStatus),
+        super::openapi::NodeRefusals,
+        (status = 413, description = "The body is larger than a registration can be", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     source: Source,
@@ -453,6 +467,18 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(t.body())).into_response())
 }
 
+/// A transfer's state (hub role).
+#[utoipa::path(
+    get,
+    path = "/api/media/hub/transfers/{key}/status/",
+    tag = "hub",
+    security(("node_key" = [], "node_signature" = []), ("node_key" = [], "node_secret" = [])),
+    params(("key" = String, Path, description = "The transfer key")),
+    responses(
+        (status = 200, description = "The transfer's state", body = super::openapi::TransferStatus),
+        super::openapi::NodeRefusals,
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     source: Source,
@@ -505,6 +531,25 @@ fn opener(
     }
 }
 
+/// Deliver a registered transfer's media (hub role): raw or multipart, sealed with age
+/// where the hub requires it.
+#[utoipa::path(
+    post,
+    path = "/api/media/hub/transfers/{key}/media/",
+    tag = "hub",
+    security(("node_key" = [], "node_signature" = []), ("node_key" = [], "node_secret" = [])),
+    params(("key" = String, Path, description = "The transfer key")),
+    request_body(content(("application/octet-stream"), ("multipart/form-data"))),
+    responses(
+        (status = 200, description = "Applied: the media is an UploadJob", body = super::openapi::TransferStatus),
+        (status = 409, description = "Applied before, or not awaiting media", body = super::openapi::TransferStatus),
+        (status = 422, description = "The media does not match the registered hash, or does not open with the hub's key", body = super::openapi::TransferStatus),
+        super::openapi::NodeRefusals,
+        (status = 413, description = "Larger than the hub's max_media_size", body = super::error::ErrorBody),
+        (status = 503, description = "Every upload slot is taken; see Retry-After", body = super::error::ErrorBody),
+        (status = 507, description = "Managed storage is full", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn media(
     State(state): State<AppState>,
     source: Source,
@@ -571,7 +616,7 @@ pub async fn media(
                 .await
                 .map_err(|e| match e {
                     crate::ingest::IngestError::Sealed(why) => {
-                        tracing::warn!(transfer = %key, node = %node.key, "sealed media does not open: {why}");
+                        tracing::warn!(boundary = "hub_transfer", transfer_key = %key, node = %node.key, "sealed media does not open: {why}");
                         ApiError::from(crate::ingest::IngestError::Sealed(why))
                     }
                     crate::ingest::IngestError::TooLarge { limit } => ApiError::new(
@@ -593,7 +638,7 @@ pub async fn media(
         );
         staged.discard();
         set_status(&state, &key, "inconsistent", &detail, None).await?;
-        tracing::warn!(transfer = %key, node = %node.key, "{detail}");
+        tracing::warn!(boundary = "hub_transfer", transfer_key = %key, node = %node.key, "{detail}");
         let t = load(&state, &node, &key).await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(t.body())).into_response());
     }
@@ -626,7 +671,7 @@ pub async fn media(
         Ok(outcome) => {
             let id = outcome.job().id;
             set_status(&state, &key, "applied", "", Some(id)).await?;
-            tracing::info!(transfer = %key, job = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
+            tracing::info!(boundary = "hub_transfer", outcome = "applied", transfer_key = %key, job_id = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
             crate::audit::Event {
                 event: "transfer_applied",
                 outcome: "ok",

@@ -16,6 +16,32 @@ use crate::access::tokens::{Principal, TokenRole};
 use crate::config::Role;
 use crate::ingest::{self, Boundary, IngestError, Kind, NewJob};
 
+/// Upload one file, as a raw body with `X-Filename` and `X-Kind`, or as a multipart form.
+#[utoipa::path(
+    post,
+    path = "/api/upload/",
+    tag = "ingest",
+    security(("token" = [])),
+    params(
+        ("X-Filename" = Option<String>, Header, description = "Raw body: the original file name (percent-encoded UTF-8)"),
+        ("X-Kind" = Option<crate::ingest::Kind>, Header, description = "Raw body: what the file is"),
+        ("X-Center-Key" = Option<String>, Header, description = "Raw body: the center, default the token's"),
+    ),
+    request_body(content(
+        (Vec<u8> = "application/octet-stream"),
+        (super::openapi::UploadForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Already stored: the earlier job (`dedupe: true`)", body = super::openapi::Uploaded),
+        (status = 201, description = "Stored: the new job", body = super::openapi::Uploaded),
+        (status = 400, description = "Missing or invalid name, kind, center or body", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+        (status = 403, description = "A viewer token, or another center than the token's", body = super::error::ErrorBody),
+        (status = 413, description = "Larger than UPLOAD_MAX_SIZE", body = super::error::ErrorBody),
+        (status = 503, description = "Every upload slot is taken; see Retry-After", body = super::error::ErrorBody),
+        (status = 507, description = "Managed storage is full", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     source: Source,
@@ -115,7 +141,7 @@ pub async fn upload(
     let mut body =
         serde_json::to_value(outcome.job()).map_err(|e| ApiError::internal("serialize", e))?;
     body["dedupe"] = serde_json::Value::Bool(dedupe);
-    tracing::info!(job = %outcome.job().id, dedupe, size = outcome.job().size_bytes, "api upload");
+    tracing::info!(boundary = "api", outcome = if dedupe { "dedupe" } else { "accepted" }, job_id = %outcome.job().id, size = outcome.job().size_bytes, "api upload");
     let status = if dedupe {
         StatusCode::OK
     } else {

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::durable::sync_dir;
 use crate::ingest::settle;
+use crate::progress::{Progress, Total};
 pub use bundle::Limits;
 pub use convert::{Center, Pair};
 
@@ -153,6 +154,13 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             manifest["other_entries"] = serde_json::to_value(&conv.others).unwrap_or_default();
             let taken = taken_by_others(&d.manifests, &sha);
             let mut written: Vec<String> = Vec::new();
+            let progress = Progress::start(
+                format!("sap-import {name}"),
+                Total {
+                    files: 2 * conv.pairs.len() as u64,
+                    bytes: None,
+                },
+            );
             for p in &conv.pairs {
                 let stem = if taken.contains(&p.stem) {
                     format!("{}__{sha8}", p.stem)
@@ -160,18 +168,12 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                     p.stem.clone()
                 };
                 // The carrier first, the sidecar last: the watcher never sees half a pair.
-                let res = write_atomic(
-                    &d.output,
-                    &format!("{stem}.txt"),
-                    format!("{}\n", p.text).as_bytes(),
-                )
-                .and_then(|_| {
-                    write_atomic(
-                        &d.output,
-                        &format!("{stem}.json"),
-                        convert::sidecar_json(&p.sidecar).as_bytes(),
-                    )
-                });
+                let text = format!("{}\n", p.text);
+                let sidecar = convert::sidecar_json(&p.sidecar);
+                let res = write_atomic(&d.output, &format!("{stem}.txt"), text.as_bytes())
+                    .and_then(|_| {
+                        write_atomic(&d.output, &format!("{stem}.json"), sidecar.as_bytes())
+                    });
                 written.push(stem);
                 if let Err(e) = res {
                     for s in &written {
@@ -182,8 +184,10 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                         "writing pairs failed: {e}; nothing was kept, the bundle can be retried"
                     ));
                 }
+                progress.add(2, (text.len() + sidecar.len()) as u64);
             }
             sync_dir(&d.output);
+            progress.finish();
             Ok(written)
         });
     match result {
@@ -197,7 +201,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             let dest = unique_dest(&d.processed, &name, sha8);
             std::fs::rename(path, &dest)?;
             sync_dir(&d.processed);
-            tracing::info!(zip = %name, pairs = stems.len(), outcome = "converted", "sap-import");
+            tracing::info!(boundary = "sap_import", zip = %name, pairs = stems.len(), outcome = "converted", "sap-import");
         }
         Err(reason) => {
             manifest["error"] = serde_json::Value::String(reason.clone());
@@ -211,7 +215,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             std::fs::write(&reason_file, format!("{}\n", reason.replace('\n', " ")))?;
             std::fs::rename(path, &dest)?;
             sync_dir(&d.failed);
-            tracing::warn!(zip = %name, outcome = "failed", reason = %reason, "sap-import");
+            tracing::warn!(boundary = "sap_import", zip = %name, outcome = "failed", reason = %reason, "sap-import");
         }
     }
     Ok(())

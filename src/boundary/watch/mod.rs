@@ -305,7 +305,7 @@ async fn ingest_one(
             } else {
                 "accepted"
             };
-            tracing::info!(file = %carrier.display(), outcome = outcome_s, job = %outcome.job().id, sha256 = outcome.job().content_hash.as_deref().unwrap_or(""), "watcher");
+            tracing::info!(boundary = "watcher", file = %carrier.display(), outcome = outcome_s, job_id = %outcome.job().id, sha256 = outcome.job().content_hash.as_deref().unwrap_or(""), "watcher");
         }
         Err(IngestError::Empty) => {}
         Err(e) if e.is_retryable() => {
