@@ -199,8 +199,13 @@ pub struct HubConfig {
     pub hub_recipient: Option<String>,
     /// central_hub: refuse media that is not sealed with age.
     pub require_sealed_media: Option<bool>,
-    /// central_hub: largest transfer media in bytes.
+    /// central_hub: largest transfer media in bytes (env ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES).
     pub max_media_size: Option<u64>,
+    /// central_hub: this hub's own node key; a blank `target_node_key` means this hub.
+    pub hub_node_key: Option<String>,
+    /// central_hub: PEM PKCS#8 X25519 private keys that open media envelopes (env
+    /// ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES, comma-separated).
+    pub recipient_key_files: Option<Vec<PathBuf>>,
     /// central_hub: node authentications per second per source address, with bursts of
     /// twice that (default 5; an unsigned one costs ~25 ms of PBKDF2; 0 turns the limit
     /// off). Past it: 429 with Retry-After.

@@ -295,9 +295,27 @@ impl Config {
                 .require_signed_requests
                 .unwrap_or(dh.require_signed_requests),
             require_sealed_media: h.require_sealed_media.unwrap_or(dh.require_sealed_media),
-            max_media_size: h.max_media_size.unwrap_or(dh.max_media_size),
+            max_media_size: match get("ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES") {
+                Some(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::BadValue {
+                    var: "ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES",
+                    value: v.clone(),
+                    why: "a whole number of bytes, e.g. 53687091200".into(),
+                })?,
+                None => h.max_media_size.unwrap_or(dh.max_media_size),
+            },
             client_ca_file: h.client_ca_file.clone().unwrap_or(dh.client_ca_file),
             auth_per_second: h.auth_per_second.unwrap_or(dh.auth_per_second),
+            node_key: h.hub_node_key.clone().unwrap_or(dh.node_key),
+            // The reference's form: absolute paths, comma-separated.
+            recipient_key_files: match get("ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES") {
+                Some(v) => v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                None => h.recipient_key_files.clone().unwrap_or_default(),
+            },
         };
         if hub_receiver.enabled && !hub_receiver.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);

@@ -279,6 +279,10 @@ pub struct HubReceiver {
     /// Node authentications per second from one source address (bursts of twice that;
     /// an unsigned one costs ~25 ms of PBKDF2); 0 = unlimited.
     pub auth_per_second: u32,
+    /// This hub's node key: the `target_node_key` sites name (blank names it too).
+    pub node_key: String,
+    /// The keyring that opens media envelopes (systemd credentials on NixOS).
+    pub recipient_key_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for HubReceiver {
@@ -294,6 +298,8 @@ impl Default for HubReceiver {
             max_media_size: 50 << 30,
             client_ca_file: contract_default("client_ca_file"),
             auth_per_second: 5,
+            node_key: "hub".into(),
+            recipient_key_files: Vec::new(),
         }
     }
 }

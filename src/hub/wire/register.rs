@@ -468,6 +468,17 @@ pub fn parse(body: &Value) -> Result<RegisterBody, Refusal> {
     if !errors.is_empty() {
         return Err(Refusal::fields(errors));
     }
+    // PostgreSQL stores no NUL, in text or jsonb: say where, rather than fail the insert.
+    for name in ["resource_rows", "processing_snapshot", "provenance"] {
+        if let Some(at) = obj.get(name).and_then(|v| nul_at(v, name)) {
+            return Err(Refusal::field(
+                name,
+                format!(
+                    "{at} contains a NUL character (\\u0000), which cannot be stored: remove it"
+                ),
+            ));
+        }
+    }
     let (
         Some(transfer_key),
         Some(source_node_key),
@@ -510,6 +521,26 @@ pub fn parse(body: &Value) -> Result<RegisterBody, Refusal> {
             serde_json::from_value(json_field("processing_snapshot")).unwrap_or_default();
         b
     })
+}
+
+/// Where in `v` a NUL character is, if anywhere.
+fn nul_at(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let at = format!("{at}.{}", crate::ingest::name::escaped_prefix(k));
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                nul_at(x, &at)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The identity-hash refusal message endoreg-db gives (and lx-annotate recognises).
