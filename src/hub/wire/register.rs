@@ -858,10 +858,10 @@ fn check_video_values(rows: &VideoRows) -> Result<(), Refusal> {
             format!("video_file.{what}"),
         ))
     };
-    if f.fps.is_some_and(|x| !(x >= 0.0)) {
+    if f.fps.is_some_and(|x| x < 0.0) {
         return bad("fps must be >= 0");
     }
-    if f.duration.is_some_and(|x| !(x >= 0.0)) {
+    if f.duration.is_some_and(|x| x < 0.0) {
         return bad("duration must be >= 0");
     }
     if f.width == Some(0) {
@@ -878,7 +878,7 @@ fn check_video_values(rows: &VideoRows) -> Result<(), Refusal> {
         sha256_hex(h, "processed_file_sha256")?;
     }
     for a in &rows.frame_annotations {
-        if a.frame_timestamp.is_some_and(|t| !(t >= 0.0))
+        if a.frame_timestamp.is_some_and(|t| t < 0.0)
             || [
                 &a.frame_relative_path,
                 &a.label_name,
