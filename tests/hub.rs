@@ -942,3 +942,157 @@ fn node_authentication_is_rate_limited() {
         );
     }
 }
+
+use common::reference::hub_envelope as reference;
+
+fn hub_key_file(h: &Hub) -> std::path::PathBuf {
+    h.site.dir.path().join("hub-recipient.pem")
+}
+
+/// Issue 15, test 1: lx-annotate's own envelope code seals the media to the hub's key;
+/// lxgate applies it, stores the plaintext byte-identical, and its status body and
+/// receipt pass lx-dtypes' own strict receipt check against that envelope.
+#[test]
+fn the_reference_senders_envelope_is_applied_and_the_receipt_passes_its_check() {
+    let h = hub();
+    let dir = h.site.dir.path();
+    let media: Vec<u8> = (0..400_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let raw = sha(b"the raw recording");
+    let key = format!("site-a__video__{raw}__processed_v1");
+    let body = transfer_from(&key, &raw, &media);
+    assert_eq!(register(&h, &headers(&h), body.clone()).0, 201);
+    let public = dir.join("hub-recipient.pub.pem");
+    std::fs::write(
+        &public,
+        h.site.ok(&[
+            "keys",
+            "hub-recipient",
+            "--public",
+            hub_key_file(&h).to_str().unwrap(),
+        ]),
+    )
+    .unwrap();
+    let src = dir.join("media.mp4");
+    std::fs::write(&src, &media).unwrap();
+    let stage = dir.join("reference-staging");
+    std::fs::create_dir_all(&stage).unwrap();
+    let identity = json!({
+        "transfer_key": key, "source_node_key": "site-a", "source_center_key": "A",
+        "target_node_key": "hub", "resource_kind": "video", "resource_hash": raw,
+        "processed_media_hash": sha(&media),
+    });
+    let sealed = reference(&[
+        "seal",
+        src.to_str().unwrap(),
+        stage.to_str().unwrap(),
+        public.to_str().unwrap(),
+        &identity.to_string(),
+    ]);
+    let ct = std::fs::read(sealed["ciphertext_path"].as_str().unwrap()).unwrap();
+    let header = sealed["header"].as_str().unwrap();
+    assert!(
+        Envelope::parse(header).is_ok(),
+        "lxgate reads the reference's header"
+    );
+    let (s, status) = post_media(&h, &key, header, &ct, headers(&h));
+    assert_eq!(
+        (s, &status["transfer_status"]),
+        (200, &json!("applied")),
+        "{status}"
+    );
+    let rel: String = h.site.sql(&format!(
+        "SELECT storage_path FROM upload_jobs WHERE id = '{}'",
+        status["target_object_id"].as_str().unwrap()
+    ))[0]
+        .get(0);
+    assert!(std::fs::read(h.site.data().join("storage").join(rel)).unwrap() == media);
+    // The reference's checks on what lxgate answered.
+    let env_file = dir.join("envelope.json");
+    std::fs::write(&env_file, sealed["envelope"].to_string()).unwrap();
+    let status_file = dir.join("status.json");
+    std::fs::write(&status_file, status.to_string()).unwrap();
+    let checked = reference(&[
+        "receipt",
+        env_file.to_str().unwrap(),
+        status_file.to_str().unwrap(),
+    ]);
+    assert_eq!(checked["ok"], true, "{checked}");
+    assert_eq!(
+        status["envelope_receipt"]["ciphertext_sha256"],
+        sealed["ciphertext_sha256"]
+    );
+    // Its retry (the persisted envelope, as lx-annotate resends it) is an exact replay.
+    let (s, again) = post_media(&h, &key, header, &ct, headers(&h));
+    assert_eq!(
+        (s, &again["envelope_receipt"]),
+        (200, &status["envelope_receipt"])
+    );
+}
+
+/// Issue 15, test 2: what lxgate's sender produces opens with endoreg-db's own receiver
+/// code to the same bytes (and a flipped byte fails there as here); its register body
+/// passes endoreg-db's identity-hash rule.
+#[test]
+fn lxgates_envelope_opens_with_the_reference_receiver_and_its_body_passes_the_reference_rules() {
+    let h = hub();
+    let dir = h.site.dir.path();
+    let media: Vec<u8> = (0..300_000u32).map(|i| (i * 29 % 253) as u8).collect();
+    let body = transfer("site-a__video__x__processed_v1", &media);
+    let (envelope, ct) = seal_for(&h, &body, &media);
+    let ct_file = dir.join("lxgate.ciphertext");
+    std::fs::write(&ct_file, &ct).unwrap();
+    let header_file = dir.join("header.json");
+    std::fs::write(&header_file, envelope.to_header()).unwrap();
+    let job = json!({
+        "transfer_key": body["transfer_key"], "resource_kind": "video",
+        "resource_hash": body["resource_hash"], "transfer_mode": "metadata_and_processed_media",
+        "resource_rows": body["resource_rows"], "source_node_key": "site-a",
+        "target_node_key": "hub", "source_center_key": "A",
+    });
+    let job_file = dir.join("job.json");
+    std::fs::write(&job_file, job.to_string()).unwrap();
+    let out = dir.join("opened.bin");
+    let key = hub_key_file(&h);
+    let opened = reference(&[
+        "open",
+        ct_file.to_str().unwrap(),
+        header_file.to_str().unwrap(),
+        key.to_str().unwrap(),
+        job_file.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(opened["ok"], true, "{opened}");
+    assert!(std::fs::read(&out).unwrap() == media, "the same bytes");
+    assert_eq!(opened["fingerprint"], envelope.fingerprint());
+    assert_eq!(opened["ciphertext_sha256"], sha(&ct));
+    let mut bad = ct.clone();
+    bad[12_345] ^= 1;
+    std::fs::write(&ct_file, &bad).unwrap();
+    let refused = reference(&[
+        "open",
+        ct_file.to_str().unwrap(),
+        header_file.to_str().unwrap(),
+        key.to_str().unwrap(),
+        job_file.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        refused["rejection_code"],
+        "envelope_payload_authentication_failed"
+    );
+
+    let body_file = dir.join("body.json");
+    std::fs::write(&body_file, body.to_string()).unwrap();
+    assert_eq!(
+        reference(&["identity", body_file.to_str().unwrap()])["ok"],
+        true
+    );
+    let mut hashed = body.clone();
+    hashed["resource_rows"]["video_file"]["patient_hash"] = json!("x");
+    std::fs::write(&body_file, hashed.to_string()).unwrap();
+    let r = reference(&["identity", body_file.to_str().unwrap()]);
+    assert_eq!(
+        r["error"],
+        lxgate::hub::wire::register::IDENTITY_HASH_REFUSED
+    );
+}

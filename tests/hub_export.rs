@@ -251,6 +251,11 @@ fn a_crash_between_register_and_media_is_finished_by_the_next_run() {
     f.site.ok(&["hub-export", "mark", &job]);
     // The register went through, then the sender died: the hub awaits media.
     let body = f.site.ok(&["hub-export", "show", &job]);
+    // The sender's own body passes endoreg-db's identity-hash rule.
+    let body_file = f.site.dir.path().join("body.json");
+    std::fs::write(&body_file, &body).unwrap();
+    let checked = common::reference::hub_envelope(&["identity", body_file.to_str().unwrap()]);
+    assert_eq!(checked["ok"], true, "{checked}");
     let curl = run_ok(
         std::process::Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
