@@ -1096,3 +1096,32 @@ fn lxgates_envelope_opens_with_the_reference_receiver_and_its_body_passes_the_re
         lxgate::hub::wire::register::IDENTITY_HASH_REFUSED
     );
 }
+
+/// Keys made by openssl (as an operator may make them, and as the VM test does) load on
+/// both sides with the same key id.
+#[test]
+fn openssl_x25519_keys_are_recipient_keys() {
+    let dir = tempdir();
+    let key = dir.path().join("k.pem");
+    run_ok(
+        std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "X25519", "-out"])
+            .arg(&key),
+        "openssl genpkey",
+    );
+    let public = run_ok(
+        std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key),
+        "openssl pkey",
+    );
+    let k = RecipientKey::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let r =
+        lxgate::hub::keys::Recipient::from_pem(&String::from_utf8(public.stdout).unwrap()).unwrap();
+    assert_eq!(k.public().id(), r.id());
+    assert_eq!(
+        k.public().to_pem(),
+        r.to_pem(),
+        "lxgate writes the same PEM"
+    );
+}

@@ -268,30 +268,6 @@ mod tests {
     }
 
     #[test]
-    fn openssl_keys_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k.pem");
-        let ok = std::process::Command::new("openssl")
-            .args(["genpkey", "-algorithm", "X25519", "-out"])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let pub_pem = std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        let k = RecipientKey::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
-        let r = Recipient::from_pem(&String::from_utf8(pub_pem.stdout).unwrap()).unwrap();
-        assert_eq!(k.public().id(), r.id());
-        assert_eq!(
-            k.public().to_pem(),
-            std::fs::read_to_string(&key).map(|_| r.to_pem()).unwrap()
-        );
-    }
-
-    #[test]
     fn a_keyring_refuses_loose_files() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
