@@ -1125,3 +1125,57 @@ fn openssl_x25519_keys_are_recipient_keys() {
         "lxgate writes the same PEM"
     );
 }
+
+/// Issue 15: a node moves from an endoreg-db hub with its Django secret hash
+/// (`pbkdf2_sha256$…`, read from stdin), and the site's existing secret authenticates.
+#[test]
+fn a_node_imported_with_its_django_hash_authenticates_with_its_old_secret() {
+    let h = hub();
+    let mut c = command(
+        &["node", "import", "site-old", "--center", "A"],
+        &h.site.env(),
+    );
+    c.stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // PBKDF2-HMAC-SHA256("site-secret", "abc", 1000), as Django's make_password writes it.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pbkdf2_sha256$1000$abc$y9cYSfExXat2TiVf3hAaltybBYumxabN/HkmyRAwijw=\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut body = transfer("t-old", b"clip");
+    body["source_node_key"] = json!("site-old");
+    let hs = with(
+        with(headers(&h), "X-Network-Node-Key", "site-old"),
+        "X-Network-Node-Secret",
+        "site-secret",
+    );
+    let (s, e) = register(
+        &h,
+        &with(hs.clone(), "X-Network-Node-Secret", "site-secreT"),
+        body.clone(),
+    );
+    assert_eq!(s, 403, "{e}");
+    let (s, e) = register(&h, &hs, body);
+    assert_eq!(s, 201, "{e}");
+    // Not a hash at all: refused with what to paste.
+    let o = {
+        let mut c = command(
+            &["node", "import", "site-x", "--center", "A"],
+            &h.site.env(),
+        );
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"the-secret-itself\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("pbkdf2_sha256$"), "{}", stderr(&o));
+}
