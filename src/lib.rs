@@ -5,6 +5,8 @@
 //! - `config` (a leaf) and `contract` (the runtime contract as data, and its renderers);
 //! - `db`, `crypto` (age, request signatures), `access` (tokens, site nodes);
 //! - `ingest`: the one ingest core every boundary hands files to;
+//! - `hub`: the hub transfer protocol (wire types, media envelope, recipient keys),
+//!   which the sender and the receiver boundaries both speak;
 //! - `boundary/`: where files and requests come in (HTTP, watcher, SAP import, hub
 //!   export); a boundary never imports another boundary;
 //! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...);
@@ -20,6 +22,7 @@ pub mod contract;
 pub mod crypto;
 pub mod db;
 pub(crate) mod durable;
+pub mod hub;
 pub mod ingest;
 pub mod logging;
 pub mod ops;

@@ -74,6 +74,10 @@ pub enum AuthError {
     UnknownCenter(String),
     #[error("center key {0:?} is not valid: use letters, digits, '_', '.', '-' (max 64), starting with a letter or digit")]
     BadCenterKey(String),
+    #[error("node key {0:?} is not valid: use up to 253 letters, digits, '.', '_', ':', '-', starting with a letter or digit")]
+    BadNodeKey(String),
+    #[error("the secret hash is neither Django's pbkdf2_sha256$ITERATIONS$SALT$BASE64 (endoreg-db's NetworkNode.shared_secret_hash) nor lxgate's own: copy the whole field")]
+    BadSecretHash,
     #[error("no token with label {0:?} (or it is already revoked)")]
     UnknownToken(String),
     #[error(transparent)]

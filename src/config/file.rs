@@ -196,15 +196,24 @@ pub struct HubConfig {
     pub require_secure_transport: Option<bool>,
     /// central_hub: accept only HMAC-signed transfer requests, never the secret header.
     pub require_signed_requests: Option<bool>,
-    /// site_node: sign requests instead of sending the secret (false for an endoreg-db hub).
+    /// site_node: HMAC-sign requests instead of sending the secret; only for an lxgate
+    /// hub with require_signed_requests (endoreg-db hubs take the secret header).
     pub sign_requests: Option<bool>,
-    /// site_node: seal media with age to this recipient (`lxgate keys recipient` on the
-    /// hub) before it leaves the site.
-    pub hub_recipient: Option<String>,
-    /// central_hub: refuse media that is not sealed with age.
-    pub require_sealed_media: Option<bool>,
-    /// central_hub: largest transfer media in bytes.
+    /// site_node: the hub's X25519 public key (PEM, `lxgate keys hub-recipient` on the
+    /// hub) every media envelope is sealed to (env
+    /// LX_ANNOTATE_HUB_EXPORT_RECIPIENT_PUBLIC_KEY_FILE).
+    pub recipient_public_key_file: Option<PathBuf>,
+    /// site_node: where each transfer's envelope and ciphertext wait until the hub has
+    /// them, so a retry sends the same bytes (env LX_ANNOTATE_HUB_EXPORT_ENVELOPE_STAGING_DIR;
+    /// default `{state}/hub-export-envelopes`).
+    pub envelope_staging_dir: Option<PathBuf>,
+    /// central_hub: largest transfer media in bytes (env ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES).
     pub max_media_size: Option<u64>,
+    /// central_hub: this hub's own node key; a blank `target_node_key` means this hub.
+    pub hub_node_key: Option<String>,
+    /// central_hub: PEM PKCS#8 X25519 private keys that open media envelopes (env
+    /// ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES, comma-separated).
+    pub recipient_key_files: Option<Vec<PathBuf>>,
     /// central_hub: node authentications per second per source address, with bursts of
     /// twice that (default 5; an unsigned one costs ~25 ms of PBKDF2; 0 turns the limit
     /// off). Past it: 429 with Retry-After.

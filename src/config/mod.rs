@@ -300,10 +300,27 @@ impl Config {
             require_signed_requests: h
                 .require_signed_requests
                 .unwrap_or(dh.require_signed_requests),
-            require_sealed_media: h.require_sealed_media.unwrap_or(dh.require_sealed_media),
-            max_media_size: h.max_media_size.unwrap_or(dh.max_media_size),
+            max_media_size: match get("ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES") {
+                Some(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::BadValue {
+                    var: "ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES",
+                    value: v.clone(),
+                    why: "a whole number of bytes, e.g. 53687091200".into(),
+                })?,
+                None => h.max_media_size.unwrap_or(dh.max_media_size),
+            },
             client_ca_file: h.client_ca_file.clone().unwrap_or(dh.client_ca_file),
             auth_per_second: h.auth_per_second.unwrap_or(dh.auth_per_second),
+            node_key: h.hub_node_key.clone().unwrap_or(dh.node_key),
+            // The reference's form: absolute paths, comma-separated.
+            recipient_key_files: match get("ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES") {
+                Some(v) => v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                None => h.recipient_key_files.clone().unwrap_or_default(),
+            },
         };
         if hub_receiver.enabled && !hub_receiver.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);
@@ -318,7 +335,7 @@ impl Config {
                 ),
             });
         }
-        let hub_export = hub_export(role, h)?;
+        let hub_export = hub_export(role, h, &get, &paths)?;
         let host = resolve_host(&file.host, &paths);
         let backup = resolve_backup(&file.backup)?;
 
@@ -491,7 +508,12 @@ fn resolve_backup(b: &BackupConfig) -> Result<Backup, ConfigError> {
 }
 
 /// The sender's settings when `[hub] export` is on; every missing piece named at once.
-fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigError> {
+fn hub_export(
+    role: Role,
+    h: &HubConfig,
+    get: &impl Fn(&str) -> Option<String>,
+    paths: &Paths,
+) -> Result<Option<HubExport>, ConfigError> {
     if !h.export.unwrap_or(false) {
         return Ok(None);
     }
@@ -510,8 +532,24 @@ fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigErro
     need("url", h.url.is_some());
     need("node_key", h.node_key.is_some());
     need("target_node_key", h.target_node_key.is_some());
-    need("ca_file", h.ca_file.is_some());
-    need("client_certificate", h.client_certificate.is_some());
+    // lx-annotate's names win over the file, as for every setting with a reference name.
+    let path = |var: &str, file: &Option<PathBuf>| get(var).map(PathBuf::from).or(file.clone());
+    let ca_file = path("LX_ANNOTATE_HUB_EXPORT_CA_FILE", &h.ca_file);
+    let client_certificate = path(
+        "LX_ANNOTATE_HUB_EXPORT_CLIENT_CERT_FILE",
+        &h.client_certificate,
+    );
+    let client_certificate_key = path(
+        "LX_ANNOTATE_HUB_EXPORT_CLIENT_KEY_FILE",
+        &h.client_certificate_key,
+    );
+    let recipient = path(
+        "LX_ANNOTATE_HUB_EXPORT_RECIPIENT_PUBLIC_KEY_FILE",
+        &h.recipient_public_key_file,
+    );
+    need("ca_file", ca_file.is_some());
+    need("client_certificate", client_certificate.is_some());
+    need("recipient_public_key_file", recipient.is_some());
     if !missing.is_empty() {
         return Err(ConfigError::HubExport(format!(
             "set {} in [hub] (services.lxgate.hub.export.*)",
@@ -533,21 +571,16 @@ fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigErro
         url: url.trim_end_matches('/').to_string(),
         node_key: h.node_key.clone().unwrap_or_default(),
         target_node_key: h.target_node_key.clone().unwrap_or_default(),
-        ca_file: h.ca_file.clone().unwrap_or_default(),
-        client_certificate: h.client_certificate.clone().unwrap_or_default(),
-        client_certificate_key: h.client_certificate_key.clone(),
-        sign_requests: h.sign_requests.unwrap_or(true),
-        hub_recipient: match &h.hub_recipient {
-            None => None,
-            Some(r) => {
-                crate::crypto::age::Recipient::parse(r).map_err(|e| {
-                    ConfigError::HubExport(format!(
-                        "hub_recipient: {e}; use the age1… line `lxgate keys recipient` prints on the hub"
-                    ))
-                })?;
-                Some(r.trim().to_string())
-            }
-        },
+        ca_file: ca_file.unwrap_or_default(),
+        client_certificate: client_certificate.unwrap_or_default(),
+        client_certificate_key,
+        sign_requests: h.sign_requests.unwrap_or(false),
+        recipient_public_key_file: recipient.unwrap_or_default(),
+        envelope_staging_dir: path(
+            "LX_ANNOTATE_HUB_EXPORT_ENVELOPE_STAGING_DIR",
+            &h.envelope_staging_dir,
+        )
+        .unwrap_or_else(|| paths.state.join("hub-export-envelopes")),
     }))
 }
 
@@ -581,7 +614,7 @@ mod tests {
 
     fn export_file(url: &str) -> FileConfig {
         toml::from_str(&format!(
-            "role = \"site_node\"\n[hub]\nexport = true\nurl = \"{url}\"\nnode_key = \"s\"\ntarget_node_key = \"h\"\nca_file = \"/ca\"\nclient_certificate = \"/c\"\n"
+            "role = \"site_node\"\n[hub]\nexport = true\nurl = \"{url}\"\nnode_key = \"s\"\ntarget_node_key = \"h\"\nca_file = \"/ca\"\nclient_certificate = \"/c\"\nrecipient_public_key_file = \"/r.pem\"\n"
         ))
         .unwrap()
     }

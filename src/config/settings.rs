@@ -270,8 +270,6 @@ pub struct HubReceiver {
     /// Accept only HMAC-signed requests, never the secret header (endoreg-db senders send
     /// the secret, hence off by default).
     pub require_signed_requests: bool,
-    /// Refuse media that is not sealed with age.
-    pub require_sealed_media: bool,
     /// Largest transfer media in bytes: nginx's client_max_body_size, since videos
     /// outgrow the API's UPLOAD_MAX_SIZE.
     pub max_media_size: u64,
@@ -281,6 +279,10 @@ pub struct HubReceiver {
     /// Node authentications per second from one source address (bursts of twice that;
     /// an unsigned one costs ~25 ms of PBKDF2); 0 = unlimited.
     pub auth_per_second: u32,
+    /// This hub's node key: the `target_node_key` sites name (blank names it too).
+    pub node_key: String,
+    /// The keyring that opens media envelopes (systemd credentials on NixOS).
+    pub recipient_key_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for HubReceiver {
@@ -292,10 +294,11 @@ impl Default for HubReceiver {
             mtls_meta_value: "SUCCESS".into(),
             require_secure_transport: true,
             require_signed_requests: false,
-            require_sealed_media: false,
             max_media_size: 50 << 30,
             client_ca_file: contract_default("client_ca_file"),
             auth_per_second: 5,
+            node_key: "hub".into(),
+            recipient_key_files: Vec::new(),
         }
     }
 }
@@ -312,11 +315,13 @@ pub struct HubExport {
     pub client_certificate: PathBuf,
     /// Used only when no `hub-client-key` credential is loaded.
     pub client_certificate_key: Option<PathBuf>,
-    /// HMAC-sign requests (the secret never travels); false only for an endoreg-db hub.
-    /// Default true.
+    /// HMAC-sign requests (the secret never travels); both ends must enable it, so the
+    /// default (false) sends X-Network-Node-Secret as endoreg-db hubs expect.
     pub sign_requests: bool,
-    /// Seal media with age to the hub's recipient (`age1…`, checked at load).
-    pub hub_recipient: Option<String>,
+    /// The hub's X25519 public key (PEM) media envelopes are sealed to.
+    pub recipient_public_key_file: PathBuf,
+    /// Per-transfer envelope and ciphertext, kept until the hub has them.
+    pub envelope_staging_dir: PathBuf,
 }
 
 /// Facts about the host: accounts, the key and TLS files, nginx. Defaults: contract

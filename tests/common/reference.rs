@@ -40,3 +40,17 @@ pub fn python() -> Command {
     .env("PYTHONDONTWRITEBYTECODE", "1");
     c
 }
+
+/// tests/reference/hub_envelope.py (the reference's hub envelope and rule code): its JSON
+/// answer. What it stubbed and shimmed is printed with the test's output.
+pub fn hub_envelope(args: &[&str]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hub_envelope.py");
+    let o = python().arg(script).args(args).output().unwrap();
+    eprintln!(
+        "reference {}: {}",
+        args[0],
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "the reference's {} failed", args[0]);
+    serde_json::from_slice(&o.stdout).unwrap()
+}

@@ -38,7 +38,7 @@ use crate::ingest::{Kind, UploadJob};
         health::metrics,
         served,
     ),
-    components(schemas(UploadJob, Kind, Uploaded, UploadForm, TransferRegistration, TransferKind, TransferStatus, ErrorBody, health::Status)),
+    components(schemas(UploadJob, Kind, Uploaded, UploadForm, TransferRegistration, TransferStatus, Refusal, ErrorBody, health::Status)),
     modifiers(&Security),
     tags(
         (name = "ingest", description = "Uploads and the UploadJobs they become"),
@@ -84,26 +84,31 @@ pub enum TokenRefusals {
     RateLimited(ErrorBody),
 }
 
-/// What every transfer route may answer before its own work: the gates in order.
+/// What every transfer route may answer before its own work, as the reference's hub
+/// does: DRF-shaped refusals (`{"detail": …}` or field lists).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum NodeRefusals {
-    /// A malformed request or signature header
+    /// A body or header the reference's rules refuse (the rejection code says which)
     #[response(status = 400)]
-    BadRequest(ErrorBody),
-    /// Unknown node, wrong secret, bad, stale or replayed signature
-    #[response(status = 401)]
-    Unauthenticated(ErrorBody),
-    /// Not over https through nginx, no verified client certificate, or another node's or center's transfer
+    BadRequest(Refusal),
+    /// Unknown node, wrong secret, no verified client certificate, another node's or center's transfer
     #[response(status = 403)]
-    Forbidden(ErrorBody),
-    /// Transfers are not enabled here, or no such transfer for this node
+    Forbidden(Refusal),
+    /// Transfers are not enabled here, or no such transfer
     #[response(status = 404)]
-    NotFound(ErrorBody),
+    NotFound(Refusal),
     /// Too many node authentications from this address; see Retry-After
     #[response(status = 429)]
     RateLimited(ErrorBody),
 }
+
+/// A refusal in the reference's shapes: `{"detail": …}`, `{"error": …}` or a DRF
+/// field-error object (src/hub/wire).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+pub struct Refusal(serde_json::Value);
 
 struct Security;
 
@@ -171,49 +176,17 @@ pub struct UploadForm {
     file: Vec<u8>,
 }
 
-/// A site announces a transfer before it sends the media. Text never holds NUL.
+/// A site announces a transfer before it sends the media: the payload schema 7.0
+/// register body (src/hub/wire: transfer key, nodes, center, resource kind and hashes,
+/// strict video/report resource_rows, provenance).
 #[derive(ToSchema)]
+#[schema(value_type = Object)]
 #[allow(dead_code)]
-pub struct TransferRegistration {
-    /// The site's key for this transfer: 1-128 letters, digits or `. _ : -`.
-    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
-    transfer_key: String,
-    /// The authenticated node's own key.
-    #[schema(min_length = 1, pattern = r"^[^\u0000]*$")]
-    source_node_key: String,
-    /// The center that owns the node.
-    #[schema(min_length = 1, pattern = r"^[^\u0000]*$")]
-    source_center_key: String,
-    #[schema(min_length = 1, pattern = r"^[^\u0000]*$")]
-    target_node_key: String,
-    resource_kind: TransferKind,
-    /// The media's sha256, 64 hex digits.
-    #[schema(pattern = r"^[0-9a-fA-F]{64}$")]
-    resource_hash: String,
-    #[schema(min_length = 1, pattern = r"^[^\u0000]*$")]
-    payload_schema_version: String,
-    /// Carried along as given (JSON; no NUL in its text).
-    #[schema(value_type = Object)]
-    metadata: Option<serde_json::Value>,
-}
+pub struct TransferRegistration(serde_json::Value);
 
-/// What a transfer carries: processed media only, never text pairs.
-#[derive(serde::Serialize, ToSchema)]
-#[allow(dead_code)]
-#[serde(rename_all = "lowercase")]
-pub enum TransferKind {
-    Video,
-    Report,
-}
-
-/// A transfer's state as the hub sees it.
+/// A transfer's state as the hub sees it: the reference's status body (transfer key,
+/// one of the nine statuses, processing decision, envelope_receipt once applied).
 #[derive(ToSchema)]
+#[schema(value_type = Object)]
 #[allow(dead_code)]
-pub struct TransferStatus {
-    transfer_key: String,
-    /// `awaiting_media`, `applied`, `inconsistent`, ...
-    transfer_status: String,
-    detail: String,
-    /// The hub's UploadJob once applied.
-    upload_job_id: Option<uuid::Uuid>,
-}
+pub struct TransferStatus(serde_json::Value);
