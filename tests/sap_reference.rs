@@ -652,7 +652,10 @@ impl Gen {
                 .iter()
                 .map(|c| {
                     let must = c.contains(['\t', '\n', '\r']) || c.starts_with('"');
-                    if must || self.chance(0.1) {
+                    if !must && self.chance(0.02) {
+                        // Text after a closing quote: Python keeps it, unquoted.
+                        format!("\"{}\"{}", c.replace('"', "\"\""), self.pick(WORDS).replace(['\t', '\n', '\r', '"'], ""))
+                    } else if must || self.chance(0.1) {
                         format!("\"{}\"", c.replace('"', "\"\""))
                     } else {
                         c.clone()
