@@ -276,51 +276,72 @@ fn resolve(header: &[String]) -> Result<&'static Template, String> {
     }
 }
 
-fn normalise(rec: &Record, t: &'static Template, source_file: &str, row_number: usize) -> Row {
-    // The last header of a given key wins, as in the reference's lookup dict.
-    let mut lookup: BTreeMap<String, &str> = BTreeMap::new();
-    for (k, _) in rec {
-        lookup.insert(values::header_key(k), k);
-    }
-    let value = |k: &str| {
-        rec.iter()
-            .find(|(x, _)| x == k)
-            .and_then(|(_, v)| v.clone())
-    };
-    let mut raw_columns = Vec::new();
-    let mut texts = BTreeMap::new();
-    let mut times = BTreeMap::new();
-    for &(column, target, kind) in t.columns {
-        let Some(&original) = lookup.get(&values::header_key(column)) else {
-            continue;
-        };
-        let v = value(original);
-        match kind {
-            Kind::Str => {
-                texts.insert(target, values::text(v.as_deref()));
-            }
-            Kind::Datetime => {
-                times.insert(target, values::timestamp(v.as_deref()));
-            }
-            // Ages and diagnosis flags reach no output.
-            Kind::Int | Kind::Bool => {}
+/// Where a template's columns sit in a file's records: computed once per file, since
+/// every record of a file has the same keys in the same order.
+struct Plan {
+    template: &'static Template,
+    /// (record index, canonical name, kind) per template column present. The last
+    /// header of a given key wins, as in the reference's lookup dict.
+    known: Vec<(usize, &'static str, Kind)>,
+    unknown: Vec<usize>,
+}
+
+impl Plan {
+    fn new(template: &'static Template, rec: &Record) -> Plan {
+        let keys: Vec<String> = rec.iter().map(|(k, _)| values::header_key(k)).collect();
+        let known = template
+            .columns
+            .iter()
+            .filter_map(|&(column, target, kind)| {
+                let want = values::header_key(column);
+                keys.iter()
+                    .rposition(|k| *k == want)
+                    .map(|i| (i, target, kind))
+            })
+            .collect();
+        let names: BTreeSet<String> = template
+            .columns
+            .iter()
+            .map(|c| values::header_key(c.0))
+            .collect();
+        let unknown = (0..keys.len())
+            .filter(|&i| !names.contains(&keys[i]))
+            .collect();
+        Plan {
+            template,
+            known,
+            unknown,
         }
-        put(&mut raw_columns, original, v);
     }
-    let known: BTreeSet<String> = t.columns.iter().map(|c| values::header_key(c.0)).collect();
-    let unknown_columns = rec
-        .iter()
-        .filter(|(k, _)| !known.contains(&values::header_key(k)))
-        .cloned()
-        .collect();
-    Row {
-        document_type: t.document_type,
-        source_file: source_file.to_string(),
-        row_number,
-        raw_columns,
-        unknown_columns,
-        texts,
-        times,
+
+    /// `normalize_document_row`: canonical values, template columns, unknown columns.
+    fn row(&self, rec: &Record, source_file: &str, row_number: usize) -> Row {
+        let mut raw_columns = Vec::with_capacity(self.known.len());
+        let mut texts = BTreeMap::new();
+        let mut times = BTreeMap::new();
+        for &(i, target, kind) in &self.known {
+            let (key, v) = &rec[i];
+            match kind {
+                Kind::Str => {
+                    texts.insert(target, values::text(v.as_deref()));
+                }
+                Kind::Datetime => {
+                    times.insert(target, values::timestamp(v.as_deref()));
+                }
+                // Ages and diagnosis flags reach no output.
+                Kind::Int | Kind::Bool => {}
+            }
+            raw_columns.push((key.clone(), v.clone()));
+        }
+        Row {
+            document_type: self.template.document_type,
+            source_file: source_file.to_string(),
+            row_number,
+            raw_columns,
+            unknown_columns: self.unknown.iter().map(|&i| rec[i].clone()).collect(),
+            texts,
+            times,
+        }
     }
 }
 
@@ -339,7 +360,7 @@ pub fn parse(entry: &Entry) -> Result<Parsed, String> {
         });
     }
     let mut rows = Vec::new();
-    let mut template = None;
+    let mut plan: Option<Plan> = None;
     let mut row_number = 1;
     for fields in recs.filter(|r| !r.is_empty()) {
         row_number += 1;
@@ -358,21 +379,21 @@ pub fn parse(entry: &Entry) -> Result<Parsed, String> {
         {
             continue;
         }
-        let t = match template {
-            Some(t) => t,
+        let plan = match &plan {
+            Some(p) => p,
             None => {
                 let keys: Vec<String> = rec.iter().map(|(k, _)| k.clone()).collect();
                 match resolve(&keys) {
-                    Ok(t) => *template.insert(t),
+                    Ok(t) => plan.insert(Plan::new(t, &rec)),
                     Err(reason) => return Ok(Parsed::Skipped { reason, header }),
                 }
             }
         };
-        rows.push(normalise(&rec, t, entry.file_name(), row_number));
+        rows.push(plan.row(&rec, entry.file_name(), row_number));
     }
-    match template {
-        Some(t) => Ok(Parsed::Table {
-            document_type: t.document_type,
+    match plan {
+        Some(p) => Ok(Parsed::Table {
+            document_type: p.template.document_type,
             encoding,
             rows,
         }),
