@@ -36,30 +36,29 @@ fn patch(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Set the "name is UTF-8" flag bit on every header.
-fn mark_utf8(bytes: &[u8]) -> Vec<u8> {
+/// Set a general-purpose flag bit on every local and central header.
+fn set_flag(bytes: &[u8], flag: u16) -> Vec<u8> {
     let mut out = bytes.to_vec();
     for i in 0..out.len().saturating_sub(10) {
-        if out[i..i + 4] == [0x50, 0x4b, 0x03, 0x04] {
-            out[i + 7] |= 0x08;
-        } else if out[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] {
-            out[i + 9] |= 0x08;
-        }
+        let at = match &out[i..i + 4] {
+            b"PK\x03\x04" => i + 6,
+            b"PK\x01\x02" => i + 8,
+            _ => continue,
+        };
+        let v = u16::from_le_bytes([out[at], out[at + 1]]) | flag;
+        out[at..at + 2].copy_from_slice(&v.to_le_bytes());
     }
     out
 }
 
-/// Set the "encrypted" flag bit on every header.
+/// The "name is UTF-8" flag on every header.
+fn mark_utf8(bytes: &[u8]) -> Vec<u8> {
+    set_flag(bytes, 0x800)
+}
+
+/// The "encrypted" flag on every header.
 fn mark_encrypted(bytes: &[u8]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    for i in 0..out.len().saturating_sub(10) {
-        if out[i..i + 4] == [0x50, 0x4b, 0x03, 0x04] {
-            out[i + 6] |= 1;
-        } else if out[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] {
-            out[i + 8] |= 1;
-        }
-    }
-    out
+    set_flag(bytes, 1)
 }
 
 /// A self-extractor stub: bytes before the archive, its offsets left as they were.
