@@ -654,7 +654,11 @@ impl Gen {
                     let must = c.contains(['\t', '\n', '\r']) || c.starts_with('"');
                     if !must && self.chance(0.02) {
                         // Text after a closing quote: Python keeps it, unquoted.
-                        format!("\"{}\"{}", c.replace('"', "\"\""), self.pick(WORDS).replace(['\t', '\n', '\r', '"'], ""))
+                        format!(
+                            "\"{}\"{}",
+                            c.replace('"', "\"\""),
+                            self.pick(WORDS).replace(['\t', '\n', '\r', '"'], "")
+                        )
                     } else if must || self.chance(0.1) {
                         format!("\"{}\"", c.replace('"', "\"\""))
                     } else {
