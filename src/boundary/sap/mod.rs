@@ -5,7 +5,10 @@
 pub mod bundle;
 pub mod convert;
 pub mod sample;
+pub mod sidecar;
 pub mod tables;
+pub mod templates;
+pub mod values;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,7 @@ pub struct MatchedTable {
 #[derive(Debug, serde::Serialize)]
 pub struct SkippedTable {
     pub file: String,
+    pub reason: String,
     pub header: Vec<String>,
 }
 
@@ -44,21 +48,36 @@ pub struct Conversion {
 
 /// Bytes of a bundle → pairs, or the reason it is refused. Pure: no filesystem.
 pub fn convert_bundle(bytes: &[u8], limits: Limits, center: &Center) -> Result<Conversion, String> {
-    let (entries, others) = bundle::read(bytes, limits).map_err(|e| e.to_string())?;
-    let mut found = Vec::new();
+    let contents = bundle::read(bytes, limits).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut matched = Vec::new();
     let mut skipped = Vec::new();
-    for e in &entries {
-        match tables::parse(&e.name, &e.bytes)? {
-            tables::Matched::Table(t) => found.push(t),
-            tables::Matched::Skipped { file, header } => {
-                skipped.push(SkippedTable { file, header })
+    for e in &contents.tables {
+        match tables::parse(e)? {
+            tables::Parsed::Table {
+                document_type,
+                encoding,
+                rows: r,
+            } => {
+                matched.push(MatchedTable {
+                    file: e.name.clone(),
+                    table: document_type,
+                    encoding,
+                    rows: r.len(),
+                });
+                rows.extend(r);
             }
+            tables::Parsed::Skipped { reason, header } => skipped.push(SkippedTable {
+                file: e.name.clone(),
+                reason,
+                header,
+            }),
         }
     }
-    if found.is_empty() {
-        let expected = tables::TABLE_TYPES
+    if matched.is_empty() {
+        let expected = templates::TEMPLATES
             .iter()
-            .map(|t| format!("{} ({})", t.name, t.required.join(", ")))
+            .map(|t| format!("{} ({})", t.document_type, t.required.join(", ")))
             .collect::<Vec<_>>()
             .join("; ");
         let seen = if skipped.is_empty() {
@@ -66,26 +85,17 @@ pub fn convert_bundle(bytes: &[u8], limits: Limits, center: &Center) -> Result<C
         } else {
             skipped
                 .iter()
-                .map(|s| format!("{}: [{}]", s.file, s.header.join(", ")))
+                .map(|s| format!("{}: [{}] ({})", s.file, s.header.join(", "), s.reason))
                 .collect::<Vec<_>>()
                 .join("; ")
         };
         return Err(format!("no supported table in the bundle. Expected a header with the columns of one of: {expected}. Headers seen: {seen}"));
     }
-    let matched = found
-        .iter()
-        .map(|t| MatchedTable {
-            file: t.file.clone(),
-            table: t.kind,
-            encoding: t.encoding,
-            rows: t.rows.len(),
-        })
-        .collect();
     Ok(Conversion {
-        pairs: convert::pairs(&found, center),
+        pairs: convert::pairs(&rows, center)?,
         matched,
         skipped,
-        others,
+        others: contents.others,
     })
 }
 
@@ -168,11 +178,9 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                     p.stem.clone()
                 };
                 // The carrier first, the sidecar last: the watcher never sees half a pair.
-                let text = format!("{}\n", p.text);
-                let sidecar = convert::sidecar_json(&p.sidecar);
-                let res = write_atomic(&d.output, &format!("{stem}.txt"), text.as_bytes())
+                let res = write_atomic(&d.output, &format!("{stem}.txt"), p.text.as_bytes())
                     .and_then(|_| {
-                        write_atomic(&d.output, &format!("{stem}.json"), sidecar.as_bytes())
+                        write_atomic(&d.output, &format!("{stem}.json"), p.sidecar.as_bytes())
                     });
                 written.push(stem);
                 if let Err(e) = res {
@@ -276,11 +284,8 @@ pub fn run(
         .context(
             "no center for SAP sidecars: set [sap_import] center_key or LX_ANNOTATE_DEFAULT_CENTER",
         )?;
-    let center_name = cfg
-        .sap_import
-        .center_name
-        .clone()
-        .unwrap_or_else(|| center_key.clone());
+    // Like the reference's `--center_name`: written only when set.
+    let center_name = cfg.sap_import.center_name.clone().unwrap_or_default();
     let center = Center {
         key: &center_key,
         name: &center_name,
