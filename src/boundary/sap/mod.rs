@@ -192,7 +192,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                         "writing pairs failed: {e}; nothing was kept, the bundle can be retried"
                     ));
                 }
-                progress.add(2, (text.len() + sidecar.len()) as u64);
+                progress.add(2, (p.text.len() + p.sidecar.len()) as u64);
             }
             sync_dir(&d.output);
             progress.finish();
