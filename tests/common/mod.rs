@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use lxgate::ops::pgcluster::Cluster;
 
 pub mod edge;
+pub mod hub_body;
 pub mod reference;
 pub mod venv;
 
