@@ -308,3 +308,68 @@ fn a_silent_client_is_cut_off_after_the_header_timeout() {
         "closed after {waited:?}"
     );
 }
+
+/// Connections nginx (its master `pid` and workers) holds open to the app at `port`:
+/// ESTABLISHED in /proc/net/tcp with the app's port as the remote end, on a socket one
+/// of those processes has open.
+fn nginx_connections_to(pid: u32, port: u16) -> usize {
+    let stat_ppid = |p: &Path| -> Option<u32> {
+        let stat = std::fs::read_to_string(p.join("stat")).ok()?;
+        stat.rsplit(") ").next()?.split(' ').nth(1)?.parse().ok()
+    };
+    let mut sockets = std::collections::HashSet::new();
+    for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+        let path = proc.path();
+        let Ok(this) = proc.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if this != pid && stat_ppid(&path) != Some(pid) {
+            continue;
+        }
+        for fd in std::fs::read_dir(path.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let link = std::fs::read_link(fd.path()).unwrap_or_default();
+            if let Some(inode) = link
+                .to_string_lossy()
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+            {
+                sockets.insert(inode.to_string());
+            }
+        }
+    }
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9 && f[2] == remote && f[3] == "01" && sockets.contains(f[9])
+        })
+        .count()
+}
+
+#[test]
+fn nginx_keeps_its_connections_to_the_app_open() {
+    let e = standalone();
+    let tok = e.site.token("viewer", Some("A"), "edge-view");
+    let app: u16 = e.srv.base.rsplit(':').next().unwrap().parse().unwrap();
+    for _ in 0..20 {
+        let (s, _) = curl(
+            &e,
+            "/api/upload-jobs/",
+            &["-H", &format!("Authorization: Bearer {tok}")],
+        );
+        assert_eq!(s, 200);
+    }
+    // Without an upstream keepalive nginx closes its connection after each answer.
+    let open = nginx_connections_to(e.nginx.proc.child.id(), app);
+    assert!(
+        (1..=32).contains(&open),
+        "{open} idle connections from nginx to the app after 20 requests"
+    );
+}
