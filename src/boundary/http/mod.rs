@@ -28,7 +28,9 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use tracing::Instrument;
 
+use crate::access::media::Caller;
 use crate::access::tokens::{self, Principal};
+use crate::access::verified::Verified;
 use crate::audit;
 use crate::config::Config;
 use crate::ingest::Storage;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub uploads: bounds::Uploads,
     pub rate_limits: Arc<ratelimit::Limits>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Tokens the database confirmed within `[server] token_recheck_secs`.
+    pub verified: Arc<Verified>,
 }
 
 impl AppState {
@@ -203,38 +207,64 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The bearer token as a caller: its principal when the database confirmed it within
+/// the verified window, else its hash to look up. 401 without a token; 429 past the
+/// source's rate of token lookups (a confirmed token costs no lookup, so a video
+/// player's range requests do not count against it; guessed tokens always do).
+fn caller(state: &AppState, headers: &HeaderMap, source: Source) -> Result<Caller, ApiError> {
+    let Some(token) = bearer(headers) else {
+        auth_failed(source, "refused", "no bearer token");
+        return Err(ApiError::unauthorized());
+    };
+    let hash = tokens::hash_token(token);
+    if let Some(p) = state.verified.get(&hash) {
+        return Ok(Caller::Known(p));
+    }
+    if let Err(e) = state.rate_limits.token.check(source.0) {
+        auth_failed(
+            source,
+            "rate_limited",
+            "too many token checks from this source",
+        );
+        return Err(e);
+    }
+    Ok(Caller::Unverified(hash))
+}
+
+/// A token the database does not know, or revoked: audited, 401.
+fn unknown_token(source: Source) -> ApiError {
+    auth_failed(source, "refused", "unknown or revoked token");
+    ApiError::unauthorized()
+}
+
+fn auth_failed(source: Source, outcome: &'static str, reason: &'static str) {
+    audit::Event {
+        event: "auth_failed",
+        outcome,
+        source: Some(&source.label()),
+        reason: Some(reason),
+        ..Default::default()
+    }
+    .emit()
+}
+
 /// Resolve the bearer token, or 401 (429 past the source's rate of token checks).
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     source: Source,
 ) -> Result<Principal, ApiError> {
-    let label = source.label();
-    let failed = |outcome, reason| {
-        audit::Event {
-            event: "auth_failed",
-            outcome,
-            source: Some(&label),
-            reason: Some(reason),
-            ..Default::default()
-        }
-        .emit()
+    let hash = match caller(state, headers, source)? {
+        Caller::Known(p) => return Ok(p),
+        Caller::Unverified(hash) => hash,
     };
-    let Some(token) = bearer(headers) else {
-        failed("refused", "no bearer token");
-        return Err(ApiError::unauthorized());
-    };
-    if let Err(e) = state.rate_limits.token.check(source.0) {
-        failed("rate_limited", "too many token checks from this source");
-        return Err(e);
-    }
     let client = state.pool.get().await?;
-    match tokens::lookup(&client, token).await? {
-        Some(p) => Ok(p),
-        None => {
-            failed("refused", "unknown or revoked token");
-            Err(ApiError::unauthorized())
+    match tokens::lookup(&client, &hash).await? {
+        Some(p) => {
+            state.verified.insert(hash, &p);
+            Ok(p)
         }
+        None => Err(unknown_token(source)),
     }
 }
 
@@ -261,6 +291,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
     crate::systemd::spawn_watchdog();
     let listen = config.server.listen.clone();
     let limits = config.server.limits.clone();
+    let token_recheck = config.server.token_recheck;
     let rate_limits = Arc::new(ratelimit::Limits::new(&config));
     tokio::spawn(ratelimit::Limits::forget_idle_forever(rate_limits.clone()));
     let state = AppState {
@@ -270,6 +301,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         uploads: bounds::Uploads::new(limits.max_uploads),
         rate_limits,
         metrics: Arc::new(metrics::Metrics::new()),
+        verified: Arc::new(Verified::new(token_recheck)),
     };
     let app = router(state.clone());
     let shutdown = async {
