@@ -3,9 +3,12 @@
 //! alone when the token was confirmed a moment ago ([`super::verified`]), else the token
 //! and the job together.
 
+use std::time::Instant;
+
 use uuid::Uuid;
 
 use super::tokens::{principal_at, Principal, TokenHash};
+use super::verified::Recent;
 use crate::db::DbError;
 
 /// How an object lies in managed storage; it decides how the object is served.
@@ -27,11 +30,17 @@ pub struct MediaObject {
     pub stored: Stored,
 }
 
-/// Who asks: a token confirmed within the verified window, or one to look up.
+/// Who asks: a token the database confirmed within the verified window (and when it
+/// was asked), or one to look up.
 pub enum Caller {
-    Known(Principal),
+    Known(Principal, Instant),
     Unverified(TokenHash),
 }
+
+/// Allowed decisions by token and job, trusted like verified tokens: a player's range
+/// requests on one job within the window cost no database round trip at all. Jobs are
+/// never updated or deleted once stored, so the token is what may change meanwhile.
+pub type Decisions = Recent<(TokenHash, Uuid), (Principal, MediaObject)>;
 
 /// Why the answer is no. A caller must not tell another center's job from a missing one:
 /// both are answered alike (404); only the audit trail tells them apart.
@@ -52,7 +61,7 @@ pub async fn decide(
     job: Uuid,
 ) -> Result<Result<(Principal, MediaObject), Refusal>, DbError> {
     let (principal, row) = match caller {
-        Caller::Known(p) => {
+        Caller::Known(p, _) => {
             let stmt = c
                 .prepare_cached(
                     "SELECT j.id IS NOT NULL, j.center_id, c.center_key, j.storage_path

@@ -5,9 +5,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::time::Instant;
 use uuid::Uuid;
 
-use super::{authenticate, caller, unknown_token, ApiError, AppState, Source};
+use super::{authenticate, bearer_hash, caller, unknown_token, ApiError, AppState, Source};
 use crate::access::media::{self, Caller, MediaObject, Refusal, Stored};
 use crate::access::tokens::Principal;
 use crate::ingest::{self, UploadJob, JOB_COLUMNS};
@@ -157,10 +158,10 @@ pub async fn get_one(
 }
 
 /// The one authorization decision of `GET /api/media/{id}`: the caller's token, the job
-/// and the center rule, in one database round trip (none for the token when it was
-/// confirmed within `[server] token_recheck_secs`). The object and how it is stored, or
-/// the refusal, audited: 401 for no valid token, 404 for a job that does not exist, has
-/// no object, or belongs to a center the caller does not see.
+/// and the center rule, in one database round trip, or none when the same token was
+/// allowed the same job within `[server] token_recheck_secs`. The object and how it is
+/// stored, or the refusal, audited: 401 for no valid token, 404 for a job that does not
+/// exist, has no object, or belongs to a center the caller does not see.
 pub async fn authorize_media(
     state: &AppState,
     headers: &HeaderMap,
@@ -172,10 +173,15 @@ pub async fn authorize_media(
         authenticate(state, headers, source).await?;
         return Err(ApiError::not_found());
     };
-    let caller = caller(state, headers, source)?;
-    let unverified = match &caller {
-        Caller::Unverified(hash) => Some(*hash),
-        Caller::Known(_) => None,
+    let hash = bearer_hash(headers, source)?;
+    if let Some((allowed, _)) = state.media_decisions.get(&(hash, job)) {
+        return Ok(allowed);
+    }
+    let caller = caller(state, hash, source)?;
+    // An answer is as old as the oldest question behind it.
+    let (asked, unverified) = match &caller {
+        Caller::Known(_, asked) => (*asked, false),
+        Caller::Unverified(_) => (Instant::now(), true),
     };
     let client = state.pool.get().await?;
     let decision = media::decide(&client, caller, job).await?;
@@ -184,11 +190,14 @@ pub async fn authorize_media(
         Ok((p, _)) | Err(Refusal::NoSuchJob(p) | Refusal::OtherCenter(p)) => Some(p),
         Err(Refusal::UnknownToken) => None,
     };
-    if let (Some(hash), Some(p)) = (unverified, confirmed) {
-        state.verified.insert(hash, p);
+    if let (true, Some(p)) = (unverified, confirmed) {
+        state.verified.insert(hash, p, asked);
     }
     match decision {
-        Ok(allowed) => Ok(allowed),
+        Ok(allowed) => {
+            state.media_decisions.insert((hash, job), &allowed, asked);
+            Ok(allowed)
+        }
         Err(Refusal::UnknownToken) => Err(unknown_token(source)),
         Err(Refusal::NoSuchJob(_)) => Err(ApiError::not_found()),
         Err(Refusal::OtherCenter(p)) => Err(cross_center(&p, job, source)),

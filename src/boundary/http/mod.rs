@@ -28,8 +28,8 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use tracing::Instrument;
 
-use crate::access::media::Caller;
-use crate::access::tokens::{self, Principal};
+use crate::access::media::{Caller, Decisions};
+use crate::access::tokens::{self, Principal, TokenHash};
 use crate::access::verified::Verified;
 use crate::audit;
 use crate::config::Config;
@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Tokens the database confirmed within `[server] token_recheck_secs`.
     pub verified: Arc<Verified>,
+    /// Media decisions it allowed within that window, by token and job.
+    pub media_decisions: Arc<Decisions>,
 }
 
 impl AppState {
@@ -207,18 +209,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The bearer token as a caller: its principal when the database confirmed it within
-/// the verified window, else its hash to look up. 401 without a token; 429 past the
-/// source's rate of token lookups (a confirmed token costs no lookup, so a video
-/// player's range requests do not count against it; guessed tokens always do).
-fn caller(state: &AppState, headers: &HeaderMap, source: Source) -> Result<Caller, ApiError> {
-    let Some(token) = bearer(headers) else {
-        auth_failed(source, "refused", "no bearer token");
-        return Err(ApiError::unauthorized());
-    };
-    let hash = tokens::hash_token(token);
-    if let Some(p) = state.verified.get(&hash) {
-        return Ok(Caller::Known(p));
+/// The hash of the bearer token, or 401 without one.
+fn bearer_hash(headers: &HeaderMap, source: Source) -> Result<TokenHash, ApiError> {
+    match bearer(headers) {
+        Some(token) => Ok(tokens::hash_token(token)),
+        None => {
+            auth_failed(source, "refused", "no bearer token");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// The token as a caller: its principal when the database confirmed it within the
+/// verified window, else its hash to look up. 429 past the source's rate of token
+/// lookups (a confirmed token costs no lookup, so a video player's range requests do
+/// not count against it; guessed tokens always do).
+fn caller(state: &AppState, hash: TokenHash, source: Source) -> Result<Caller, ApiError> {
+    if let Some((p, asked)) = state.verified.get(&hash) {
+        return Ok(Caller::Known(p, asked));
     }
     if let Err(e) = state.rate_limits.token.check(source.0) {
         auth_failed(
@@ -254,14 +262,16 @@ pub async fn authenticate(
     headers: &HeaderMap,
     source: Source,
 ) -> Result<Principal, ApiError> {
-    let hash = match caller(state, headers, source)? {
-        Caller::Known(p) => return Ok(p),
+    let hash = bearer_hash(headers, source)?;
+    let hash = match caller(state, hash, source)? {
+        Caller::Known(p, _) => return Ok(p),
         Caller::Unverified(hash) => hash,
     };
     let client = state.pool.get().await?;
+    let asked = Instant::now();
     match tokens::lookup(&client, &hash).await? {
         Some(p) => {
-            state.verified.insert(hash, &p);
+            state.verified.insert(hash, &p, asked);
             Ok(p)
         }
         None => Err(unknown_token(source)),
@@ -302,6 +312,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         rate_limits,
         metrics: Arc::new(metrics::Metrics::new()),
         verified: Arc::new(Verified::new(token_recheck)),
+        media_decisions: Arc::new(Decisions::new(token_recheck)),
     };
     let app = router(state.clone());
     let shutdown = async {
