@@ -479,6 +479,13 @@ fn a_confirmed_token_seeks_without_counting_against_the_lookup_rate() {
         assert_eq!(s, 206, "range request {i}");
         assert_eq!(got, body[at..at + 4096]);
     }
+    // Audited when access was decided, not once per range request.
+    let log = std::fs::read_to_string(&e.srv.log).unwrap();
+    let downloads = log
+        .lines()
+        .filter(|l| l.contains("event=\"media_download\""))
+        .count();
+    assert_eq!(downloads, 1, "{log}");
 }
 
 #[test]
