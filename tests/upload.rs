@@ -703,3 +703,12 @@ fn token_checks_are_rate_limited_per_source() {
         .collect();
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+#[test]
+fn a_super_admin_upload_without_a_center_takes_the_default_center_by_name() {
+    let api = setup("standalone", &[("LX_ANNOTATE_DEFAULT_CENTER", "Center B")]);
+    let admin = api.site.token("super_admin", None, "root");
+    let (s, job) = post_raw(&api, &admin, A_PDF, b"%PDF by name");
+    assert_eq!(s, 201, "{job}");
+    assert_eq!(job["center_key"], "B");
+}

@@ -417,3 +417,57 @@ fn forged_names_are_quarantined_not_stored() {
         );
     }
 }
+
+#[test]
+fn a_default_center_given_by_name_is_used_and_one_that_names_nothing_is_named_in_the_reason() {
+    let (mut s, import) = site(50, 300);
+    s.ok(&["center", "add", "uni-wue", "--name", "Uniklinik Wuerzburg"]);
+    s.set("LX_ANNOTATE_DEFAULT_CENTER", "Uniklinik Wuerzburg");
+    drop_file(&import.join("video_import"), "clip.mp4", b"by name");
+    once(&s);
+    assert!(names(&import.join("video_import")).is_empty());
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM upload_jobs j JOIN centers c ON c.id = j.center_id WHERE c.center_key = 'uni-wue' AND j.status = 'stored'"
+        ),
+        1,
+        "the center whose name LX_ANNOTATE_DEFAULT_CENTER gives"
+    );
+    s.set("LX_ANNOTATE_DEFAULT_CENTER", "Nowhere Hospital");
+    drop_file(&import.join("video_import"), "clip2.mp4", b"no such center");
+    once(&s);
+    let r = reasons(&s);
+    assert!(
+        r.len() == 1
+            && r[0].contains("LX_ANNOTATE_DEFAULT_CENTER=\"Nowhere Hospital\"")
+            && r[0].contains("neither a center key nor a center name"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn an_lx_annotate_env_file_drives_the_watcher_timings() {
+    let (mut s, import) = site(60_000, 300);
+    // The settings file says 60 s; the reference's variable wins, as the environment does.
+    s.set("WATCHER_STABLE_AFTER_SECONDS", "0.05");
+    s.set("WATCHER_POLL_INTERVAL_SECONDS", "0.05");
+    s.set("WATCHER_LOG_LEVEL", "WARNING");
+    s.set("WATCHER_CELERY_INLINE_FALLBACK_ENABLED", "true");
+    drop_file(&import.join("video_import"), "clip.mp4", b"settled quickly");
+    let o = s.run(&["watch", "--once"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.count("SELECT count(*) FROM upload_jobs"), 1);
+    assert!(
+        !stderr(&o).contains(" INFO "),
+        "WATCHER_LOG_LEVEL=WARNING keeps info lines out: {}",
+        stderr(&o)
+    );
+    s.set("WATCHER_STABLE_AFTER_SECONDS", "soon");
+    let o = s.run(&["watch", "--once"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("WATCHER_STABLE_AFTER_SECONDS=\"soon\" is not valid"),
+        "{}",
+        stderr(&o)
+    );
+}

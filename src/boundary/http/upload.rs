@@ -254,30 +254,38 @@ async fn resolve_center(
             )))
         }
         (Some((id, _)), None) => Ok(*id),
-        (None, k) => {
+        (None, Some(k)) => {
             debug_assert_eq!(p.role, TokenRole::SuperAdmin);
-            let k = match k.map(str::to_string).or_else(|| state.config.server.default_center.clone()) {
-                Some(k) => k,
-                None => {
-                    return Err(ApiError::bad_request(
-                        "missing_center_key",
-                        format!("{what} is missing and no default center is configured (LX_ANNOTATE_DEFAULT_CENTER)"),
-                    ))
-                }
-            };
             let client = state.pool.get().await?;
-            crate::access::tokens::center_id(&client, &k)
+            crate::access::tokens::center_id(&client, k)
                 .await
                 .map_err(|e| ApiError::internal("center lookup", e))?
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "unknown_center",
-                        format!(
-                            "no center {}: create it with `lxgate center add`",
-                            shown(&k)
-                        ),
+                        format!("no center {}: create it with `lxgate center add`", shown(k)),
                     )
                 })
+        }
+        (None, None) => {
+            let Some(default) = state.config.server.default_center.as_deref() else {
+                return Err(ApiError::bad_request(
+                    "missing_center_key",
+                    format!("{what} is missing and no default center is configured (LX_ANNOTATE_DEFAULT_CENTER)"),
+                ));
+            };
+            // A key, else a center name, as endoreg-db reads LX_ANNOTATE_DEFAULT_CENTER.
+            let client = state.pool.get().await?;
+            let m = crate::access::tokens::center_by_key_or_name(&client, default)
+                .await
+                .map_err(|e| ApiError::internal("center lookup", e))?;
+            match m {
+                crate::access::tokens::CenterMatch::Found(id) => Ok(id),
+                _ => Err(ApiError::bad_request(
+                    "unknown_center",
+                    format!("{what} is missing and the default center (LX_ANNOTATE_DEFAULT_CENTER) names no single center: ask the operator to fix it, or name the center"),
+                )),
+            }
         }
     }
 }

@@ -69,6 +69,14 @@ impl Watcher {
         Duration::from_millis(self.cfg.watcher.settle_ms)
     }
 
+    /// The wait before a settling file is looked at again.
+    fn poll(&self) -> Duration {
+        match self.cfg.watcher.poll_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => self.settle() / 2 + Duration::from_millis(10),
+        }
+    }
+
     /// One pass over every watched folder: returns how many files are still waiting,
     /// as (not yet settled, half of a pair within its timeout).
     pub async fn scan(&mut self) -> (usize, usize) {
@@ -240,23 +248,30 @@ async fn ingest_one(
         Some((v, h)) => (Some(v), Some(h)),
         None => (None, None),
     };
-    let center_key = parsed
-        .as_ref()
-        .and_then(|v| v.get("center_key"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .or_else(|| cfg.server.default_center.clone());
-    let Some(center_key) = center_key else {
-        tracing::error!(file = %carrier.display(), "no center: the sidecar names none and LX_ANNOTATE_DEFAULT_CENTER is unset; left in place");
-        return;
+    let declared = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
     };
     let center_id = match pool.get().await {
-        Ok(c) => match crate::access::tokens::center_id(&c, &center_key).await {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                let reason = format!("unknown center_key {center_key:?}: create it (lxgate center add) or fix the sidecar, then drop the files again");
+        Ok(c) => match drop_center(
+            &c,
+            declared("center_key").as_deref(),
+            declared("center_name").as_deref(),
+            cfg.server.default_center.as_deref(),
+        )
+        .await
+        {
+            Ok(DropCenter::Id(id)) => id,
+            Ok(DropCenter::Refused(reason)) => {
+                let reason = format!("{reason}; then drop the files again");
                 quarantine::put(cfg, pool, &files, folder.kind, None, &reason).await;
                 return;
+            }
+            Ok(DropCenter::NoneConfigured) => {
+                return tracing::error!(file = %carrier.display(), "no center: the sidecar names none and LX_ANNOTATE_DEFAULT_CENTER is unset; left in place");
             }
             Err(e) => return tracing::warn!(error = %e, "center lookup failed; retrying later"),
         },
@@ -315,6 +330,37 @@ async fn ingest_one(
     }
 }
 
+enum DropCenter {
+    Id(i64),
+    Refused(String),
+    NoneConfigured,
+}
+
+/// The center of a drop: the one its sidecar declares, else the default center (a key,
+/// else a name, as endoreg-db's `resolve_local_center` reads `LX_ANNOTATE_DEFAULT_CENTER`).
+async fn drop_center(
+    c: &tokio_postgres::Client,
+    key: Option<&str>,
+    name: Option<&str>,
+    default: Option<&str>,
+) -> Result<DropCenter, crate::access::tokens::AuthError> {
+    use crate::access::tokens::{self, CenterMatch};
+    match tokens::declared_center(c, key, name).await? {
+        Ok(Some(id)) => return Ok(DropCenter::Id(id)),
+        Err(reason) => return Ok(DropCenter::Refused(reason)),
+        Ok(None) => {}
+    }
+    let Some(default) = default else {
+        return Ok(DropCenter::NoneConfigured);
+    };
+    let m = tokens::center_by_key_or_name(c, default).await?;
+    Ok(match (&m, tokens::default_center_problem(default, &m)) {
+        (CenterMatch::Found(id), _) => DropCenter::Id(*id),
+        (_, Some(reason)) => DropCenter::Refused(reason),
+        (_, None) => DropCenter::NoneConfigured,
+    })
+}
+
 /// Run until SIGTERM (or, with `once`, until nothing is left but files still waiting
 /// for a pair).
 pub async fn run(cfg: Config, once: bool) -> Result<()> {
@@ -339,7 +385,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
             if unsettled == 0 {
                 return Ok(());
             }
-            tokio::time::sleep(w.settle() / 2 + Duration::from_millis(10)).await;
+            tokio::time::sleep(w.poll()).await;
         }
     }
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -380,7 +426,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         }
         let (unsettled, lone_halves) = w.scan().await;
         let next = if unsettled + lone_halves > 0 {
-            w.settle() / 2 + Duration::from_millis(10)
+            w.poll()
         } else {
             rescan
         };
