@@ -167,13 +167,12 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                 } else {
                     p.stem.clone()
                 };
-                // The carrier first, the sidecar last: the watcher never sees half a pair.
+                // The sidecar first, the carrier last: a carrier without a sidecar is a
+                // valid drop of its own, so the watcher must never see this one alone.
                 let text = format!("{}\n", p.text);
                 let sidecar = convert::sidecar_json(&p.sidecar);
-                let res = write_atomic(&d.output, &format!("{stem}.txt"), text.as_bytes())
-                    .and_then(|_| {
-                        write_atomic(&d.output, &format!("{stem}.json"), sidecar.as_bytes())
-                    });
+                let res = write_atomic(&d.output, &format!("{stem}.json"), sidecar.as_bytes())
+                    .and_then(|_| write_atomic(&d.output, &format!("{stem}.txt"), text.as_bytes()));
                 written.push(stem);
                 if let Err(e) = res {
                     for s in &written {

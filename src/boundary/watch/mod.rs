@@ -91,8 +91,7 @@ impl Watcher {
                 tracing::error!(dir = %dir.display(), "watched folder missing: run systemd-tmpfiles --create (lxgate doctor names it)");
                 continue;
             };
-            let mut stable_pairs: HashMap<String, (Option<PathBuf>, Option<PathBuf>)> =
-                HashMap::new();
+            let mut stable_pairs: HashMap<String, (Option<PathBuf>, Vec<PathBuf>)> = HashMap::new();
             // A burst of 100k drops is worked off in slices of `max_per_scan`, so memory
             // does not grow with the burst; what is left counts as still waiting.
             for (considered, e) in rd.flatten().enumerate() {
@@ -143,7 +142,7 @@ impl Watcher {
                         }
                         let slot = stable_pairs.entry(stem).or_default();
                         if is_sidecar {
-                            slot.1 = Some(path);
+                            slot.1.push(path);
                         } else {
                             slot.0 = Some(path);
                         }
@@ -151,28 +150,62 @@ impl Watcher {
                 }
             }
             let timeout = Duration::from_secs(self.cfg.watcher.pair_timeout_secs);
-            for (stem, pair) in stable_pairs {
-                match pair {
-                    (Some(c), Some(s)) => work.push(Work::Ingest {
+            for (stem, (carrier, mut sidecars)) in stable_pairs {
+                sidecars.sort_by_key(|p| sidecar_rank(p));
+                match (carrier, sidecars.len()) {
+                    (Some(c), 0) => {
+                        // The sidecar is optional (as in endoreg-db), but one that exists
+                        // and is still settling, or lies beyond this scan's slice, is
+                        // waited for: a carrier must never be stored without it.
+                        if sidecar_on_disk(&dir, &stem) {
+                            lone_halves += 1;
+                            continue;
+                        }
+                        work.push(Work::Ingest {
+                            folder,
+                            carrier: c,
+                            sidecar: None,
+                        });
+                    }
+                    (Some(c), 1) => work.push(Work::Ingest {
                         folder,
                         carrier: c,
-                        sidecar: Some(s),
+                        sidecar: sidecars.pop(),
                     }),
-                    (half_c, half_s) => {
-                        let half = half_c.clone().or(half_s.clone()).expect("one half");
+                    (Some(c), _) => {
+                        let listed = sidecars
+                            .iter()
+                            .filter_map(|p| p.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let reason = format!(
+                            "more than one sidecar for the carrier ({listed}): keep one and drop the pair again"
+                        );
+                        let mut files = vec![c];
+                        files.extend(sidecars);
+                        work.push(Work::Quarantine {
+                            files,
+                            kind: folder.kind,
+                            reason,
+                        });
+                    }
+                    (None, _) => {
+                        let half = sidecars.swap_remove(0);
                         let first = self.seen.get(&half).map(|s| s.first).unwrap_or(now);
                         if now.duration_since(first) < timeout {
                             lone_halves += 1;
                             continue;
                         }
-                        let reason = if half_s.is_some() {
-                            format!(
-                                "sidecar {stem}.json waited {}s for its carrier ({stem}.txt, {stem}.pdf or {stem}.mp4); drop the carrier, then the sidecar",
-                                timeout.as_secs()
-                            )
-                        } else {
-                            format!("carrier waited {}s for its sidecar {stem}.json; drop the sidecar next to it", timeout.as_secs())
-                        };
+                        let name = half
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned();
+                        let reason = format!(
+                            "sidecar {name} waited {}s for its carrier ({stem}.txt, {stem}.pdf or {stem}.mp4); drop the carrier, then the sidecar",
+                            timeout.as_secs()
+                        );
                         work.push(Work::Quarantine {
                             files: vec![half],
                             kind: folder.kind,
@@ -244,17 +277,7 @@ async fn ingest_one(
             }
         },
     };
-    let (parsed, metadata_hash) = match parsed {
-        Some((v, h)) => (Some(v), Some(h)),
-        None => (None, None),
-    };
-    let declared = |k: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let declared = |k: &str| parsed.as_ref().and_then(|p| p.text(k)).map(str::to_string);
     let center_id = match pool.get().await {
         Ok(c) => match drop_center(
             &c,
@@ -296,12 +319,14 @@ async fn ingest_one(
         original_name: name.clone(),
         kind: folder.kind,
         idempotency_key: Some(format!("{}:{}:{}", carrier.display(), id.3, id.2)),
-        metadata_hash,
+        metadata_hash: parsed.as_ref().map(|p| p.sha256.clone()),
         provenance: serde_json::json!({
             "boundary": "watcher",
             "folder": folder.name,
             "source_path": carrier.display().to_string(),
-            "sidecar": parsed,
+            "sidecar_file": sidecar.as_ref().and_then(|s| s.file_name()).map(|n| n.to_string_lossy().into_owned()),
+            "sidecar": parsed.as_ref().map(|p| &p.value),
+            "sidecar_unknown_keys": parsed.as_ref().map(|p| &p.unknown_keys),
         }),
     };
     match ingest::commit(pool, storage, staged, job).await {
@@ -328,6 +353,27 @@ async fn ingest_one(
         }
         Err(e) => tracing::error!(file = %carrier.display(), error = %e, "ingest failed"),
     }
+}
+
+/// endoreg-db's order of sidecar suffixes: `.json`, `.yaml`, `.yml`.
+fn sidecar_rank(p: &std::path::Path) -> usize {
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    crate::ingest::sidecar::SIDECAR_SUFFIXES
+        .iter()
+        .position(|s| *s == ext)
+        .unwrap_or(usize::MAX)
+}
+
+/// Whether a sidecar for `stem` exists in `dir`, settled or not.
+fn sidecar_on_disk(dir: &std::path::Path, stem: &str) -> bool {
+    crate::ingest::sidecar::SIDECAR_SUFFIXES.iter().any(|x| {
+        [x.to_string(), x.to_ascii_uppercase()]
+            .iter()
+            .any(|x| std::fs::symlink_metadata(dir.join(format!("{stem}.{x}"))).is_ok())
+    })
 }
 
 enum DropCenter {
