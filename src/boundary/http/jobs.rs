@@ -150,6 +150,31 @@ pub async fn get_one(
     Ok(Json(visible_job(&state, &headers, source, &id).await?.0))
 }
 
+/// `GET /api/upload/{id}/status/`: the job as endoreg-db's `UploadJobStatusSerializer`
+/// shapes it, for the lx-annotate frontend's polling. Fields lxgate has no value for
+/// (no SensitiveMeta, no text extraction, no LLM jobs) are null.
+pub async fn status(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(id) = id?;
+    let (job, _) = visible_job(&state, &headers, source, &id).await?;
+    Ok(Json(serde_json::json!({
+        "status": job.status,
+        "error_detail": job.error_detail,
+        "sensitive_meta_id": null,
+        "id": job.id,
+        "source_center_key": job.center_key,
+        "source_system": job.source_system,
+        "ingest_mode": job.ingest_mode,
+        "text": null,
+        "anonymized_text": null,
+        "report_llm_job": null,
+    })))
+}
+
 /// No body: nginx serves the file from its `internal` /protected_media/ location with
 /// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it.
 /// A stored job's media. Behind nginx the answer is an internal redirect that nginx
