@@ -4,7 +4,7 @@
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
 #   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers
-#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig path restartTriggers
+#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig path restartTriggers environment
 #                                                      (unitOption: list definitions concatenate, e.g. LoadCredential)
 #   nixos/modules/system/boot/systemd/tmpfiles.nix     systemd.tmpfiles.settings.<n>.<path>.d.{mode,user,group}
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
@@ -77,7 +77,7 @@ let
   configFile = format.generate "lxgate.toml" settings;
   # attic's habit: a config the binary rejects fails nixos-rebuild, not the host.
   checkedConfig = pkgs.runCommand "lxgate-config-checked.toml" { } ''
-    ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
+    env ${envArgs} ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
     cp ${configFile} $out
   '';
 
@@ -109,6 +109,10 @@ let
   keepOpts = lib.concatLists (lib.mapAttrsToList
     (k: n: lib.optional (n > 0) "--keep-${k} ${toString n}")
     { inherit (cfg.backup.keep) daily weekly monthly; });
+  # The environment contract's names (nix/contract.toml [[env]], names and aliases).
+  contractEnv = lib.concatMap (e: [ e.name ] ++ e.aliases) contract.env;
+  unknownEnv = lib.filter (n: !(lib.elem n contractEnv)) (lib.attrNames cfg.environment);
+  envArgs = lib.concatStringsSep " " (lib.mapAttrsToList (n: v: lib.escapeShellArg "${n}=${v}") cfg.environment);
 in
 {
   options.services.lxgate = {
@@ -134,6 +138,12 @@ in
       type = format.type;
       default = { };
       description = "lxgate settings (RFC 42), rendered to /etc/lxgate/config.toml; see src/config/file.rs.";
+    };
+    environment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { WATCHER_STABLE_AFTER_SECONDS = "10"; ENDOREG_HUB_TRANSFER_MTLS_META_KEY = "HTTP_X_CLIENT_CERT_VERIFIED"; };
+      description = "Variables of lxgate's environment contract (nix/contract.toml [[env]]; the README's table), e.g. the values of an lx-annotate env file, for every lxgate unit; checked with `lxgate config check` at build time. Not for secrets: the store is world-readable.";
     };
     credentials = mkOption {
       type = types.attrsOf types.path;
@@ -225,6 +235,10 @@ in
         message = "services.lxgate.backup.passwordFile and environmentFile must not be in the Nix store (it is world-readable): point them at root-only files, e.g. under /run/keys or /etc/lxgate/credentials.";
       }
       {
+        assertion = unknownEnv == [ ];
+        message = "services.lxgate.environment: ${lib.concatStringsSep ", " unknownEnv} is not a variable lxgate reads; the names it reads are ${lib.concatStringsSep ", " contractEnv}.";
+      }
+      {
         assertion = cfg.nginx.enable -> cfg.nginx.sslCertificate != null && cfg.nginx.sslCertificateKey != null;
         message = "services.lxgate.nginx needs TLS: set services.lxgate.nginx.sslCertificate and sslCertificateKey (or nginx.enable = false).";
       }
@@ -257,7 +271,7 @@ in
         restartTriggers = [ checkedConfig ];
         # The snapshot before a migration: pg_dump of the server's own version.
         path = lib.optional (n == "lxgate-migrate.service") (config.services.postgresql.package or pkgs.postgresql);
-      }))
+      } // lib.optionalAttrs (cfg.environment != { }) { inherit (cfg) environment; }))
       (byType ".service")
     // lib.optionalAttrs cfg.backup.enable {
       # services.restic.backups.lxgate's unit: pg_dump for the prepare step, and the
