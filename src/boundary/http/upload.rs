@@ -526,21 +526,7 @@ async fn resolve_center(
     }
     match (&p.center, key) {
         (Some((id, own)), Some(k)) if k == own => Ok(*id),
-        (Some((_, own)), Some(_)) => {
-            crate::audit::Event {
-                event: "cross_center",
-                outcome: "refused",
-                principal: Some(&p.label),
-                center: Some(own),
-                source: Some(&source.label()),
-                reason: Some("upload for another center"),
-                ..Default::default()
-            }
-            .emit();
-            Err(ApiError::forbidden(format!(
-                "this token belongs to center {own:?} and cannot upload for another center; use that center's token"
-            )))
-        }
+        (Some((_, own)), Some(_)) => Err(cross_center(p, source, own)),
         (Some((id, _)), None) => Ok(*id),
         (None, Some(k)) => {
             debug_assert_eq!(p.role, TokenRole::SuperAdmin);
@@ -578,6 +564,23 @@ async fn resolve_center(
     }
 }
 
+/// A scoped token naming another center: audited, then 403.
+fn cross_center(p: &Principal, source: Source, own: &str) -> ApiError {
+    crate::audit::Event {
+        event: "cross_center",
+        outcome: "refused",
+        principal: Some(&p.label),
+        center: Some(own),
+        source: Some(&source.label()),
+        reason: Some("upload for another center"),
+        ..Default::default()
+    }
+    .emit();
+    ApiError::forbidden(format!(
+        "this token belongs to center {own:?} and cannot upload for another center; use that center's token"
+    ))
+}
+
 /// `center_name` (with or without `center_key`), by endoreg-db's rule for declared
 /// centers; a scoped token may only name its own center.
 async fn resolve_center_by_name(
@@ -602,21 +605,7 @@ async fn resolve_center_by_name(
     };
     match &p.center {
         Some((own, _)) if *own == id => Ok(id),
-        Some((_, own)) => {
-            crate::audit::Event {
-                event: "cross_center",
-                outcome: "refused",
-                principal: Some(&p.label),
-                center: Some(own),
-                source: Some(&source.label()),
-                reason: Some("upload for another center"),
-                ..Default::default()
-            }
-            .emit();
-            Err(ApiError::forbidden(format!(
-                "this token belongs to center {own:?} and cannot upload for another center; use that center's token"
-            )))
-        }
+        Some((_, own)) => Err(cross_center(p, source, own)),
         None => Ok(id),
     }
 }
