@@ -10,7 +10,6 @@ use common::*;
 use lxgate::hub::envelope::{self, Envelope, Identity};
 use lxgate::hub::keys::RecipientKey;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 struct Hub {
     site: Site,
