@@ -153,16 +153,28 @@ pub async fn add(
     .await
     .expect("hashing does not panic");
     let fp = fingerprint.map(normalize_fingerprint);
+    upsert_site_node(c, key, cid, &hash, fp.as_deref()).await?;
+    crate::audit::key_operation("node_keyed", key, Some(center));
+    Ok(secret)
+}
+
+/// The one way a site node's row is written, by `add` and `import` alike.
+async fn upsert_site_node(
+    c: &tokio_postgres::Client,
+    key: &str,
+    cid: i64,
+    secret_hash: &str,
+    fingerprint: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
     c.execute(
         "INSERT INTO nodes (node_key, role, center_id, secret_hash, cert_fingerprint)
          VALUES ($1, 'site_node', $2, $3, $4)
          ON CONFLICT (node_key) DO UPDATE SET center_id = EXCLUDED.center_id,
              secret_hash = EXCLUDED.secret_hash, cert_fingerprint = EXCLUDED.cert_fingerprint",
-        &[&key, &cid, &hash, &fp],
+        &[&key, &cid, &secret_hash, &fingerprint],
     )
     .await?;
-    crate::audit::key_operation("node_keyed", key, Some(center));
-    Ok(secret)
+    Ok(())
 }
 
 /// Register (or update) a site node with a secret hash from an endoreg-db hub
@@ -185,14 +197,7 @@ pub async fn import(
         .await?
         .ok_or_else(|| AuthError::UnknownCenter(center.into()))?;
     let fp = fingerprint.map(normalize_fingerprint);
-    c.execute(
-        "INSERT INTO nodes (node_key, role, center_id, secret_hash, cert_fingerprint)
-         VALUES ($1, 'site_node', $2, $3, $4)
-         ON CONFLICT (node_key) DO UPDATE SET center_id = EXCLUDED.center_id,
-             secret_hash = EXCLUDED.secret_hash, cert_fingerprint = EXCLUDED.cert_fingerprint",
-        &[&key, &cid, &stored_hash, &fp],
-    )
-    .await?;
+    upsert_site_node(c, key, cid, stored_hash, fp.as_deref()).await?;
     crate::audit::key_operation("node_imported", key, Some(center));
     Ok(())
 }
