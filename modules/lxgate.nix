@@ -10,6 +10,8 @@
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
 #   nixos/modules/services/web-servers/nginx/default.nix, vhost-options.nix, location-options.nix
 #                                                      services.nginx.{enable,virtualHosts.<n>.{onlySSL,sslCertificate,sslCertificateKey,extraConfig,locations.<p>.extraConfig}}
+#                                                      services.nginx.upstreams.<n>.{servers.<addr>,extraConfig} (default.nix: rendered as
+#                                                      "upstream <n> { server <addr> ; <extraConfig> }" in the http block)
 #                                                      (a location's name is written verbatim after `location`, so "= /metrics" and
 #                                                      "~ regex" keys work; vhost extraConfig goes inside the server block)
 #   nixos/modules/config/users-groups.nix              users.users.<n>.{isSystemUser,group,extraGroups,home}, users.groups
@@ -335,6 +337,12 @@ in
 
     services.nginx = mkIf cfg.nginx.enable {
       enable = true;
+      # The app with idle connections kept open (the contract's [nginx.upstream]); the
+      # proxied locations name it in proxy_pass.
+      upstreams.${rendered.nginxUpstream.name} = {
+        servers.${rendered.nginxUpstream.server} = { };
+        inherit (rendered.nginxUpstream) extraConfig;
+      };
       virtualHosts.${cfg.nginx.hostName} = {
         onlySSL = true;
         sslCertificate = cfg.nginx.sslCertificate;

@@ -183,6 +183,20 @@ fn role_rules_refuse_before_anything_is_stored() {
     let (s, e) = post_raw(&api, "lxg_not_a_token", &h, b"data");
     assert_eq!((s, e["code"].as_str()), (401, Some("unauthenticated")));
     api.site.ok(&["token", "revoke", "up-a"]);
+    // Refused within [server] token_recheck_secs (5 by default) of the revocation.
+    wait_for(
+        "the revocation to take effect",
+        Duration::from_secs(15),
+        || {
+            let (s, _) = call(
+                http()
+                    .get(&api.srv.url("/api/upload-jobs/"))
+                    .set("Authorization", &format!("Bearer {tok_a}"))
+                    .call(),
+            );
+            s == 401
+        },
+    );
     let (s, _) = post_raw(&api, &tok_a, &h, b"data");
     assert_eq!(s, 401, "revoked token");
     assert!(objects(&api).is_empty() && temps(&api).is_empty());

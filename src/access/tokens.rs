@@ -90,8 +90,11 @@ impl From<tokio_postgres::Error> for AuthError {
     }
 }
 
-pub fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+/// sha256 of a token: all the database and the verified-token cache ever hold.
+pub type TokenHash = [u8; 32];
+
+pub fn hash_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 pub fn valid_center_key(k: &str) -> bool {
@@ -152,7 +155,7 @@ pub async fn create_token(
     let token = format!("lxg_{}", hex::encode(raw));
     c.execute(
         "INSERT INTO api_tokens (token_sha256, label, role, center_id) VALUES ($1, $2, $3, $4)",
-        &[&hash_token(&token), &label, &role.as_str(), &center_id],
+        &[&&hash_token(&token)[..], &label, &role.as_str(), &center_id],
     )
     .await?;
     crate::audit::key_operation("token_created", label, center);
@@ -173,23 +176,32 @@ pub async fn revoke_token(c: &tokio_postgres::Client, label: &str) -> Result<u64
     Ok(n)
 }
 
-pub async fn lookup(c: &tokio_postgres::Client, token: &str) -> Result<Option<Principal>, DbError> {
-    let row = c
-        .query_opt(
+/// The principal of a valid, unrevoked token with this hash.
+pub async fn lookup(
+    c: &deadpool_postgres::Client,
+    hash: &TokenHash,
+) -> Result<Option<Principal>, DbError> {
+    let stmt = c
+        .prepare_cached(
             "SELECT t.id, t.label, t.role, t.center_id, c.center_key
              FROM api_tokens t LEFT JOIN centers c ON c.id = t.center_id
              WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL",
-            &[&hash_token(token)],
         )
         .await?;
-    Ok(row.map(|r| {
-        let center_id: Option<i64> = r.get(3);
-        let center_key: Option<String> = r.get(4);
-        Principal {
-            token_id: r.get(0),
-            label: r.get(1),
-            role: TokenRole::parse(r.get::<_, &str>(2)).unwrap_or(TokenRole::Viewer),
-            center: center_id.zip(center_key),
-        }
-    }))
+    let row = c.query_opt(&stmt, &[&&hash[..]]).await?;
+    Ok(row.and_then(|r| principal_at(&r, 0)))
+}
+
+/// A principal from the five token columns starting at `at` (id, label, role,
+/// center_id, center_key); None when they are NULL (no such token in a LEFT JOIN).
+pub fn principal_at(r: &tokio_postgres::Row, at: usize) -> Option<Principal> {
+    let token_id: i64 = r.get::<_, Option<i64>>(at)?;
+    let center_id: Option<i64> = r.get(at + 3);
+    let center_key: Option<String> = r.get(at + 4);
+    Some(Principal {
+        token_id,
+        label: r.get(at + 1),
+        role: TokenRole::parse(r.get::<_, &str>(at + 2)).unwrap_or(TokenRole::Viewer),
+        center: center_id.zip(center_key),
+    })
 }

@@ -59,8 +59,14 @@ pub struct ServerConfig {
     pub default_center: Option<String>,
     /// Serve protected media from the app itself (dev, no nginx) instead of X-Accel-Redirect.
     pub serve_media_directly: Option<bool>,
+    /// Seconds a bearer token the database confirmed is trusted before it is asked
+    /// again (default 5; 0 asks on every request). A revoked token is refused at most
+    /// this long after `lxgate token revoke`.
+    pub token_recheck_secs: Option<u64>,
     /// Seconds a client has to send a request's head (default 30). The same timer runs
-    /// while a keep-alive connection waits for its next request: the idle timeout.
+    /// while a keep-alive connection waits for its next request: the idle timeout. With
+    /// nginx in front it must exceed the time nginx keeps an idle upstream connection
+    /// (nix/contract.toml [nginx.upstream] keepalive_timeout, 10 s).
     pub header_timeout_secs: Option<u64>,
     /// Seconds a request body may send nothing before the request is cut (default 60).
     pub body_timeout_secs: Option<u64>,

@@ -231,8 +231,35 @@ impl Config {
             default_center: get("LX_ANNOTATE_DEFAULT_CENTER")
                 .or_else(|| file.server.default_center.clone()),
             serve_media_directly: file.server.serve_media_directly.unwrap_or(false),
+            token_recheck: match file.server.token_recheck_secs {
+                None => Server::DEFAULT_TOKEN_RECHECK,
+                Some(s) if s <= Server::MAX_TOKEN_RECHECK_SECS => std::time::Duration::from_secs(s),
+                Some(s) => {
+                    return Err(ConfigError::BadValue {
+                        var: "[server] token_recheck_secs",
+                        value: s.to_string(),
+                        why: format!(
+                            "a revoked token would stay usable for up to {s} s: use at most {} (default 5)",
+                            Server::MAX_TOKEN_RECHECK_SECS
+                        ),
+                    })
+                }
+            },
             limits: ServerLimits::resolve(&file.server),
         };
+        // nginx keeps idle connections to the app open; if the app closed one first, a
+        // request nginx writes on it (an upload it cannot resend) would end in a 502.
+        let nginx_idle = CONTRACT.nginx.upstream.keepalive_secs();
+        if file.host.nginx.unwrap_or(true) && server.limits.header_timeout.as_secs() <= nginx_idle {
+            return Err(ConfigError::BadValue {
+                var: "[server] header_timeout_secs",
+                value: server.limits.header_timeout.as_secs().to_string(),
+                why: format!(
+                    "nginx keeps an idle connection to the app for {nginx_idle} s, so the app must keep it longer: set at least {} (default 30), or [host] nginx = false when nothing fronts the app",
+                    nginx_idle + 5
+                ),
+            });
+        }
         let db = Database {
             url: get("DATABASE_URL")
                 .or_else(|| file.database.url.clone())
@@ -637,6 +664,37 @@ mod tests {
             "[server]\ntrusted_proxy = true\n",
             &[("LXGATE_LISTEN", "0.0.0.0:8080")]
         ));
+    }
+
+    #[test]
+    fn the_app_outlasts_nginx_idle_connections_and_a_revocation_waits_seconds_at_most() {
+        let resolve = |text: &str| {
+            let f: FileConfig = toml::from_str(text).unwrap();
+            Config::from_parts(f, &env(&[]))
+        };
+        let e = resolve("[server]\nheader_timeout_secs = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nginx keeps an idle connection to the app for 10 s")
+                && e.contains("set at least 15"),
+            "{e}"
+        );
+        assert!(resolve("[server]\nheader_timeout_secs = 11\n").is_ok());
+        assert!(resolve("[server]\nheader_timeout_secs = 2\n[host]\nnginx = false\n").is_ok());
+        let c = resolve("").unwrap();
+        assert_eq!(c.server.token_recheck, std::time::Duration::from_secs(5));
+        assert_eq!(
+            resolve("[server]\ntoken_recheck_secs = 0\n")
+                .unwrap()
+                .server
+                .token_recheck,
+            std::time::Duration::ZERO
+        );
+        let e = resolve("[server]\ntoken_recheck_secs = 3600\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use at most 60"), "{e}");
     }
 
     #[test]

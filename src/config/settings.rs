@@ -71,6 +71,9 @@ pub struct Server {
     pub default_center: Option<String>,
     /// Stream protected media from the app (dev, no nginx) instead of X-Accel-Redirect.
     pub serve_media_directly: bool,
+    /// How long a confirmed bearer token is trusted without asking the database: the
+    /// bound on how late a revocation takes effect.
+    pub token_recheck: Duration,
     pub limits: ServerLimits,
 }
 
@@ -122,6 +125,10 @@ impl ServerLimits {
 }
 
 impl Server {
+    /// A few seconds: a video player's range requests within it cost no token lookup,
+    /// and a revocation still takes effect almost at once.
+    pub const DEFAULT_TOKEN_RECHECK: Duration = Duration::from_secs(5);
+    pub const MAX_TOKEN_RECHECK_SECS: u64 = 60;
     /// 100 MiB: the API's limit for one upload (lx-annotate's value).
     pub const DEFAULT_UPLOAD_MAX_SIZE: u64 = 104_857_600;
 }

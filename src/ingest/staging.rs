@@ -5,15 +5,19 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+/// Cheap to clone: the HTTP state that holds it is cloned several times per request.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    root: PathBuf,
+    root: Arc<Path>,
 }
 
 impl Storage {
     pub fn new(root: impl Into<PathBuf>) -> Storage {
-        Storage { root: root.into() }
+        Storage {
+            root: Arc::from(root.into()),
+        }
     }
 
     pub fn root(&self) -> &Path {

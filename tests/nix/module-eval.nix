@@ -78,6 +78,7 @@ if failed != [ ] then { inherit failed; } else {
     // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.timer" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Timer" u.timerConfig)))) c.systemd.timers;
   nginxLocations = lib.attrNames vhost.locations;
   nginx = {
+    upstreams = lib.mapAttrs (_: u: { servers = lib.attrNames u.servers; lines = lib.filter (l: l != "") (lib.splitString "\n" u.extraConfig); }) c.services.nginx.upstreams;
     extraConfig = lib.filter (l: l != "") (lib.splitString "\n" vhost.extraConfig);
     locations = lib.mapAttrs (_: l: l.extraConfig) vhost.locations;
   };

@@ -28,7 +28,9 @@ use axum::Router;
 use deadpool_postgres::Pool;
 use tracing::Instrument;
 
-use crate::access::tokens::{self, Principal};
+use crate::access::media::{Caller, Decisions};
+use crate::access::tokens::{self, Principal, TokenHash};
+use crate::access::verified::Verified;
 use crate::audit;
 use crate::config::Config;
 use crate::ingest::Storage;
@@ -41,6 +43,10 @@ pub struct AppState {
     pub uploads: bounds::Uploads,
     pub rate_limits: Arc<ratelimit::Limits>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Tokens the database confirmed within `[server] token_recheck_secs`.
+    pub verified: Arc<Verified>,
+    /// Media decisions it allowed within that window, by token and job.
+    pub media_decisions: Arc<Decisions>,
 }
 
 impl AppState {
@@ -203,38 +209,72 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The hash of the bearer token, or 401 without one.
+fn bearer_hash(headers: &HeaderMap, source: Source) -> Result<TokenHash, ApiError> {
+    match bearer(headers) {
+        Some(token) => Ok(tokens::hash_token(token)),
+        None => {
+            auth_failed(source, "refused", "no bearer token");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// The token as a caller: its principal when the database confirmed it within the
+/// verified window, else its hash to look up. 429 past the source's rate of token
+/// lookups (a confirmed token costs no lookup, so a video player's range requests do
+/// not count against it; guessed tokens always do).
+fn caller(state: &AppState, hash: TokenHash, source: Source) -> Result<Caller, ApiError> {
+    if let Some((p, asked)) = state.verified.get(&hash) {
+        return Ok(Caller::Known(p, asked));
+    }
+    if let Err(e) = state.rate_limits.token.check(source.0) {
+        auth_failed(
+            source,
+            "rate_limited",
+            "too many token checks from this source",
+        );
+        return Err(e);
+    }
+    Ok(Caller::Unverified(hash))
+}
+
+/// A token the database does not know, or revoked: audited, 401.
+fn unknown_token(source: Source) -> ApiError {
+    auth_failed(source, "refused", "unknown or revoked token");
+    ApiError::unauthorized()
+}
+
+fn auth_failed(source: Source, outcome: &'static str, reason: &'static str) {
+    audit::Event {
+        event: "auth_failed",
+        outcome,
+        source: Some(&source.label()),
+        reason: Some(reason),
+        ..Default::default()
+    }
+    .emit()
+}
+
 /// Resolve the bearer token, or 401 (429 past the source's rate of token checks).
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     source: Source,
 ) -> Result<Principal, ApiError> {
-    let label = source.label();
-    let failed = |outcome, reason| {
-        audit::Event {
-            event: "auth_failed",
-            outcome,
-            source: Some(&label),
-            reason: Some(reason),
-            ..Default::default()
-        }
-        .emit()
+    let hash = bearer_hash(headers, source)?;
+    let hash = match caller(state, hash, source)? {
+        Caller::Known(p, _) => return Ok(p),
+        Caller::Unverified(hash) => hash,
     };
-    let Some(token) = bearer(headers) else {
-        failed("refused", "no bearer token");
-        return Err(ApiError::unauthorized());
-    };
-    if let Err(e) = state.rate_limits.token.check(source.0) {
-        failed("rate_limited", "too many token checks from this source");
-        return Err(e);
-    }
     let client = state.pool.get().await?;
-    match tokens::lookup(&client, token).await? {
-        Some(p) => Ok(p),
-        None => {
-            failed("refused", "unknown or revoked token");
-            Err(ApiError::unauthorized())
+    let asked = Instant::now();
+    match tokens::lookup(&client, &hash).await? {
+        Some(p) => {
+            state.verified.insert(hash, &p, asked);
+            Ok(p)
         }
+        None => Err(unknown_token(source)),
     }
 }
 
@@ -261,6 +301,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
     crate::systemd::spawn_watchdog();
     let listen = config.server.listen.clone();
     let limits = config.server.limits.clone();
+    let token_recheck = config.server.token_recheck;
     let rate_limits = Arc::new(ratelimit::Limits::new(&config));
     tokio::spawn(ratelimit::Limits::forget_idle_forever(rate_limits.clone()));
     let state = AppState {
@@ -270,6 +311,8 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         uploads: bounds::Uploads::new(limits.max_uploads),
         rate_limits,
         metrics: Arc::new(metrics::Metrics::new()),
+        verified: Arc::new(Verified::new(token_recheck)),
+        media_decisions: Arc::new(Decisions::new(token_recheck)),
     };
     let app = router(state.clone());
     let shutdown = async {
