@@ -80,7 +80,7 @@ let
   configFile = format.generate "lxgate.toml" settings;
   # attic's habit: a config the binary rejects fails nixos-rebuild, not the host.
   checkedConfig = pkgs.runCommand "lxgate-config-checked.toml" { } ''
-    ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
+    env ${envArgs} ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
     cp ${configFile} $out
   '';
 
@@ -116,6 +116,10 @@ let
   # hub-recipient-N; the app finds them through the reference's variable (%d is the
   # unit's credentials directory).
   recipientNames = lib.imap0 (i: _: "hub-recipient-${toString i}") cfg.hub.transferApi.recipientKeyFiles;
+  # The environment contract's names (nix/contract.toml [[env]], names and aliases).
+  contractEnv = lib.concatMap (e: [ e.name ] ++ e.aliases) contract.env;
+  unknownEnv = lib.filter (n: !(lib.elem n contractEnv)) (lib.attrNames cfg.environment);
+  envArgs = lib.concatStringsSep " " (lib.mapAttrsToList (n: v: lib.escapeShellArg "${n}=${v}") cfg.environment);
 in
 {
   options.services.lxgate = {
@@ -141,6 +145,12 @@ in
       type = format.type;
       default = { };
       description = "lxgate settings (RFC 42), rendered to /etc/lxgate/config.toml; see src/config/file.rs.";
+    };
+    environment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { WATCHER_STABLE_AFTER_SECONDS = "10"; ENDOREG_HUB_TRANSFER_MTLS_META_KEY = "HTTP_X_CLIENT_CERT_VERIFIED"; };
+      description = "Variables of lxgate's environment contract (nix/contract.toml [[env]]; the README's table), e.g. the values of an lx-annotate env file, for every lxgate unit; checked with `lxgate config check` at build time. Not for secrets: the store is world-readable.";
     };
     credentials = mkOption {
       type = types.attrsOf types.path;
@@ -238,6 +248,10 @@ in
         message = "services.lxgate.backup.passwordFile and environmentFile must not be in the Nix store (it is world-readable): point them at root-only files, e.g. under /run/keys or /etc/lxgate/credentials.";
       }
       {
+        assertion = unknownEnv == [ ];
+        message = "services.lxgate.environment: ${lib.concatStringsSep ", " unknownEnv} is not a variable lxgate reads; the names it reads are ${lib.concatStringsSep ", " contractEnv}.";
+      }
+      {
         assertion = cfg.nginx.enable -> cfg.nginx.sslCertificate != null && cfg.nginx.sslCertificateKey != null;
         message = "services.lxgate.nginx needs TLS: set services.lxgate.nginx.sslCertificate and sslCertificateKey (or nginx.enable = false).";
       }
@@ -271,7 +285,7 @@ in
           restartTriggers = [ checkedConfig ];
           # The snapshot before a migration: pg_dump of the server's own version.
           path = lib.optional (n == "lxgate-migrate.service") (config.services.postgresql.package or pkgs.postgresql);
-        }))
+        } // lib.optionalAttrs (cfg.environment != { }) { inherit (cfg) environment; }))
         (byType ".service")
       // lib.optionalAttrs cfg.backup.enable {
         # services.restic.backups.lxgate's unit: pg_dump for the prepare step, and the

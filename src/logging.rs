@@ -16,8 +16,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Install the process-wide subscriber; call once, first thing in `main`.
-pub fn init() {
+/// The filter when `LXGATE_LOG` is unset: `info`, or what the command asked for
+/// (`lxgate watch` honours an lx-annotate env file's `WATCHER_LOG_LEVEL`).
+static DEFAULT_FILTER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Install the process-wide subscriber; call once, first thing in `main`. `default` is
+/// the filter when `LXGATE_LOG` is unset.
+pub fn init(default: &'static str) {
+    let _ = DEFAULT_FILTER.set(default);
     if !stderr_is_the_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
         return init_with(std::io::stderr);
     }
@@ -57,7 +63,8 @@ where
 }
 
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("LXGATE_LOG").unwrap_or_else(|_| "info".into())
+    EnvFilter::try_from_env("LXGATE_LOG")
+        .unwrap_or_else(|_| (*DEFAULT_FILTER.get().unwrap_or(&"info")).into())
 }
 
 /// systemd sets `JOURNAL_STREAM=<device>:<inode>` for a unit whose stdout or stderr is

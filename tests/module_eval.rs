@@ -230,6 +230,10 @@ fn each_bad_configuration_fails_with_its_fix() {
             "must be 0640 root:lxgate-keys (it is 0400 root:root)",
         ),
         ("bad-nginx-without-tls", "services.lxgate.nginx needs TLS"),
+        (
+            "bad-unknown-env",
+            "WATCHER_STABLE_AFTER is not a variable lxgate reads; the names it reads are LX_ANNOTATE_ENCRYPTED_DATA_DIR",
+        ),
         ("bad-export-over-http", "url must start with https://"),
         (
             "bad-export-not-a-site",

@@ -132,6 +132,100 @@ pub async fn center_id(c: &tokio_postgres::Client, key: &str) -> Result<Option<i
     )
 }
 
+/// What a center's name (or a value that may be a key or a name) leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CenterMatch {
+    Found(i64),
+    Missing,
+    /// Several centers carry that name: the value cannot choose one.
+    Ambiguous(usize),
+}
+
+/// The centers named `name` (names are not unique, keys are).
+pub async fn center_by_name(
+    c: &tokio_postgres::Client,
+    name: &str,
+) -> Result<CenterMatch, AuthError> {
+    let rows = c
+        .query("SELECT id FROM centers WHERE name = $1 LIMIT 3", &[&name])
+        .await?;
+    Ok(match rows.as_slice() {
+        [] => CenterMatch::Missing,
+        [one] => CenterMatch::Found(one.get(0)),
+        more => CenterMatch::Ambiguous(more.len()),
+    })
+}
+
+/// `LX_ANNOTATE_DEFAULT_CENTER` as endoreg-db's `resolve_local_center` reads it: a
+/// center key first, else a center name (which must be unique).
+pub async fn center_by_key_or_name(
+    c: &tokio_postgres::Client,
+    value: &str,
+) -> Result<CenterMatch, AuthError> {
+    if let Some(id) = center_id(c, value).await? {
+        return Ok(CenterMatch::Found(id));
+    }
+    center_by_name(c, value).await
+}
+
+/// A center declared by a drop or an upload (`center_key`, `center_name`, blanks
+/// count as absent), by endoreg-db's rule: either may name it, and when both name a
+/// center it must be the same one. `Ok(None)`: nothing declared.
+pub async fn declared_center(
+    c: &tokio_postgres::Client,
+    key: Option<&str>,
+    name: Option<&str>,
+) -> Result<Result<Option<i64>, String>, AuthError> {
+    let key = key.map(str::trim).filter(|k| !k.is_empty());
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    let by_key = match key {
+        Some(k) => center_id(c, k).await?,
+        None => None,
+    };
+    let by_name = match name {
+        Some(n) => match center_by_name(c, n).await? {
+            CenterMatch::Found(id) => Some(id),
+            CenterMatch::Missing => None,
+            CenterMatch::Ambiguous(_) if by_key.is_some() => None,
+            CenterMatch::Ambiguous(k) => {
+                return Ok(Err(format!(
+                    "center_name {n:?} names {k} or more centers: give its center_key instead"
+                )))
+            }
+        },
+        None => None,
+    };
+    Ok(match (key, name, by_key, by_name) {
+        (_, _, Some(a), Some(b)) if a != b => {
+            Err("center_key and center_name name different centers: give one, or make them agree".into())
+        }
+        (_, _, Some(a), _) | (_, _, None, Some(a)) => Ok(Some(a)),
+        (None, None, ..) => Ok(None),
+        (Some(k), None, ..) => Err(format!(
+            "unknown center_key {k:?}: create it (lxgate center add {k} --name NAME) or fix the key"
+        )),
+        (None, Some(n), ..) => Err(format!(
+            "unknown center_name {n:?}: create it (lxgate center add KEY --name {n:?}) or give its center_key"
+        )),
+        (Some(k), Some(n), ..) => Err(format!(
+            "unknown center: neither center_key {k:?} nor center_name {n:?} names a center; create it with lxgate center add"
+        )),
+    })
+}
+
+/// The operator's fix for a default center that matches nothing or too much.
+pub fn default_center_problem(value: &str, m: &CenterMatch) -> Option<String> {
+    match m {
+        CenterMatch::Found(_) => None,
+        CenterMatch::Missing => Some(format!(
+            "LX_ANNOTATE_DEFAULT_CENTER={value:?} is neither a center key nor a center name: create it (lxgate center add KEY --name {value:?}) or set the variable to an existing center's key"
+        )),
+        CenterMatch::Ambiguous(n) => Some(format!(
+            "LX_ANNOTATE_DEFAULT_CENTER={value:?} names {n} or more centers: set it to one center's key instead"
+        )),
+    }
+}
+
 /// Create a token; returns the secret, which is never stored.
 pub async fn create_token(
     c: &tokio_postgres::Client,

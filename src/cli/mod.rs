@@ -99,6 +99,20 @@ enum Cmd {
     Openapi(openapi::Args),
 }
 
+impl Cli {
+    /// The log filter when `LXGATE_LOG` is unset: the watcher honours an lx-annotate env
+    /// file's `WATCHER_LOG_LEVEL` (config resolution refuses a value it does not know).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.cmd {
+            Cmd::Watch(_) => std::env::var("WATCHER_LOG_LEVEL")
+                .ok()
+                .and_then(|v| lxgate::config::watcher_log_filter(&v))
+                .unwrap_or("info"),
+            _ => "info",
+        }
+    }
+}
+
 /// What every command may need: where the settings come from, and the environment.
 pub struct Context {
     config: Option<PathBuf>,

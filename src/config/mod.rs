@@ -39,6 +39,8 @@ pub enum ConfigError {
     },
     #[error("ENDOREG_DEPLOYMENT_ROLE={0:?} is not a role; valid roles: standalone, site_node, central_hub")]
     UnknownRole(String),
+    #[error("ENDOREG_DEPLOYMENT_ROLE={0:?} is not supported: lxgate, like lx-annotate 1.6.4, runs as standalone, site_node or central_hub (the local study server's preanonymized-only intake is endoreg-db's own mode). Set ENDOREG_DEPLOYMENT_ROLE=standalone and drop validated pairs into import/preanonymized_import, or keep this host on endoreg-db")]
+    LocalStudyServer(String),
     #[error("{var}={value:?} is not valid: {why}")]
     BadValue {
         var: &'static str,
@@ -64,12 +66,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// Any case and surrounding blanks, as lx-annotate lower-cases and strips the value;
+    /// blank means standalone, as there.
     pub fn parse(s: &str) -> Result<Role, ConfigError> {
-        match s {
-            "standalone" => Ok(Role::Standalone),
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "standalone" => Ok(Role::Standalone),
             "site_node" => Ok(Role::SiteNode),
             "central_hub" => Ok(Role::CentralHub),
-            other => Err(ConfigError::UnknownRole(other.to_string())),
+            "local_study_server" => Err(ConfigError::LocalStudyServer(s.to_string())),
+            _ => Err(ConfigError::UnknownRole(s.to_string())),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -94,9 +99,23 @@ fn contract_default(key: &str) -> String {
     CONTRACT.default_of(key).to_string()
 }
 
+/// A header name as endoreg-db writes it, a Django `request.META` key
+/// (`HTTP_X_CLIENT_CERT_VERIFIED`), turned into the header (`x-client-cert-verified`);
+/// a plain header name is returned as it is.
+pub fn header_from_meta_key(v: &str) -> String {
+    let v = v.trim();
+    match v.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("HTTP_") && !v.contains('-') => {
+            v[5..].replace('_', "-").to_ascii_lowercase()
+        }
+        _ => v.to_string(),
+    }
+}
+
 /// The attestation header the app trusts: the one nginx is rendered to set and clear
 /// ([hub] mtls_meta_key, default in the contract). The endoreg-db variable may only
-/// repeat it: a name nginx does not know would be a header any client can send.
+/// repeat it, as a header name or in Django's META form: a name nginx does not know
+/// would be a header any client can send.
 fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, ConfigError> {
     const VAR: &str = "ENDOREG_HUB_TRANSFER_MTLS_META_KEY";
     let rendered = file.map_or_else(|| contract_default("mtls_meta_key"), str::to_string);
@@ -110,12 +129,14 @@ fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, Conf
         });
     }
     match env {
-        Some(v) if !v.eq_ignore_ascii_case(&rendered) => Err(ConfigError::BadValue {
+        Some(v) if !header_from_meta_key(&v).eq_ignore_ascii_case(&rendered) => Err(ConfigError::BadValue {
             var: VAR,
-            value: v,
             why: format!(
-                "nginx sets and clears the header {rendered} ([hub] mtls_meta_key); set [hub] mtls_meta_key (services.lxgate.settings.hub.mtls_meta_key) instead, re-render nginx and unset {VAR}"
+                "it names the header {}, but nginx sets and clears the header {rendered} ([hub] mtls_meta_key); set {VAR} to {rendered} or its Django META form HTTP_{}, or set [hub] mtls_meta_key (services.lxgate.settings.hub.mtls_meta_key), re-render nginx and unset {VAR}",
+                header_from_meta_key(&v),
+                rendered.to_ascii_uppercase().replace('-', "_")
             ),
+            value: v,
         }),
         _ => Ok(rendered),
     }
@@ -183,18 +204,11 @@ impl Config {
     pub fn from_parts(file: FileConfig, env: &Env) -> Result<Config, ConfigError> {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         let flag = |var: &'static str, file_value: Option<bool>, default: bool| match get(var) {
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(true),
-                "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(ConfigError::BadValue {
-                    var,
-                    value: v,
-                    why: "use true or false".into(),
-                }),
-            },
+            Some(v) => truthy(var, v),
             None => Ok(file_value.unwrap_or(default)),
         };
         let role_s = get("ENDOREG_DEPLOYMENT_ROLE")
+            .filter(|v| !v.trim().is_empty())
             .or_else(|| file.role.clone())
             .unwrap_or_else(|| "standalone".into());
         let role = Role::parse(&role_s)?;
@@ -278,9 +292,14 @@ impl Config {
 
         let w = &file.watcher;
         let dw = Watcher::default();
+        let reference_watcher = watcher_env(&get, &paths)?;
         let watcher = Watcher {
             enable: w.enable.unwrap_or(dw.enable),
-            settle_ms: w.settle_ms.unwrap_or(dw.settle_ms),
+            settle_ms: reference_watcher
+                .stable_after_ms
+                .or(w.settle_ms)
+                .unwrap_or(dw.settle_ms),
+            poll_ms: reference_watcher.poll_ms,
             pair_timeout_secs: w.pair_timeout_secs.unwrap_or(dw.pair_timeout_secs),
             rescan_secs: w.rescan_secs.unwrap_or(dw.rescan_secs),
             concurrency: w.concurrency.unwrap_or(dw.concurrency).max(1),
@@ -306,7 +325,7 @@ impl Config {
         let h = &file.hub;
         let dh = HubReceiver::default();
         let hub_receiver = HubReceiver {
-            enabled: flag("ENDOREG_ENABLE_HUB_TRANSFERS", h.transfer_api, dh.enabled)?,
+            enabled: transfers_enabled(&get, h.transfer_api, dh.enabled)?,
             require_mtls: flag(
                 "ENDOREG_HUB_TRANSFER_REQUIRE_MTLS",
                 h.require_mtls,
@@ -354,7 +373,10 @@ impl Config {
         }
         if hub_receiver.enabled && role != Role::CentralHub {
             return Err(ConfigError::BadValue {
-                var: "ENDOREG_ENABLE_HUB_TRANSFERS",
+                var: TRANSFER_SWITCHES
+                    .into_iter()
+                    .find(|v| get(v).is_some())
+                    .unwrap_or(TRANSFER_SWITCHES[0]),
                 value: "true".into(),
                 why: format!(
                     "only a central_hub receives transfers, this node is {}; disable transfers or set the role",
@@ -429,6 +451,141 @@ impl Config {
     }
 }
 
+/// Both names of the transfer switch: lx-annotate 1.6.4 reads the first, endoreg-db's
+/// own settings the second, and endoreg-db's `transfer_api_enabled` accepts either.
+pub const TRANSFER_SWITCHES: [&str; 2] = [
+    "ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS",
+    "ENDOREG_ENABLE_HUB_TRANSFERS",
+];
+
+/// A switch's value, as the reference reads flags (case-insensitive).
+fn truthy(var: &'static str, v: String) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::BadValue {
+            var,
+            value: v,
+            why: "use true or false".into(),
+        }),
+    }
+}
+
+/// On when either name says so (as `transfer_api_enabled`); the file's value only when
+/// neither is set.
+fn transfers_enabled(
+    get: &impl Fn(&str) -> Option<String>,
+    file: Option<bool>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let mut set = None;
+    for var in TRANSFER_SWITCHES {
+        if let Some(v) = get(var) {
+            set = Some(set.unwrap_or(false) | truthy(var, v)?);
+        }
+    }
+    Ok(set.unwrap_or(file.unwrap_or(default)))
+}
+
+/// The reference watcher's variables, as lxgate honours them.
+struct WatcherEnv {
+    stable_after_ms: Option<u64>,
+    poll_ms: Option<u64>,
+}
+
+/// `WATCHER_*` from an lx-annotate env file: the timings become lxgate's, the rest is
+/// checked so a value the reference would refuse (or lxgate cannot honour) stops startup.
+fn watcher_env(
+    get: &impl Fn(&str) -> Option<String>,
+    paths: &Paths,
+) -> Result<WatcherEnv, ConfigError> {
+    let seconds = |var: &'static str, zero_ok: bool| -> Result<Option<u64>, ConfigError> {
+        let Some(v) = get(var) else { return Ok(None) };
+        match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && (x > 0.0 || (zero_ok && x == 0.0)) => {
+                Ok(Some((x * 1000.0).round() as u64))
+            }
+            _ => Err(ConfigError::BadValue {
+                var,
+                value: v,
+                why: if zero_ok {
+                    "seconds, a finite number >= 0 (e.g. 10 or 2.5)".into()
+                } else {
+                    "seconds, a finite number > 0 (e.g. 5 or 0.5)".into()
+                },
+            }),
+        }
+    };
+    let stable_after_ms = seconds("WATCHER_STABLE_AFTER_SECONDS", true)?;
+    let poll_ms = seconds("WATCHER_POLL_INTERVAL_SECONDS", false)?;
+    if let Some(v) = get("WATCHER_LOG_LEVEL") {
+        if watcher_log_filter(&v).is_none() {
+            return Err(ConfigError::BadValue {
+                var: "WATCHER_LOG_LEVEL",
+                value: v,
+                why: "one of DEBUG, INFO, WARNING, ERROR, CRITICAL".into(),
+            });
+        }
+    }
+    if let Some(v) = get("WATCHER_CELERY_INLINE_FALLBACK_ENABLED") {
+        // lxgate always ingests inline (there is no broker); the value must still be one.
+        if !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "0" | "false" | "no" | "off"
+        ) {
+            return Err(ConfigError::BadValue {
+                var: "WATCHER_CELERY_INLINE_FALLBACK_ENABLED",
+                value: v,
+                why: "use true or false (lxgate always ingests inline; the value changes nothing)"
+                    .into(),
+            });
+        }
+    }
+    for (var, folder) in [
+        ("WATCHER_VIDEO_DIR", "video_import"),
+        ("WATCHER_REPORT_DIR", "report_import"),
+        ("WATCHER_PREANONYMIZED_DIR", "preanonymized_import"),
+    ] {
+        let fixed = paths.import().join(folder);
+        if let Some(v) = get(var) {
+            if normalize(Path::new(v.trim())) != fixed {
+                return Err(ConfigError::BadValue {
+                    var,
+                    value: v,
+                    why: format!(
+                        "the drop folder is fixed at {} (as in lx-annotate 1.6.4); move its files there and unset {var}",
+                        fixed.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(WatcherEnv {
+        stable_after_ms,
+        poll_ms,
+    })
+}
+
+/// lxgate's log filter for a Python logging level name (`WATCHER_LOG_LEVEL`).
+pub fn watcher_log_filter(level: &str) -> Option<&'static str> {
+    match level.trim().to_ascii_uppercase().as_str() {
+        "DEBUG" => Some("debug"),
+        "INFO" => Some("info"),
+        "WARNING" | "WARN" => Some("warn"),
+        "ERROR" | "CRITICAL" | "FATAL" => Some("error"),
+        _ => None,
+    }
+}
+
+/// Every name of the data root; all that are set must agree. `LX_RUNTIME_ROOT` is the
+/// name lx-annotate 1.6.4 reads, the others the names of its earlier releases.
+pub const DATA_ROOT_NAMES: [&str; 4] = [
+    "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
+    "LX_RUNTIME_ROOT",
+    "LX_ANNOTATE_DATA_DIR",
+    "DATA_DIR",
+];
+
 /// The data root and what must live inside it.
 fn resolve_paths(
     p: &PathsConfig,
@@ -440,11 +597,16 @@ fn resolve_paths(
         .unwrap_or_else(|| PathBuf::from(contract_default("state")));
 
     // The data root: the canonical name and its aliases must agree.
-    let names = [
-        "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
-        "LX_ANNOTATE_DATA_DIR",
-        "DATA_DIR",
-    ];
+    let names = DATA_ROOT_NAMES;
+    if let Some(v) = get("LX_RUNTIME_ROOT") {
+        if !Path::new(v.trim()).is_absolute() {
+            return Err(ConfigError::BadValue {
+                var: "LX_RUNTIME_ROOT",
+                value: v,
+                why: "the runtime root must be an absolute path, e.g. /var/lib/lxgate/data".into(),
+            });
+        }
+    }
     let set: Vec<(&str, String)> = names
         .iter()
         .filter_map(|n| get(n).map(|v| (*n, v)))
@@ -467,13 +629,30 @@ fn resolve_paths(
             .map(|p| normalize(&p))
             .unwrap_or_else(|| state.join("data")),
     };
+    // STORAGE_DIR equal to the data root is what lx-annotate's migration writes; the
+    // reference (endoreg-db 1.6.5) then keeps storage at <root>/storage, and so do we.
     let storage = get("STORAGE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| p.storage.clone())
-        .map(|p| normalize(&p))
+        .map(|v| normalize(Path::new(&v)))
+        .filter(|s| *s != data)
+        .or_else(|| p.storage.clone().map(|p| normalize(&p)))
         .unwrap_or_else(|| data.join("storage"));
     if !storage.starts_with(&data) || storage == data {
         return Err(ConfigError::StorageOutsideRoot { storage, data });
+    }
+    // Earlier endoreg-db moved import/, export/, logs/ and quarantine/ with IO_DIR; 1.6.5
+    // and lxgate keep them in the data root. Equal to it (as the migration writes) is fine.
+    if let Some(v) = get("IO_DIR") {
+        if normalize(Path::new(&v)) != data {
+            return Err(ConfigError::BadValue {
+                var: "IO_DIR",
+                value: v,
+                why: format!(
+                    "lxgate keeps import/, export/, logs/ and quarantine/ in the data root {} (as endoreg-db 1.6.5 does); move them there and set IO_DIR={} or unset it",
+                    data.display(),
+                    data.display()
+                ),
+            });
+        }
     }
     let streamable = get("LX_ANNOTATE_STREAMABLE_VIDEO_ROOT")
         .map(|p| normalize(Path::new(&p)))
@@ -755,7 +934,7 @@ mod tests {
 
     #[test]
     fn storage_outside_root_is_refused_even_via_dotdot() {
-        for s in ["/elsewhere", "/d/../etc", "/d"] {
+        for s in ["/elsewhere", "/d/../etc", "/"] {
             let e = Config::from_parts(
                 FileConfig::default(),
                 &env(&[("DATA_DIR", "/d"), ("STORAGE_DIR", s)]),
@@ -780,6 +959,220 @@ mod tests {
             e.contains("\"hub\"") && e.contains("central_hub") && e.contains("site_node"),
             "{e}"
         );
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        Config::from_parts(FileConfig::default(), &env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn ok(pairs: &[(&str, &str)]) -> Config {
+        Config::from_parts(FileConfig::default(), &env(pairs)).unwrap()
+    }
+
+    #[test]
+    fn lx_runtime_root_is_the_data_root_and_a_conflict_names_both() {
+        let c = ok(&[("LX_RUNTIME_ROOT", "/srv/lx/data")]);
+        assert_eq!(c.paths.data, PathBuf::from("/srv/lx/data"));
+        assert_eq!(c.paths.storage, PathBuf::from("/srv/lx/data/storage"));
+        let c = ok(&[
+            ("LX_RUNTIME_ROOT", "/srv/lx/data"),
+            ("LX_ANNOTATE_ENCRYPTED_DATA_DIR", "/srv/lx/data/"),
+        ]);
+        assert_eq!(c.paths.data, PathBuf::from("/srv/lx/data"));
+        let e = err(&[("LX_RUNTIME_ROOT", "/srv/new"), ("DATA_DIR", "/srv/old")]);
+        assert!(
+            e.contains("LX_RUNTIME_ROOT=/srv/new") && e.contains("DATA_DIR=/srv/old"),
+            "{e}"
+        );
+        let e = err(&[("LX_RUNTIME_ROOT", "data")]);
+        assert!(
+            e.contains("LX_RUNTIME_ROOT=\"data\"") && e.contains("absolute"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_env_file_lx_annotates_migration_writes_resolves() {
+        // render_target_env_text: all five path keys set to the data root.
+        let d = "/var/lib/lx-annotate/data";
+        let c = ok(&[
+            ("LX_ANNOTATE_ENCRYPTED_DATA_DIR", d),
+            ("DATA_DIR", d),
+            ("LX_ANNOTATE_DATA_DIR", d),
+            ("STORAGE_DIR", d),
+            ("IO_DIR", d),
+        ]);
+        assert_eq!(c.paths.data, PathBuf::from(d));
+        assert_eq!(c.paths.storage, PathBuf::from(format!("{d}/storage")));
+    }
+
+    #[test]
+    fn io_dir_elsewhere_stops_startup_naming_it_and_the_fix() {
+        let e = err(&[("DATA_DIR", "/d"), ("IO_DIR", "/io")]);
+        assert!(
+            e.contains("IO_DIR=\"/io\"") && e.contains("move them there") && e.contains("/d"),
+            "{e}"
+        );
+        ok(&[("DATA_DIR", "/d"), ("IO_DIR", "/d/")]);
+    }
+
+    #[test]
+    fn roles_in_any_case_and_local_study_server_refused_naming_the_supported_ones() {
+        for (v, r) in [
+            ("Central_Hub", Role::CentralHub),
+            (" SITE_NODE ", Role::SiteNode),
+            ("Standalone", Role::Standalone),
+            ("   ", Role::Standalone),
+        ] {
+            assert_eq!(ok(&[("ENDOREG_DEPLOYMENT_ROLE", v)]).role, r, "{v:?}");
+        }
+        let e = err(&[("ENDOREG_DEPLOYMENT_ROLE", "local_study_server")]);
+        assert!(
+            e.contains("ENDOREG_DEPLOYMENT_ROLE=\"local_study_server\" is not supported")
+                && e.contains("standalone, site_node or central_hub")
+                && e.contains("lx-annotate 1.6.4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_django_meta_form_of_the_attestation_header_names_the_same_header() {
+        assert_eq!(
+            header_from_meta_key("HTTP_X_CLIENT_CERT_VERIFIED"),
+            "x-client-cert-verified"
+        );
+        assert_eq!(
+            header_from_meta_key("X-Client-Cert-Verified"),
+            "X-Client-Cert-Verified"
+        );
+        for v in ["HTTP_X_CLIENT_CERT_VERIFIED", "x-client-cert-verified"] {
+            let c = ok(&[("ENDOREG_HUB_TRANSFER_MTLS_META_KEY", v)]);
+            assert_eq!(c.hub_receiver.mtls_meta_key, "X-Client-Cert-Verified");
+        }
+        let e = err(&[(
+            "ENDOREG_HUB_TRANSFER_MTLS_META_KEY",
+            "HTTP_X_SSL_CLIENT_VERIFY",
+        )]);
+        assert!(
+            e.contains("ENDOREG_HUB_TRANSFER_MTLS_META_KEY=\"HTTP_X_SSL_CLIENT_VERIFY\"")
+                && e.contains("names the header x-ssl-client-verify")
+                && e.contains("HTTP_X_CLIENT_CERT_VERIFIED"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn either_transfer_switch_turns_transfers_on() {
+        let hub = [("ENDOREG_DEPLOYMENT_ROLE", "central_hub")];
+        for var in TRANSFER_SWITCHES {
+            let c = ok(&[hub[0], (var, "TRUE")]);
+            assert!(c.hub_receiver.enabled, "{var}");
+        }
+        let c = ok(&[
+            hub[0],
+            ("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS", "true"),
+            ("ENDOREG_ENABLE_HUB_TRANSFERS", "0"),
+        ]);
+        assert!(
+            c.hub_receiver.enabled,
+            "either one, as transfer_api_enabled"
+        );
+        assert!(!ok(&hub).hub_receiver.enabled);
+        let e = err(&[("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS", "yes")]);
+        assert!(
+            e.contains("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS") && e.contains("only a central_hub"),
+            "{e}"
+        );
+        let e = err(&[hub[0], ("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS", "maybe")]);
+        assert!(
+            e.contains("\"maybe\"") && e.contains("true or false"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn watcher_variables_set_the_timings_or_stop_startup() {
+        let c = ok(&[
+            ("WATCHER_STABLE_AFTER_SECONDS", "10"),
+            ("WATCHER_POLL_INTERVAL_SECONDS", "0.5"),
+            ("WATCHER_LOG_LEVEL", "WARNING"),
+            ("WATCHER_CELERY_INLINE_FALLBACK_ENABLED", "false"),
+        ]);
+        assert_eq!(
+            (c.watcher.settle_ms, c.watcher.poll_ms),
+            (10_000, Some(500))
+        );
+        assert_eq!(
+            ok(&[("WATCHER_STABLE_AFTER_SECONDS", "0")])
+                .watcher
+                .settle_ms,
+            0
+        );
+        for (var, v, why) in [
+            ("WATCHER_STABLE_AFTER_SECONDS", "-1", ">= 0"),
+            ("WATCHER_STABLE_AFTER_SECONDS", "inf", ">= 0"),
+            ("WATCHER_POLL_INTERVAL_SECONDS", "0", "> 0"),
+            ("WATCHER_LOG_LEVEL", "chatty", "DEBUG, INFO"),
+            (
+                "WATCHER_CELERY_INLINE_FALLBACK_ENABLED",
+                "sometimes",
+                "true or false",
+            ),
+        ] {
+            let e = err(&[(var, v)]);
+            assert!(
+                e.contains(&format!("{var}={v:?}")) && e.contains(why),
+                "{e}"
+            );
+        }
+        let d = "/var/lib/lxgate/data/import";
+        ok(&[
+            ("WATCHER_VIDEO_DIR", &format!("{d}/video_import")),
+            ("WATCHER_REPORT_DIR", &format!("{d}/report_import/")),
+            (
+                "WATCHER_PREANONYMIZED_DIR",
+                &format!("{d}/preanonymized_import"),
+            ),
+        ]);
+        let e = err(&[("WATCHER_VIDEO_DIR", "/srv/videos")]);
+        assert!(
+            e.contains("WATCHER_VIDEO_DIR=\"/srv/videos\"")
+                && e.contains(&format!("{d}/video_import"))
+                && e.contains("unset WATCHER_VIDEO_DIR"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_reference_name_read_here_is_in_the_contracts_env_list() {
+        let listed: Vec<&str> = CONTRACT
+            .env
+            .iter()
+            .flat_map(|e| std::iter::once(&e.name).chain(&e.aliases))
+            .map(String::as_str)
+            .collect();
+        let read = DATA_ROOT_NAMES.iter().chain(&TRANSFER_SWITCHES).chain(&[
+            "STORAGE_DIR",
+            "IO_DIR",
+            "ENDOREG_DEPLOYMENT_ROLE",
+            "LX_ANNOTATE_DEFAULT_CENTER",
+            "ENDOREG_HUB_TRANSFER_MTLS_META_KEY",
+            "WATCHER_STABLE_AFTER_SECONDS",
+            "WATCHER_POLL_INTERVAL_SECONDS",
+            "WATCHER_LOG_LEVEL",
+            "WATCHER_CELERY_INLINE_FALLBACK_ENABLED",
+            "WATCHER_VIDEO_DIR",
+            "WATCHER_REPORT_DIR",
+            "WATCHER_PREANONYMIZED_DIR",
+        ]);
+        for n in read {
+            assert!(
+                listed.contains(n),
+                "{n} is read but not in nix/contract.toml"
+            );
+        }
     }
 
     #[test]

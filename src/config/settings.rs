@@ -182,6 +182,9 @@ pub struct Watcher {
     pub enable: bool,
     /// A file must keep (dev, inode, size, mtime) this long before ingest (ms).
     pub settle_ms: u64,
+    /// How often a settling file is looked at again (ms); None: half the settle time.
+    /// Set by `WATCHER_POLL_INTERVAL_SECONDS` (an lx-annotate env file) only.
+    pub poll_ms: Option<u64>,
     /// A lone half of a preanonymized pair waits this long before quarantine (s).
     pub pair_timeout_secs: u64,
     /// Full rescan interval (s).
@@ -199,6 +202,7 @@ impl Default for Watcher {
         Watcher {
             enable: true,
             settle_ms: 2000,
+            poll_ms: None,
             pair_timeout_secs: 300,
             rescan_secs: 30,
             concurrency: 4,

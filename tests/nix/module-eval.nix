@@ -48,6 +48,7 @@ let
     bad-key-0400-root = { services.lxgate = { enable = true; nginx = fakeTls; masterKey = { mode = "0400"; group = "root"; }; }; };
     bad-nginx-without-tls = { services.lxgate = { enable = true; }; };
     bad-export-over-http = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls; hub.export = { enable = true; url = "http://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; recipientPublicKeyFile = "/r.pem"; }; }; };
+    bad-unknown-env = { services.lxgate = { enable = true; nginx = fakeTls; environment.WATCHER_STABLE_AFTER = "1"; }; };
     bad-export-not-a-site = { services.lxgate = { enable = true; nginx = fakeTls; hub.export = { enable = true; url = "https://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; recipientPublicKeyFile = "/r.pem"; }; }; };
   };
   eval = lib.evalModules {

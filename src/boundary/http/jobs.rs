@@ -220,6 +220,31 @@ pub async fn authorize_media(
     }
 }
 
+/// `GET /api/upload/{id}/status/`: the job as endoreg-db's `UploadJobStatusSerializer`
+/// shapes it, for the lx-annotate frontend's polling. Fields lxgate has no value for
+/// (no SensitiveMeta, no text extraction, no LLM jobs) are null.
+pub async fn status(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(id) = id?;
+    let (job, _) = visible_job(&state, &headers, source, &id).await?;
+    Ok(Json(serde_json::json!({
+        "status": job.status,
+        "error_detail": job.error_detail,
+        "sensitive_meta_id": null,
+        "id": job.id,
+        "source_center_key": job.center_key,
+        "source_system": job.source_system,
+        "ingest_mode": job.ingest_mode,
+        "text": null,
+        "anonymized_text": null,
+        "report_llm_job": null,
+    })))
+}
+
 /// A stored job's media. Behind nginx the answer is an internal redirect that nginx
 /// serves with byte ranges; without nginx (`serve_media_directly`) the app serves it.
 #[utoipa::path(

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
                     bounds::read_to_end,
                 )),
         )
+        .route("/api/upload/{id}/status/", get(jobs::status))
         .route("/api/upload-jobs/", get(jobs::list))
         .route("/api/upload-jobs/{id}", get(jobs::get_one))
         .route("/api/media/{id}", get(jobs::media))

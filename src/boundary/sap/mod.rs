@@ -177,10 +177,11 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                 } else {
                     p.stem.clone()
                 };
-                // The carrier first, the sidecar last: the watcher never sees half a pair.
-                let res = write_atomic(&d.output, &format!("{stem}.txt"), p.text.as_bytes())
+                // The sidecar first, the carrier last: a carrier without a sidecar is a
+                // valid drop of its own, so the watcher must never see this one alone.
+                let res = write_atomic(&d.output, &format!("{stem}.json"), p.sidecar.as_bytes())
                     .and_then(|_| {
-                        write_atomic(&d.output, &format!("{stem}.json"), p.sidecar.as_bytes())
+                        write_atomic(&d.output, &format!("{stem}.txt"), p.text.as_bytes())
                     });
                 written.push(stem);
                 if let Err(e) = res {
