@@ -78,7 +78,9 @@ check "GET /api/upload/<id>/status/ answers as the reference" "nginx lxgate" sta
 #    name is the one nginx sets: a pinned site registers through nginx.
 fp=$(openssl x509 -in $t/site.crt -noout -fingerprint -sha1 | cut -d= -f2)
 secret=$(lx node add site-a --center A --cert-fingerprint "$fp" 2>/dev/null)
-reg='{"transfer_key":"mig-1","source_node_key":"site-a","target_node_key":"hub","source_center_key":"A","resource_kind":"video","resource_hash":"'$(printf x | sha256sum | cut -c1-64)'","payload_schema_version":1,"metadata":[]}'
+raw=$(printf 'raw:x' | sha256sum | cut -c1-64); processed=$(printf x | sha256sum | cut -c1-64)
+# A payload schema 7.0 body (src/hub/wire); a blank target_node_key means this hub.
+reg='{"transfer_key":"mig-1","source_node_key":"site-a","target_node_key":"","source_center_key":"A","resource_kind":"video","resource_hash":"'$raw'","transfer_mode":"metadata_and_processed_media","processing_policy":"preserve_processing_state","processing_intent":"sender_requests_state_preservation","cleanup_policy":"retain_all","payload_schema_version":"7.0","resource_rows":{"video_file":{"raw_video_hash":"'$raw'","processed_video_hash":"'$processed'","fps":25.0,"duration":2.0,"frame_count":50,"width":64,"height":48,"suffix":".mp4"},"video_state":{"anonymized":true,"sensitive_meta_processed":true,"anonymization_validated":true,"outside_segments_removed":true,"processed_file_sha256":"'$processed'"},"processing_history":{"file_hash":"'$processed'","success":true}},"processing_snapshot":{"sender_processing_success":true},"provenance":{"entrypoint":"lxgate_sender"}}'
 registered() { [ "$(curl -s --cacert $t/hub-ca.crt --resolve localhost:443:127.0.0.1 -o /tmp/body -w '%{http_code}' --cert $t/site.crt --key $t/site.key -H 'X-Network-Node-Key: site-a' -H "X-Network-Node-Secret: $secret" -H 'Content-Type: application/json' -d "$reg" https://localhost/api/media/hub/transfers/)" = 201 ]; }
 check "a site registers a transfer through nginx (201)" "nginx lxgate" registered
 echo done >> "$out"
