@@ -359,7 +359,9 @@ mod tests {
         body.extend(vec![b'a'; 1_000_000]);
         for sizes in [&[8192usize; 130][..], &[500_000]] {
             let (mut mp, head) = open(body.clone(), sizes).await;
-            let e = head.next_field(&mut mp).await.err().expect("refused");
+            let Err(e) = head.next_field(&mut mp).await else {
+                panic!("{sizes:?}: an endless header was accepted");
+            };
             assert_eq!(e.code, "form_too_large", "{sizes:?}: {}", e.message);
         }
     }
