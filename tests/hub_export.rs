@@ -411,6 +411,123 @@ fn what_goes_wrong_is_kept_with_its_reason_and_class() {
     assert_eq!(hub_counts(&f, &hash), (1, 1));
 }
 
+/// LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES as lx-annotate counts it: once that many attempts
+/// ended in a retryable failure the export is failed with the last reason; `retry`
+/// gives it a fresh budget, and the same mark then goes through.
+#[test]
+fn retryable_failures_end_in_failed_after_the_retry_budget() {
+    let mut f = fleet();
+    let (job, hash) = site_job(&f, "budget.mp4", b"clip under a budget");
+    f.site.ok(&["hub-export", "mark", &job]);
+    f.site.set("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "2");
+    // Nothing listens there: no answer, a retryable failure.
+    write_site_config(
+        &f.site_cfg,
+        &format!("https://localhost:{}", free_port()),
+        &f.pki.path("hub-ca.crt"),
+        &f.pki,
+    );
+    let (code, _) = run(&f);
+    assert_eq!(code, 1);
+    let (state, attempts, why) = export_row(&f, &job);
+    assert_eq!((state.as_str(), attempts), ("pending", 1), "{why:?}");
+    let (code, _) = run(&f);
+    assert_eq!(code, 1);
+    let (state, attempts, why) = export_row(&f, &job);
+    assert_eq!((state.as_str(), attempts), ("failed", 2), "{why:?}");
+    let why = why.unwrap_or_default();
+    assert!(
+        why.contains("no answer from the hub")
+            && why.contains("gave up after 2 attempts")
+            && why.contains("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES")
+            && why.contains("lxgate hub-export retry"),
+        "{why}"
+    );
+    assert_eq!(failure_class(&f, &job).as_deref(), Some("transient_retry"));
+    // Failed is final: a further run does not try it.
+    let (code, _) = run(&f);
+    assert_eq!(code, 0);
+    assert_eq!(export_row(&f, &job).1, 2);
+
+    // 0 allows one attempt, as in lx-annotate (retry_count 1 is not below 0).
+    f.site.ok(&["hub-export", "retry"]);
+    f.site.set("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "0");
+    run(&f);
+    assert_eq!(export_row(&f, &job).0, "failed");
+
+    f.site.ok(&["hub-export", "retry"]);
+    write_site_config(
+        &f.site_cfg,
+        &format!("https://localhost:{}", f.nginx.port),
+        &f.pki.path("hub-ca.crt"),
+        &f.pki,
+    );
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(export_row(&f, &job).0, "applied");
+    assert_eq!(hub_counts(&f, &hash), (1, 1));
+}
+
+/// LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS bounds the wait for a hub that takes
+/// the connection and never answers; the attempt is retried, not hung.
+#[test]
+fn a_silent_hub_is_given_up_on_after_the_request_timeout() {
+    let mut f = fleet();
+    let (job, _) = site_job(&f, "silent.mp4", b"clip for a silent hub");
+    f.site.ok(&["hub-export", "mark", &job]);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Accept and hold: the handshake never gets its answer.
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(90));
+        drop(conns);
+    });
+    write_site_config(
+        &f.site_cfg,
+        &format!("https://localhost:{port}"),
+        &f.pki.path("hub-ca.crt"),
+        &f.pki,
+    );
+    f.site
+        .set("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "2");
+    let mut child = command(&["hub-export", "run"], &f.site.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A bound far above the 2 s asked for, far below the 300 s read timeout that was
+    // fixed before the setting existed: not a measurement.
+    let limit = std::time::Duration::from_secs(60);
+    let start = std::time::Instant::now();
+    let mut in_time = false;
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            in_time = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !in_time {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        in_time,
+        "hub-export run still waits for a silent hub after {limit:?} with a 2 s request timeout"
+    );
+    assert_eq!(status.code(), Some(1));
+    let (state, _, why) = export_row(&f, &job);
+    assert_eq!(state, "pending", "{why:?}");
+    assert!(
+        why.as_deref()
+            .unwrap_or("")
+            .contains("no answer from the hub"),
+        "{why:?}"
+    );
+    drop(held);
+}
+
 #[test]
 fn a_damaged_object_never_leaves_the_site() {
     let f = fleet();

@@ -133,7 +133,7 @@ pub async fn mark(
 pub async fn retry_failed(client: &tokio_postgres::Client) -> Result<u64> {
     Ok(client
         .execute(
-            "UPDATE hub_exports SET state = 'pending', updated_at = now() WHERE state = 'failed'",
+            "UPDATE hub_exports SET state = 'pending', retries = 0, updated_at = now() WHERE state = 'failed'",
             &[],
         )
         .await?)
@@ -179,6 +179,8 @@ struct Item {
     center: String,
     object: PathBuf,
     suffix: Option<String>,
+    /// Attempts that ended in a retryable failure since the mark or the last `retry`.
+    retries: i64,
 }
 
 /// The reference's failure classes (lx-annotate `HubExportFailureClass`).
@@ -213,7 +215,7 @@ enum Outcome {
 
 const ITEMS: &str =
     "SELECT e.upload_job_id, e.transfer_key, COALESCE(r.content_hash, j.content_hash),
-        j.content_hash, c.center_key, j.storage_path, j.original_name
+        j.content_hash, c.center_key, j.storage_path, j.original_name, e.retries::int8
      FROM hub_exports e
      JOIN upload_jobs j ON j.id = e.upload_job_id
      LEFT JOIN upload_jobs r ON r.id = e.raw_upload_job_id
@@ -229,6 +231,7 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
         center: r.get(4),
         object: config.paths.storage.join(r.get::<_, String>(5)),
         suffix: suffix_of(&name),
+        retries: r.get(7),
     }
 }
 
@@ -266,11 +269,28 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             ..Default::default()
         }
         .emit();
+        let given_up: String;
         let (state, class, error) = match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
                 tracing::info!(boundary = "hub_export", outcome = "applied", job_id = %item.job, transfer_key = %item.key, "applied at the hub");
                 ("applied", None, None)
+            }
+            Outcome::Retry(why) if item.retries + 1 >= settings.max_retries as i64 => {
+                // lx-annotate's budget: no redispatch once retry_count reaches it. The
+                // envelope stays staged, so `hub-export retry` replays the same bytes.
+                summary.failed += 1;
+                given_up = format!(
+                    "{why}; gave up after {} attempts that failed this way (LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES = {}); fix the cause, then `lxgate hub-export retry`",
+                    item.retries + 1,
+                    settings.max_retries
+                );
+                tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, class = FailureClass::TransientRetry.as_str(), "export failed: {given_up}");
+                (
+                    "failed",
+                    Some(FailureClass::TransientRetry),
+                    Some(given_up.as_str()),
+                )
             }
             Outcome::Retry(why) => {
                 summary.retrying += 1;
@@ -290,8 +310,15 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
         client
             .execute(
                 "UPDATE hub_exports SET state = $2, attempts = attempts + 1, failure_class = $3,
-                     last_error = $4, updated_at = now() WHERE upload_job_id = $1",
-                &[&item.job, &state, &class.map(FailureClass::as_str), &error],
+                     last_error = $4, retries = retries + $5, updated_at = now()
+                 WHERE upload_job_id = $1",
+                &[
+                    &item.job,
+                    &state,
+                    &class.map(FailureClass::as_str),
+                    &error,
+                    &i32::from(matches!(outcome, Outcome::Retry(_))),
+                ],
             )
             .await?;
     }
@@ -500,12 +527,15 @@ impl Sender {
             })?,
         };
         let tls = tls_config(&s.ca_file, &s.client_certificate, &key_path)?;
+        // As lx-annotate's `requests(timeout=…)`: the longest wait for the next bytes,
+        // not for the whole request (a 50 GiB upload takes longer than any bound).
+        let timeout = Duration::from_secs(s.request_timeout_seconds);
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(tls))
             .redirects(0)
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(300))
-            .timeout_write(Duration::from_secs(300))
+            .timeout_connect(timeout.min(Duration::from_secs(15)))
+            .timeout_read(timeout)
+            .timeout_write(timeout)
             .build();
         let credential = if s.sign_requests {
             // Slow on purpose (PBKDF2); once per run.
