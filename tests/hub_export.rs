@@ -672,6 +672,132 @@ fn media_sealed_to_another_hub_is_refused_and_video_facts_come_from_ffprobe() {
     assert_eq!(rows["video_state"]["anonymization_validated"], true);
 }
 
+/// A one-page PDF whose text layer is `text` (ASCII), built byte by byte with its xref.
+fn text_pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+    ];
+    let mut out = String::from("%PDF-1.4\n");
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out += &format!("{} 0 obj\n{o}\nendobj\n", i + 1);
+    }
+    let xref = out.len();
+    out += &format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1);
+    for o in offsets {
+        out += &format!("{o:010} 00000 n \n");
+    }
+    out += &format!(
+        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+        objects.len() + 1
+    );
+    out.into_bytes()
+}
+
+/// Ingest one report at the site through its watcher; its job id and content hash.
+fn site_report(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
+    drop_file(&f.site.data().join("import/report_import"), name, bytes);
+    f.site.ok(&["watch", "--once"]);
+    let rows = f.site.sql(&format!(
+        "SELECT id::text, content_hash FROM upload_jobs WHERE original_name = '{name}' AND kind = 'report'"
+    ));
+    assert_eq!(rows.len(), 1, "the site ingested {name}");
+    (rows[0].get(0), rows[0].get(1))
+}
+
+/// Reports go as reports: a PDF with its text layer and a text report each reach the hub
+/// under `{node}__report__{hash}__processed_v1` with the report rows endoreg-db requires
+/// (raw_pdf_file with the anonymized text, raw_pdf_state with the processed hash); a
+/// report without text cannot be marked, as the hub would refuse it.
+#[test]
+fn reports_are_exported_with_their_text_as_the_report_rows() {
+    let f = fleet();
+    let pdf = text_pdf("Koloskopie bis zum Zoekum, Schleimhaut unauffaellig");
+    let (pdf_job, pdf_hash) = site_report(&f, "Befund_Mueller.pdf", &pdf);
+    let (txt_job, txt_hash) = site_report(
+        &f,
+        "befund.txt",
+        "Gastroskopie: Refluxoesophagitis LA A.\n".as_bytes(),
+    );
+    f.site.ok(&["hub-export", "mark", &pdf_job, &txt_job]);
+    let body: serde_json::Value =
+        serde_json::from_str(&f.site.ok(&["hub-export", "show", &pdf_job])).unwrap();
+    assert_eq!(body["resource_kind"], "report");
+    assert_eq!(
+        body["transfer_key"],
+        format!("site-a__report__{pdf_hash}__processed_v1")
+    );
+    assert_eq!(body["resource_hash"], pdf_hash.as_str());
+    let rows = &body["resource_rows"];
+    assert_eq!(
+        rows["raw_pdf_file"],
+        serde_json::json!({
+            "pdf_hash": pdf_hash,
+            "anonymized_text": "Koloskopie bis zum Zoekum, Schleimhaut unauffaellig",
+        })
+    );
+    assert_eq!(
+        rows["raw_pdf_state"]["processed_file_sha256"],
+        pdf_hash.as_str()
+    );
+    assert_eq!(rows["raw_pdf_state"]["anonymization_validated"], true);
+    assert!(rows.get("video_file").is_none(), "{rows}");
+
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 applied"), "{err}");
+    for (hash, bytes, text) in [
+        (
+            &pdf_hash,
+            pdf.clone(),
+            "Koloskopie bis zum Zoekum, Schleimhaut unauffaellig",
+        ),
+        (
+            &txt_hash,
+            b"Gastroskopie: Refluxoesophagitis LA A.\n".to_vec(),
+            "Gastroskopie: Refluxoesophagitis LA A.",
+        ),
+    ] {
+        assert_eq!(hub_counts(&f, hash), (1, 1));
+        let t = f.hub.sql(&format!(
+            "SELECT t.resource_kind, t.resource_rows->'raw_pdf_file'->>'anonymized_text', j.kind, j.storage_path
+             FROM transfers t JOIN upload_jobs j ON j.id = t.upload_job_id WHERE t.resource_hash = '{hash}'"
+        ));
+        assert_eq!(t[0].get::<_, String>(0), "report");
+        assert_eq!(t[0].get::<_, String>(1), text);
+        assert_eq!(t[0].get::<_, String>(2), "report");
+        let stored: String = t[0].get(3);
+        assert!(
+            std::fs::read(f.hub.data().join("storage").join(stored)).unwrap() == bytes,
+            "the report's bytes, unchanged"
+        );
+    }
+
+    // A PDF with no text layer (a scan): the hub would refuse its blank text.
+    let scan = text_pdf("").into_iter().collect::<Vec<u8>>();
+    let (scan_job, _) = site_report(&f, "scan.pdf", &scan);
+    let o = f.site.run(&["hub-export", "mark", &scan_job]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the report has no text") && stderr(&o).contains("anonymized_text"),
+        "{}",
+        stderr(&o)
+    );
+    // A raw job of another kind is refused.
+    let (video_job, _) = site_job(&f, "v.mp4", b"a video, not a report");
+    let o = f
+        .site
+        .run(&["hub-export", "mark", &txt_job, "--raw", &video_job]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("must be a report"), "{}", stderr(&o));
+}
+
 #[test]
 fn marks_refuse_what_the_hub_would_refuse() {
     let f = fleet();

@@ -4,13 +4,14 @@
 //!
 //! A job is exported only after someone marks it (a `hub_exports` row): marking is the
 //! operator's statement that the media's anonymization is validated, and it is what
-//! sets the four eligibility flags of the register body. `run` sends every pending mark
-//! over https with the node's client certificate: register, seal the media to the
-//! hub's recipient key (the envelope and ciphertext kept per transfer key, so a retry
-//! sends the same bytes and the hub sees an exact replay), upload, and check the hub's
-//! answer and receipt field by field. Failures are classed as the reference classes
+//! sets the eligibility flags of the register body (a video's four, a report's three).
+//! `run` sends every pending mark over https with the node's client certificate:
+//! register, seal the media to the hub's recipient key (the envelope and ciphertext
+//! kept per transfer key, so a retry sends the same bytes and the hub sees an exact
+//! replay), upload, and check the hub's answer and receipt field by field. Failures are classed as the reference classes
 //! them: a 400 is final (the hub's reason kept), 401/403 final (authorization), a
-//! register 409 final, any other answer, a redirect or no answer is retried.
+//! register 409 final, any other answer, a redirect or no answer is retried (up to
+//! the retry budget, `LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,8 @@ use crate::crypto::signing;
 use crate::hub::envelope::{self, Identity, Receipt, Sealed};
 use crate::hub::keys::Recipient;
 use crate::hub::wire::register::{
-    ProcessingHistory, ProcessingSnapshot, Provenance, RegisterBody, VideoFile, VideoRows,
-    VideoState,
+    ProcessingHistory, ProcessingSnapshot, Provenance, RawPdfFile, RawPdfState, RegisterBody,
+    ReportRows, VideoFile, VideoRows, VideoState,
 };
 use crate::hub::wire::reply::summary;
 use crate::hub::wire::status::{Expected, StatusBody};
@@ -71,7 +72,8 @@ pub async fn mark(
     let job_row = |id: uuid::Uuid| async move {
         let row = client
             .query_opt(
-                "SELECT kind, status, content_hash, center_id FROM upload_jobs WHERE id = $1",
+                "SELECT kind, status, content_hash, center_id, storage_path, original_name
+                 FROM upload_jobs WHERE id = $1",
                 &[&id],
             )
             .await?
@@ -84,26 +86,38 @@ pub async fn mark(
             kind,
             row.get::<_, Option<String>>(2).unwrap_or_default(),
             row.get::<_, Option<i64>>(3),
+            (
+                row.get::<_, Option<String>>(4).unwrap_or_default(),
+                row.get::<_, String>(5),
+            ),
         ))
     };
     for id in jobs {
-        let (kind, processed, center) = job_row(*id).await?;
-        match kind.as_str() {
-            "video" => {}
-            "preanonymized" => bail!("upload job {id} is a preanonymized text pair; the hub accepts video and report media only"),
-            _ => bail!("upload job {id} is a report: a 7.0 report transfer carries the report's anonymized text, which lxgate does not hold; export videos"),
-        }
+        let (kind, processed, center, (object, name)) = job_row(*id).await?;
+        let resource_kind = match kind.as_str() {
+            "video" => ResourceKind::Video,
+            "report" => ResourceKind::Report,
+            _ => bail!("upload job {id} is a preanonymized text pair; the hub accepts video and report media only"),
+        };
         let raw_hash = match raw {
             None => processed.clone(),
             Some(r) => {
-                let (rkind, rhash, rcenter) = job_row(r).await?;
-                if rkind != "video" || rcenter != center {
-                    bail!("raw job {r} must be a video of the same center as {id}");
+                let (rkind, rhash, rcenter, _) = job_row(r).await?;
+                if rkind != kind || rcenter != center {
+                    bail!("raw job {r} must be a {kind} of the same center as {id}");
                 }
                 rhash
             }
         };
-        let key = wire::transfer_key(&settings.node_key, ResourceKind::Video, &raw_hash);
+        if resource_kind == ResourceKind::Report {
+            // The hub refuses a report without text; say so now, not at the first run.
+            let object = config.paths.storage.join(object);
+            let suffix = suffix_of(&name);
+            tokio::task::spawn_blocking(move || report_text(&object, suffix.as_deref()))
+                .await?
+                .map_err(|why| anyhow!("upload job {id} cannot be exported: {why}"))?;
+        }
+        let key = wire::transfer_key(&settings.node_key, resource_kind, &raw_hash);
         if key.len() > MAX_KEY_LEN || !wire::valid_identifier(&key, MAX_KEY_LEN) {
             bail!("node_key {:?} makes a transfer key over {MAX_KEY_LEN} characters or outside letters, digits and . _ : -; choose a shorter node key", settings.node_key);
         }
@@ -173,6 +187,7 @@ pub async fn list(client: &tokio_postgres::Client) -> Result<Vec<ExportRow>> {
 #[derive(Debug, Clone)]
 struct Item {
     job: uuid::Uuid,
+    kind: ResourceKind,
     key: String,
     raw_hash: String,
     processed_hash: String,
@@ -215,7 +230,7 @@ enum Outcome {
 
 const ITEMS: &str =
     "SELECT e.upload_job_id, e.transfer_key, COALESCE(r.content_hash, j.content_hash),
-        j.content_hash, c.center_key, j.storage_path, j.original_name, e.retries::int8
+        j.content_hash, c.center_key, j.storage_path, j.original_name, e.retries::int8, j.kind
      FROM hub_exports e
      JOIN upload_jobs j ON j.id = e.upload_job_id
      LEFT JOIN upload_jobs r ON r.id = e.raw_upload_job_id
@@ -225,6 +240,11 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
     let name: String = r.get(6);
     Item {
         job: r.get(0),
+        kind: match r.get::<_, String>(8).as_str() {
+            "report" => ResourceKind::Report,
+            // `mark` lets nothing but videos and reports in.
+            _ => ResourceKind::Video,
+        },
         key: r.get(1),
         raw_hash: r.get(2),
         processed_hash: r.get(3),
@@ -345,10 +365,11 @@ pub async fn show(
         })?;
     let item = item(config, &r);
     let facts = tokio::task::spawn_blocking({
-        let object = item.object.clone();
-        move || video_facts(&object)
+        let item = item.clone();
+        move || media_facts(&item)
     })
-    .await?;
+    .await?
+    .map_err(|why| anyhow!("upload job {job}: {why}"))?;
     Ok(serde_json::to_value(register_body(settings, &item, facts))?)
 }
 
@@ -421,11 +442,128 @@ pub fn video_facts(path: &Path) -> Option<VideoFacts> {
     })
 }
 
-/// The 7.0 register body for a video lxgate holds. Marking stated the anonymization
-/// validated: that sets the four eligibility flags, and nothing else does.
-fn register_body(s: &HubExport, item: &Item, facts: Option<VideoFacts>) -> RegisterBody {
-    let f = facts.unwrap_or_default();
-    let rows = VideoRows {
+/// What the register body says about the media beyond its hashes.
+#[derive(Debug, Clone, PartialEq)]
+enum Facts {
+    /// `ffprobe`'s, or none when it cannot read the media (the hub takes nulls).
+    Video(Option<VideoFacts>),
+    /// The report's text, `raw_pdf_file.anonymized_text` (never blank).
+    Report(String),
+}
+
+fn media_facts(item: &Item) -> std::result::Result<Facts, String> {
+    Ok(match item.kind {
+        ResourceKind::Report => Facts::Report(report_text(&item.object, item.suffix.as_deref())?),
+        _ => Facts::Video(video_facts(&item.object)),
+    })
+}
+
+/// The text of a report: a text report (`.txt`, as lx-annotate takes them) is its own
+/// text; a PDF's is its text layer, read by `pdftotext` (poppler-utils). Marking stated
+/// the report anonymized, so this is the anonymized text the hub requires. A report
+/// without text (a scan without a text layer) cannot be sent: the hub refuses a blank one.
+pub fn report_text(path: &Path, suffix: Option<&str>) -> std::result::Result<String, String> {
+    let text = if suffix == Some(".txt") {
+        let bytes = std::fs::read(path).map_err(|e| {
+            format!(
+                "reading the stored report {}: {e}; run `lxgate storage audit`",
+                path.display()
+            )
+        })?;
+        String::from_utf8(bytes).map_err(|_| {
+            "the text report is not UTF-8; the hub takes its text as JSON: convert it to UTF-8 and ingest it again".to_string()
+        })?
+    } else {
+        let out = std::process::Command::new("pdftotext")
+            .args(["-q", "-enc", "UTF-8"])
+            .arg(path)
+            .arg("-")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!("pdftotext does not run ({e}): install poppler-utils; a report's text goes to the hub as raw_pdf_file.anonymized_text")
+            })?;
+        if !out.status.success() {
+            return Err(format!(
+                "pdftotext cannot read the stored report {} (exit {}): is it a PDF?",
+                path.display(),
+                out.status.code().unwrap_or(-1)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // NUL is not text, and the hub refuses it in JSON.
+    let text = text.replace('\0', "");
+    if text.trim().is_empty() {
+        return Err("the report has no text (a scanned PDF without a text layer?); the hub requires its anonymized text (raw_pdf_file.anonymized_text must not be blank): export a PDF with a text layer".into());
+    }
+    Ok(text.trim().to_string())
+}
+
+/// The 7.0 register body for a video or report lxgate holds. Marking stated the
+/// anonymization validated: that sets the eligibility flags, and nothing else does.
+fn register_body(s: &HubExport, item: &Item, facts: Facts) -> RegisterBody {
+    let rows = match facts {
+        Facts::Video(f) => serde_json::to_value(video_rows(item, f.unwrap_or_default())),
+        Facts::Report(text) => serde_json::to_value(report_rows(item, text)),
+    }
+    .expect("rows serialize");
+    RegisterBody {
+        transfer_key: item.key.clone(),
+        source_node_key: s.node_key.clone(),
+        target_node_key: s.target_node_key.clone(),
+        source_center_key: item.center.clone(),
+        resource_kind: item.kind,
+        resource_hash: item.raw_hash.clone(),
+        transfer_mode: TransferMode::MetadataAndProcessedMedia,
+        processing_policy: Default::default(),
+        processing_intent: Default::default(),
+        cleanup_policy: Default::default(),
+        payload_schema_version: PAYLOAD_SCHEMA_VERSION.into(),
+        resource_rows: rows,
+        processing_snapshot: ProcessingSnapshot {
+            sender_processing_success: Some(true),
+        },
+        provenance: Provenance {
+            entrypoint: Some("lxgate_sender".into()),
+            source_node_key: Some(s.node_key.clone()),
+            target_node_key: Some(s.target_node_key.clone()),
+            source_center_key: Some(item.center.clone()),
+            transfer_mode: Some(TransferMode::MetadataAndProcessedMedia.as_str().into()),
+            processing_policy: Some("preserve_processing_state".into()),
+            cleanup_policy: Some("retain_all".into()),
+            ..Provenance::default()
+        },
+    }
+}
+
+/// A report's rows as lx-annotate builds them (`_build_report_rows`): the raw hash
+/// with the text, the three flags a report needs (no segments to remove), and its
+/// processing history under the raw hash.
+fn report_rows(item: &Item, anonymized_text: String) -> ReportRows {
+    ReportRows {
+        raw_pdf_file: RawPdfFile {
+            pdf_hash: item.raw_hash.clone(),
+            anonymized_text,
+            ..RawPdfFile::default()
+        },
+        raw_pdf_state: Some(RawPdfState {
+            sensitive_meta_processed: Some(true),
+            anonymized: Some(true),
+            anonymization_validated: Some(true),
+            processed_file_sha256: Some(item.processed_hash.clone()),
+            ..RawPdfState::default()
+        }),
+        processing_history: Some(ProcessingHistory {
+            file_hash: Some(item.raw_hash.clone()),
+            success: Some(true),
+        }),
+        ..ReportRows::default()
+    }
+}
+
+fn video_rows(item: &Item, f: VideoFacts) -> VideoRows {
+    VideoRows {
         video_file: VideoFile {
             raw_video_hash: item.raw_hash.clone(),
             processed_video_hash: Some(item.processed_hash.clone()),
@@ -449,33 +587,6 @@ fn register_body(s: &HubExport, item: &Item, facts: Option<VideoFacts>) -> Regis
             success: Some(true),
         }),
         ..VideoRows::default()
-    };
-    RegisterBody {
-        transfer_key: item.key.clone(),
-        source_node_key: s.node_key.clone(),
-        target_node_key: s.target_node_key.clone(),
-        source_center_key: item.center.clone(),
-        resource_kind: ResourceKind::Video,
-        resource_hash: item.raw_hash.clone(),
-        transfer_mode: TransferMode::MetadataAndProcessedMedia,
-        processing_policy: Default::default(),
-        processing_intent: Default::default(),
-        cleanup_policy: Default::default(),
-        payload_schema_version: PAYLOAD_SCHEMA_VERSION.into(),
-        resource_rows: serde_json::to_value(rows).expect("rows serialize"),
-        processing_snapshot: ProcessingSnapshot {
-            sender_processing_success: Some(true),
-        },
-        provenance: Provenance {
-            entrypoint: Some("lxgate_sender".into()),
-            source_node_key: Some(s.node_key.clone()),
-            target_node_key: Some(s.target_node_key.clone()),
-            source_center_key: Some(item.center.clone()),
-            transfer_mode: Some(TransferMode::MetadataAndProcessedMedia.as_str().into()),
-            processing_policy: Some("preserve_processing_state".into()),
-            cleanup_policy: Some("retain_all".into()),
-            ..Provenance::default()
-        },
     }
 }
 
@@ -616,7 +727,7 @@ impl Sender {
             source_node_key: self.settings.node_key.clone(),
             source_center_key: item.center.clone(),
             target_node_key: self.settings.target_node_key.clone(),
-            resource_kind: ResourceKind::Video.as_str().into(),
+            resource_kind: item.kind.as_str().into(),
             resource_hash: item.raw_hash.clone(),
             processed_media_hash: item.processed_hash.clone(),
         }
@@ -628,7 +739,7 @@ impl Sender {
             source_node_key: &self.settings.node_key,
             target_node_key: &self.settings.target_node_key,
             source_center_key: &item.center,
-            resource_kind: ResourceKind::Video.as_str(),
+            resource_kind: item.kind.as_str(),
             resource_hash: &item.raw_hash,
             processed_media_hash: &item.processed_hash,
             transfer_mode: TransferMode::MetadataAndProcessedMedia.as_str(),
@@ -720,7 +831,10 @@ impl Sender {
             Ok(s) => s,
             Err(why) => return Outcome::Failed(FailureClass::ConfigurationRejection, why),
         };
-        let facts = video_facts(&item.object);
+        let facts = match media_facts(item) {
+            Ok(f) => f,
+            Err(why) => return Outcome::Failed(FailureClass::ConfigurationRejection, why),
+        };
         let body = serde_json::to_vec(&register_body(&self.settings, item, facts)).expect("json");
         let answer = hub_answer(
             self.request(
