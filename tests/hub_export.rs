@@ -798,6 +798,66 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
     assert!(stderr(&o).contains("must be a report"), "{}", stderr(&o));
 }
 
+/// Issue 15, test 2 (rows): the bodies lxgate's sender registers, a video with its
+/// ffprobe facts and a report with its text, pass endoreg-db 1.6.5's own row schemas
+/// (TransferVideoResourceRows / TransferReportResourceRows, extra=forbid), processing
+/// snapshot and provenance validators and its identity-hash rule; the same check
+/// refuses a body with one field too many, so it is not a check that cannot fail.
+#[test]
+fn the_senders_bodies_pass_endoreg_dbs_own_row_schemas() {
+    let f = fleet();
+    let clip = f.site.dir.path().join("clip.mp4");
+    run_ok(
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=64x48:rate=25:duration=1",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .arg(&clip),
+        "ffmpeg",
+    );
+    let (video, _) = site_job(&f, "v.mp4", &std::fs::read(&clip).unwrap());
+    let (report, _) = site_report(&f, "r.pdf", &text_pdf("Befund ohne Auffaelligkeiten"));
+    let (text, _) = site_report(&f, "r.txt", b"Befund: Polyp entfernt.\n");
+    f.site.ok(&["hub-export", "mark", &video, &report, &text]);
+    let file = f.site.dir.path().join("body.json");
+    for job in [&video, &report, &text] {
+        let body: serde_json::Value =
+            serde_json::from_str(&f.site.ok(&["hub-export", "show", job])).unwrap();
+        std::fs::write(&file, body.to_string()).unwrap();
+        let checked = common::reference::hub_rows(&["check", file.to_str().unwrap()]);
+        assert_eq!(checked["ok"], true, "{}: {checked}", body["resource_kind"]);
+        let kind = body["resource_kind"].as_str().unwrap();
+        let head = if kind == "video" {
+            "video_file"
+        } else {
+            "raw_pdf_file"
+        };
+        assert_eq!(
+            checked["resource_rows"][head], body["resource_rows"][head],
+            "the hub keeps the {head} row as sent"
+        );
+        let mut bad = body.clone();
+        bad["resource_rows"][head]["file_name"] = serde_json::json!("x");
+        std::fs::write(&file, bad.to_string()).unwrap();
+        let refused = common::reference::hub_rows(&["check", file.to_str().unwrap()]);
+        assert_eq!(refused["ok"], false, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("Extra inputs are not permitted"),
+            "{refused}"
+        );
+    }
+}
+
 #[test]
 fn marks_refuse_what_the_hub_would_refuse() {
     let f = fleet();
