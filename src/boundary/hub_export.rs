@@ -8,10 +8,10 @@
 //! `run` sends every pending mark over https with the node's client certificate:
 //! register, seal the media to the hub's recipient key (the envelope and ciphertext
 //! kept per transfer key, so a retry sends the same bytes and the hub sees an exact
-//! replay), upload, and check the hub's answer and receipt field by field. Failures are classed as the reference classes
-//! them: a 400 is final (the hub's reason kept), 401/403 final (authorization), a
-//! register 409 final, any other answer, a redirect or no answer is retried (up to
-//! the retry budget, `LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES`).
+//! replay), upload, and check the hub's answer and receipt field by field. Failures
+//! are classed as the reference classes them: a 400 is final (the hub's reason kept),
+//! 401/403 final (authorization), a register 409 final, any other answer, a redirect
+//! or no answer is retried (up to the retry budget, `LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
