@@ -118,6 +118,30 @@ fn write_site_config(path: &std::path::Path, url: &str, ca: &std::path::Path, pk
     .unwrap();
 }
 
+/// The site sends to `https://localhost:PORT`, trusting the hub's CA.
+fn point_site_at(f: &Fleet, port: u16) {
+    write_site_config(
+        &f.site_cfg,
+        &format!("https://localhost:{port}"),
+        &f.pki.path("hub-ca.crt"),
+        &f.pki,
+    );
+}
+
+/// A small real video made by ffmpeg (so ffprobe has facts to read).
+fn test_clip(f: &Fleet, seconds: u32) -> Vec<u8> {
+    let clip = f.site.dir.path().join(format!("clip-{seconds}s.mp4"));
+    run_ok(
+        std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size=64x48:rate=25:duration={seconds}"))
+            .args(["-pix_fmt", "yuv420p"])
+            .arg(&clip),
+        "ffmpeg",
+    );
+    std::fs::read(&clip).unwrap()
+}
+
 /// Ingest one video at the site through its watcher; its job id and content hash.
 fn site_job(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
     drop_file(&f.site.data().join("import/video_import"), name, bytes);
@@ -147,6 +171,14 @@ fn failure_class(f: &Fleet, job: &str) -> Option<String> {
         "SELECT failure_class FROM hub_exports WHERE upload_job_id = '{job}'"
     ))[0]
         .get(0)
+}
+
+/// One run sends the mark: applied at the site, one transfer and one job at the hub.
+fn delivered(f: &Fleet, job: &str, hash: &str) {
+    let (code, err) = run(f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(export_row(f, job).0, "applied");
+    assert_eq!(hub_counts(f, hash), (1, 1));
 }
 
 /// Envelope files waiting in the site's staging directory.
@@ -277,10 +309,7 @@ fn a_crash_between_register_and_media_is_finished_by_the_next_run() {
     assert_eq!(String::from_utf8_lossy(&curl.stdout), "201");
     assert_eq!(hub_counts(&f, &hash), (1, 0));
     // The rerun's register is an exact replay (200, awaiting media): one job at the hub.
-    let (code, err) = run(&f);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(export_row(&f, &job).0, "applied");
-    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    delivered(&f, &job, &hash);
 }
 
 #[test]
@@ -308,12 +337,7 @@ fn a_retry_sends_the_same_envelope_and_ciphertext() {
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
     let envelope: lxgate::hub::envelope::Envelope =
         serde_json::from_value(persisted["envelope"].clone()).unwrap();
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{}", f.nginx.port),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
+    point_site_at(&f, f.nginx.port);
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
     assert_eq!(hub_counts(&f, &hash), (1, 1));
@@ -380,12 +404,7 @@ fn what_goes_wrong_is_kept_with_its_reason_and_class() {
             f.nginx.port
         ),
     );
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{}", redirect.port),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
+    point_site_at(&f, redirect.port);
     let (code, _) = run(&f);
     assert_eq!(code, 1);
     let (_, attempts, why) = export_row(&f, &job);
@@ -399,16 +418,8 @@ fn what_goes_wrong_is_kept_with_its_reason_and_class() {
     assert_eq!(hub_counts(&f, &hash), (0, 0));
 
     // Fixed: the same mark goes through.
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{}", f.nginx.port),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
-    let (code, err) = run(&f);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(export_row(&f, &job).0, "applied");
-    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    point_site_at(&f, f.nginx.port);
+    delivered(&f, &job, &hash);
 }
 
 /// LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES as lx-annotate counts it: once that many attempts
@@ -456,16 +467,8 @@ fn retryable_failures_end_in_failed_after_the_retry_budget() {
     assert_eq!(export_row(&f, &job).0, "failed");
 
     f.site.ok(&["hub-export", "retry"]);
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{}", f.nginx.port),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
-    let (code, err) = run(&f);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(export_row(&f, &job).0, "applied");
-    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    point_site_at(&f, f.nginx.port);
+    delivered(&f, &job, &hash);
 }
 
 /// LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS bounds the wait for a hub that takes
@@ -483,12 +486,7 @@ fn a_silent_hub_is_given_up_on_after_the_request_timeout() {
         std::thread::sleep(std::time::Duration::from_secs(90));
         drop(conns);
     });
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{port}"),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
+    point_site_at(&f, port);
     f.site
         .set("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "2");
     let mut child = command(&["hub-export", "run"], &f.site.env())
@@ -611,23 +609,7 @@ fn signing_is_an_option_both_ends_enable() {
 #[test]
 fn media_sealed_to_another_hub_is_refused_and_video_facts_come_from_ffprobe() {
     let f = fleet();
-    let clip = f.site.dir.path().join("clip.mp4");
-    run_ok(
-        std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=64x48:rate=25:duration=2",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .arg(&clip),
-        "ffmpeg",
-    );
-    let body = std::fs::read(&clip).unwrap();
+    let body = test_clip(&f, 2);
     let (job, hash) = site_job(&f, "f.mp4", &body);
     f.site.ok(&["hub-export", "mark", &job]);
     // The site holds another hub's key: the hub cannot open the envelope.
@@ -806,23 +788,7 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
 #[test]
 fn the_senders_bodies_pass_endoreg_dbs_own_row_schemas() {
     let f = fleet();
-    let clip = f.site.dir.path().join("clip.mp4");
-    run_ok(
-        std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=64x48:rate=25:duration=1",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .arg(&clip),
-        "ffmpeg",
-    );
-    let (video, _) = site_job(&f, "v.mp4", &std::fs::read(&clip).unwrap());
+    let (video, _) = site_job(&f, "v.mp4", &test_clip(&f, 1));
     let (report, _) = site_report(&f, "r.pdf", &text_pdf("Befund ohne Auffaelligkeiten"));
     let (text, _) = site_report(&f, "r.txt", b"Befund: Polyp entfernt.\n");
     f.site.ok(&["hub-export", "mark", &video, &report, &text]);
