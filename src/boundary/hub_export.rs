@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{Config, HubExport};
+use crate::crypto::keyring::MasterKeys;
 use crate::crypto::signing;
+use crate::ingest::at_rest::{self, AtRest, Object};
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
 /// (never in argv, the environment of other units, or the Nix store), then environment
@@ -119,6 +121,10 @@ struct Item {
     size: i64,
     center: String,
     object: PathBuf,
+    /// How the object is kept; a sealed one is opened with the master identity and
+    /// leaves as plaintext inside the transfer's own protection.
+    at_rest: AtRest,
+    keys: MasterKeys,
     extension: String,
 }
 
@@ -141,7 +147,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
     let rows = client
         .query(
             "SELECT e.upload_job_id, e.transfer_key, j.kind, j.content_hash, j.size_bytes,
-                    c.center_key, j.storage_path, j.original_name
+                    c.center_key, j.storage_path, j.original_name, j.stored_as
              FROM hub_exports e
              JOIN upload_jobs j ON j.id = e.upload_job_id
              JOIN centers c ON c.id = j.center_id
@@ -160,6 +166,8 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             size: r.get(4),
             center: r.get(5),
             object: config.paths.storage.join(r.get::<_, String>(6)),
+            at_rest: at_rest::from_column(r.get(8)).unwrap_or(AtRest::Plain),
+            keys: MasterKeys::new(&config.host.master_key),
             extension: extension_of(&name),
         };
         let s = sender.clone();
@@ -366,16 +374,14 @@ impl Sender {
     /// The media as multipart/form-data with a known length, streamed from storage (no
     /// chunked encoding: nginx passes a sized body through without buffering it).
     fn upload(&self, item: &Item) -> Result<(u16, Value), String> {
-        let file = std::fs::File::open(&item.object).map_err(|e| {
-            format!(
-                "opening the stored object {}: {e}; run `lxgate storage audit`",
-                item.object.display()
-            )
-        })?;
-        let len = file
-            .metadata()
-            .map(|m| m.len())
-            .map_err(|e| e.to_string())?;
+        let (len, file) = Object::open(&item.object, item.at_rest, &item.keys)
+            .and_then(|mut o| Ok((o.len()?, o)))
+            .map_err(|e| {
+                format!(
+                    "opening the stored object {}: {e}; run `lxgate storage audit --verify`",
+                    item.object.display()
+                )
+            })?;
         let boundary = format!("lxgate-{}", uuid::Uuid::new_v4().simple());
         let sealed_field = if self.seal_to.is_some() {
             format!("--{boundary}\r\nContent-Disposition: form-data; name=\"media_encryption\"\r\n\r\nage\r\n")

@@ -20,6 +20,13 @@ enum Cmd {
         #[arg(long)]
         key: Option<PathBuf>,
     },
+    /// Re-seal every sealed object to a new master identity, then retire the old one
+    /// (root-only, kept beside the key for backups sealed to it). Crash-safe: run it
+    /// again after an interruption and it carries on.
+    Rotate {
+        #[arg(long)]
+        json: bool,
+    },
     /// Create the master identity root:GROUP 0640 if absent; refuse a wrong mode.
     Ensure {
         #[arg(long)]
@@ -29,7 +36,7 @@ enum Cmd {
     },
 }
 
-pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     match a.cmd {
         Cmd::Recipient { key } => {
             let key = match key {
@@ -40,6 +47,25 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("reading the master identity {}: {e}", key.display())
             })?;
             println!("{}", id.recipient());
+        }
+        Cmd::Rotate { json } => {
+            let (cfg, client) = ctx.connect().await?;
+            let storage = lxgate::ingest::Storage::from_config(&cfg);
+            let done = lxgate::ops::keys::rotate(&client, &storage).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!(
+                    "every sealed object opens with {} ({} re-sealed now, {} earlier)",
+                    done.recipient, done.resealed, done.already
+                );
+                if let Some(old) = &done.retired {
+                    println!(
+                        "the old identity is retired to {} (root only): keep it while backups sealed to it exist, then delete it",
+                        old.display()
+                    );
+                }
+            }
         }
         Cmd::Ensure { key, group } => {
             let what = lxgate::ops::keys::ensure(&key, &group)?;

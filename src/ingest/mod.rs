@@ -7,7 +7,12 @@
 //! `storage/objects/ab/cdef…` → fsync the directory → insert the row (unique center +
 //! content + sidecar: a repeat is a dedupe) → commit → only then does the boundary
 //! answer 201 or remove its source. This module knows nothing of HTTP or inotify.
+//!
+//! Each kind is staged in its form at rest (nix/contract.toml [storage]): sealed kinds
+//! are hashed as plaintext and sealed to the master identity in the same pass, and the
+//! row records how its object is stored (`stored_as`, `sealed_to`).
 
+pub mod at_rest;
 pub mod name;
 pub mod settle;
 pub mod sidecar;
@@ -100,12 +105,14 @@ pub struct UploadJob {
     pub provenance: serde_json::Value,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// `plain` or `age` (sealed to the master identity).
+    pub stored_as: String,
 }
 
 pub const JOB_COLUMNS: &str =
     "j.id, j.ingest_mode, j.source_system, c.center_key, j.original_name, j.kind, \
     j.size_bytes, j.content_hash, j.idempotency_key, j.storage_path, j.status, j.error_detail, \
-    j.provenance, j.created_at, j.updated_at";
+    j.provenance, j.created_at, j.updated_at, j.stored_as";
 
 impl UploadJob {
     pub fn from_row(r: &tokio_postgres::Row) -> UploadJob {
@@ -125,6 +132,7 @@ impl UploadJob {
             provenance: r.get(12),
             created_at: r.get(13),
             updated_at: r.get(14),
+            stored_as: r.get(15),
         }
     }
 }
@@ -195,26 +203,55 @@ pub async fn commit(
     }
     let hash = staged.sha256.clone();
     let size = staged.size as i64;
-    let rel = Storage::object_rel(&hash);
+    let rel = staged.object_rel();
+    let stored_as = at_rest::column(staged.at_rest());
+    let mut sealed_to = staged.sealed_to.as_ref().map(|r| r.to_string());
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    // Shared with every other commit, exclusive to orphan quarantining: the object we
-    // place (or find already there) stays put until our row points at it.
+    // Shared with every other commit, exclusive to orphan quarantining and to the end of
+    // a key rotation: the object we place (or find already there) stays put, and stays
+    // sealed to a key the host has, until our row points at it.
     tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&STORAGE_LOCK])
         .await?;
-    {
+    let existed = {
         let storage = storage.clone();
-        tokio::task::spawn_blocking(move || storage.place(staged))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            // A rotation that began while this file was staged may be finishing: an
+            // object sealed to the identity it retires would not open afterwards.
+            if let Some(to) = &staged.sealed_to {
+                let now = storage.keys().sealing_recipient().map_err(std::io::Error::other)?;
+                if &now != to {
+                    return Err(std::io::Error::other(
+                        "the master identity was rotated while this file was staged; store it again",
+                    ));
+                }
+            }
+            storage.place(staged)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??
+    };
+    if existed && sealed_to.is_some() {
+        // The same content stored before: its file keeps the recipient it was sealed to
+        // (a rotation in progress may not have reached it yet).
+        if let Some(r) = tx
+            .query_opt(
+                "SELECT sealed_to FROM upload_jobs WHERE storage_path = $1 AND sealed_to IS NOT NULL LIMIT 1",
+                &[&rel],
+            )
+            .await?
+        {
+            sealed_to = r.get(0);
+        }
     }
     let metadata_hash = job.metadata_hash.clone().unwrap_or_default();
     let id = Uuid::new_v4();
     let inserted = tx
         .query_opt(
             "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
-                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance, metadata_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12)
+                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance, metadata_hash,
+                 stored_as, sealed_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12, $13, $14)
              ON CONFLICT (center_id, content_hash, metadata_hash) WHERE status <> 'error' DO NOTHING
              RETURNING id",
             &[
@@ -230,6 +267,8 @@ pub async fn commit(
                 &rel,
                 &job.provenance,
                 &metadata_hash,
+                &stored_as,
+                &sealed_to,
             ],
         )
         .await?;

@@ -159,6 +159,9 @@ impl Site {
         ] {
             std::fs::create_dir_all(data.join(sub)).unwrap();
         }
+        // Reports and preanonymized pairs are sealed at rest by default: every site has
+        // its master identity, made as lxgate-keys.service makes it.
+        let key = Site::default_master_key(dir.path());
         let env = vec![
             ("DATABASE_URL".to_string(), db.clone()),
             (
@@ -166,8 +169,20 @@ impl Site {
                 data.display().to_string(),
             ),
             ("ENDOREG_DEPLOYMENT_ROLE".to_string(), role.to_string()),
+            ("LXGATE_MASTER_KEY".to_string(), key.display().to_string()),
         ];
-        Site { dir, db, env }
+        let site = Site { dir, db, env };
+        site.ensure_master_key(&key);
+        site
+    }
+
+    /// Where `Site::new` puts the site's master identity.
+    pub fn default_master_key(dir: &Path) -> PathBuf {
+        dir.join("keys/master.age")
+    }
+
+    pub fn master_key(&self) -> PathBuf {
+        Site::default_master_key(self.dir.path())
     }
 
     /// A migrated standalone site with center "A" as the default center, running with

@@ -118,7 +118,8 @@ pub async fn get_one(
 }
 
 /// No body: nginx serves the file from its `internal` /protected_media/ location with
-/// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it.
+/// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it. A sealed
+/// object is always streamed by the app (sealed_media.rs).
 pub async fn media(
     State(state): State<AppState>,
     source: Source,
@@ -138,6 +139,10 @@ pub async fn media(
         ..Default::default()
     }
     .emit();
+    // nginx cannot open age: a sealed object is opened and streamed by the app.
+    if job.stored_as == crate::ingest::at_rest::column(crate::ingest::at_rest::AtRest::Sealed) {
+        return super::sealed_media::serve(&state.storage, &rel, &headers).await;
+    }
     if state.config.server.serve_media_directly {
         return serve_file(&state.storage.root().join(&rel), headers).await;
     }

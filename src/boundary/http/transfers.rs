@@ -560,8 +560,11 @@ pub async fn media(
                 let name = field.file_name().unwrap_or(&key);
                 let name = super::upload::validate_name("file field's filename", Some(name))?;
                 head.file_follows();
+                // Stored in the form the policy keeps this kind in (a report sealed to
+                // the hub's master identity), whatever it travelled in.
+                let kind = Kind::parse(&t.kind).unwrap_or(Kind::Video);
                 let staged = crate::ingest::stream::stage_opening(
-                    &state.storage,
+                    &state.storage.for_kind(kind),
                     field,
                     limit,
                     opener,

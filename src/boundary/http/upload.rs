@@ -72,7 +72,8 @@ pub async fn upload(
                     )
                     .await?;
                     head.file_follows();
-                    let staged = ingest::stream::stage(&state.storage, field, limit).await?;
+                    let staged =
+                        ingest::stream::stage(&state.storage.for_kind(kind), field, limit).await?;
                     break (staged, name, kind, center_id);
                 }
                 _ => {}
@@ -91,9 +92,12 @@ pub async fn upload(
             "X-Center-Key header",
         )
         .await?;
-        let staged =
-            ingest::stream::stage(&state.storage, req.into_body().into_data_stream(), limit)
-                .await?;
+        let staged = ingest::stream::stage(
+            &state.storage.for_kind(kind),
+            req.into_body().into_data_stream(),
+            limit,
+        )
+        .await?;
         (staged, name, kind, center_id)
     };
 

@@ -52,7 +52,7 @@ impl Watcher {
     pub fn new(cfg: Config) -> Result<Watcher> {
         let url = cfg.require_database_url()?.to_string();
         let pool = crate::db::pool(&url, cfg.watcher.concurrency + 2)?;
-        let storage = Storage::new(&cfg.paths.storage);
+        let storage = Storage::from_config(&cfg);
         storage.prepare()?;
         std::fs::create_dir_all(cfg.paths.quarantine())?;
         let sem = Arc::new(Semaphore::new(cfg.watcher.concurrency));
@@ -263,7 +263,7 @@ async fn ingest_one(
         Err(e) => return tracing::warn!(error = %e, "database unavailable; retrying later"),
     };
     let staged = {
-        let storage = storage.clone();
+        let storage = storage.for_kind(folder.kind);
         let carrier = carrier.clone();
         tokio::task::spawn_blocking(move || ingest::stream::stage_file(&storage, &carrier)).await
     };

@@ -1,0 +1,10 @@
+-- How each stored object is kept at rest (nix/contract.toml [storage]): 'plain' on the
+-- LUKS data root, served by nginx; 'age' sealed to the master identity whose recipient
+-- is sealed_to, opened by the app. A sealed object's path ends in `.age`, so the same
+-- content stored both ways is two files. Rows from before this migration are plain.
+ALTER TABLE upload_jobs
+    ADD COLUMN stored_as TEXT NOT NULL DEFAULT 'plain' CHECK (stored_as IN ('plain', 'age')),
+    ADD COLUMN sealed_to TEXT CHECK (sealed_to ~ '^age1[0-9a-z]+$'),
+    ADD CONSTRAINT upload_jobs_sealed_to_recipient CHECK ((stored_as = 'age') = (sealed_to IS NOT NULL));
+-- doctor and `lxgate keys rotate` look objects up by the identity they are sealed to.
+CREATE INDEX upload_jobs_sealed_to ON upload_jobs (sealed_to) WHERE sealed_to IS NOT NULL;
