@@ -213,6 +213,14 @@ pub async fn commit(
     // sealed to a key the host has, until our row points at it.
     tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&STORAGE_LOCK])
         .await?;
+    let metadata_hash = job.metadata_hash.clone().unwrap_or_default();
+    // A dedupe places nothing: the content may be stored in another form (the same
+    // bytes as a plain video and a sealed report), whose path this object's is not.
+    if let Some(row) = existing_job(&tx, job.center_id, &hash, &metadata_hash).await? {
+        staged.discard();
+        tx.commit().await?;
+        return Ok(Outcome::Dedupe(UploadJob::from_row(&row)));
+    }
     let existed = {
         let storage = storage.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
@@ -244,7 +252,6 @@ pub async fn commit(
             sealed_to = r.get(0);
         }
     }
-    let metadata_hash = job.metadata_hash.clone().unwrap_or_default();
     let id = Uuid::new_v4();
     let inserted = tx
         .query_opt(
@@ -272,15 +279,9 @@ pub async fn commit(
             ],
         )
         .await?;
-    let row = tx
-        .query_one(
-            &format!(
-                "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
-                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.metadata_hash = $3 AND j.status <> 'error'"
-            ),
-            &[&job.center_id, &hash, &metadata_hash],
-        )
-        .await?;
+    let row = existing_job(&tx, job.center_id, &hash, &metadata_hash)
+        .await?
+        .ok_or_else(|| std::io::Error::other("the job row vanished inside its transaction"))?;
     tx.commit().await?;
     let stored = UploadJob::from_row(&row);
     Ok(if inserted.is_some() {
@@ -288,6 +289,24 @@ pub async fn commit(
     } else {
         Outcome::Dedupe(stored)
     })
+}
+
+/// The stored job of this center, content and sidecar, if there is one.
+async fn existing_job(
+    tx: &deadpool_postgres::Transaction<'_>,
+    center_id: i64,
+    hash: &str,
+    metadata_hash: &str,
+) -> Result<Option<tokio_postgres::Row>, IngestError> {
+    Ok(tx
+        .query_opt(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
+                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.metadata_hash = $3 AND j.status <> 'error'"
+            ),
+            &[&center_id, &hash, &metadata_hash],
+        )
+        .await?)
 }
 
 /// A file a boundary refused (quarantined): recorded as a job with status `error`.

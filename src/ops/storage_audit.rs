@@ -203,10 +203,13 @@ pub async fn audit(
             }
         };
         if *size != expected {
-            a.mismatched.push(damaged(format!(
-                "{size} bytes on disk, {expected} expected for the {} bytes recorded",
-                r.size
-            )));
+            a.mismatched.push(damaged(match r.at_rest {
+                Some(AtRest::Sealed) => format!(
+                    "{size} bytes on disk, {expected} expected for the {} plaintext bytes recorded",
+                    r.size
+                ),
+                _ => format!("{size} bytes on disk, {} recorded", r.size),
+            }));
         } else if verify && checked.insert(r.path.clone()) {
             let at_rest = r.at_rest.unwrap_or(AtRest::Plain);
             match sha256_object(storage, &r.path, at_rest) {
