@@ -48,14 +48,23 @@ pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
         }
         return Ok("present");
     }
-    write_identity(key, gid, "lxgate keys ensure")?;
+    write_identity(key, Some(gid), "lxgate keys ensure")?;
     crate::audit::key_operation("master_key_created", &key.display().to_string(), None);
     Ok("created")
 }
 
-/// A new identity at `key`, root:`gid` 0640, whole or not at all (temp file, fsync,
-/// rename, fsync of the directory).
-fn write_identity(key: &Path, gid: u32, by: &str) -> Result<()> {
+/// `lxgate dev`: the master identity, created if absent, owned by whoever runs dev
+/// (0600; there is no keys group on a developer's machine).
+pub fn ensure_own(key: &Path) -> Result<()> {
+    if key.exists() {
+        return Ok(());
+    }
+    write_identity(key, None, "lxgate dev")
+}
+
+/// A new identity at `key`, root:`gid` 0640 (None: the caller's own, 0600), whole or
+/// not at all (temp file, fsync, rename, fsync of the directory).
+fn write_identity(key: &Path, gid: Option<u32>, by: &str) -> Result<()> {
     let dir = key.parent().context("key path has no directory")?;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -75,8 +84,10 @@ fn write_identity(key: &Path, gid: u32, by: &str) -> Result<()> {
         crate::crypto::age::ExposeSecret::expose_secret(&new_identity())
     )?;
     f.sync_all()?;
-    std::os::unix::fs::chown(&tmp, Some(0), Some(gid))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(&tmp, Some(0), Some(gid))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
+    }
     std::fs::rename(&tmp, key)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
@@ -125,11 +136,7 @@ pub async fn rotate(client: &tokio_postgres::Client, storage: &Storage) -> Resul
         )
     })?;
     if !next.exists() {
-        write_identity(
-            &next,
-            std::os::unix::fs::MetadataExt::gid(&current),
-            "lxgate keys rotate",
-        )?;
+        write_identity(&next, Some(current.gid()), "lxgate keys rotate")?;
         tracing::info!(next = %next.display(), "new master identity written; new objects are sealed to it");
     }
     let new = Identity::from_file(&next)
