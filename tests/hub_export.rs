@@ -434,6 +434,56 @@ fn sealed_media_is_opened_by_the_hub_and_a_hub_that_requires_it_refuses_plain_me
 }
 
 #[test]
+fn a_report_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
+    let f = fleet();
+    let marker = format!("MARKER{}", uuid::Uuid::new_v4().simple());
+    let body: Vec<u8> = format!("%PDF-1.4 {marker} a report line\n")
+        .bytes()
+        .cycle()
+        .take(300_000)
+        .collect();
+    drop_file(&f.site.data().join("import/report_import"), "r.pdf", &body);
+    f.site.ok(&["watch", "--once"]);
+    let rows = f.site.sql(
+        "SELECT id::text, content_hash, stored_as FROM upload_jobs WHERE original_name = 'r.pdf'",
+    );
+    let (job, hash, form): (String, String, String) =
+        (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(form, "age", "sealed at the site");
+    f.site.ok(&["hub-export", "mark", &job]);
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        hub_counts(&f, &hash),
+        (1, 1),
+        "the hub has the plaintext's hash"
+    );
+    let r = f.hub.sql(&format!(
+        "SELECT storage_path, stored_as FROM upload_jobs WHERE content_hash = '{hash}'"
+    ));
+    let (stored, form): (String, String) = (r[0].get(0), r[0].get(1));
+    assert_eq!(form, "age", "sealed again at the hub, to the hub's key");
+    let o = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(f.hub.master_key())
+        .arg(f.hub.data().join("storage").join(stored))
+        .output()
+        .unwrap();
+    assert!(o.status.success() && o.stdout == body, "age -d at the hub");
+    for site in [&f.site, &f.hub] {
+        let plain: Vec<PathBuf> = files_under(&site.data())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(p)
+                    .is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            })
+            .collect();
+        assert!(plain.is_empty(), "plaintext on disk: {plain:?}");
+    }
+}
+
+#[test]
 fn marks_refuse_what_the_hub_would_refuse() {
     let f = fleet();
     let o = f
