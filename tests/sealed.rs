@@ -93,7 +93,7 @@ impl StagingWatch {
             for p in ev.paths {
                 let mut s = s.lock().unwrap();
                 s.0 += 1;
-                if std::fs::read(&p).is_ok_and(|b| contains(&b, &marker)) {
+                if !s.1.contains(&p) && std::fs::read(&p).is_ok_and(|b| contains(&b, &marker)) {
                     s.1.push(p);
                 }
             }
