@@ -23,7 +23,8 @@ fn main() -> anyhow::Result<()> {
         report: sealed,
         preanonymized: sealed,
     };
-    let storage = Storage::new(work.join("storage"), policy, MasterKeys::new(&key)).staging_as(sealed);
+    let storage =
+        Storage::new(work.join("storage"), policy, MasterKeys::new(&key)).staging_as(sealed);
     storage.prepare()?;
 
     let start = Instant::now();

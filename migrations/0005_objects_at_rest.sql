@@ -6,5 +6,8 @@ ALTER TABLE upload_jobs
     ADD COLUMN stored_as TEXT NOT NULL DEFAULT 'plain' CHECK (stored_as IN ('plain', 'age')),
     ADD COLUMN sealed_to TEXT CHECK (sealed_to ~ '^age1[0-9a-z]+$'),
     ADD CONSTRAINT upload_jobs_sealed_to_recipient CHECK ((stored_as = 'age') = (sealed_to IS NOT NULL));
+-- A preanonymized pair's sidecar is an object of its own (sealed like its carrier);
+-- its content hash is metadata_hash.
+ALTER TABLE upload_jobs ADD COLUMN sidecar_path TEXT;
 -- doctor and `lxgate keys rotate` look objects up by the identity they are sealed to.
 CREATE INDEX upload_jobs_sealed_to ON upload_jobs (sealed_to) WHERE sealed_to IS NOT NULL;

@@ -199,7 +199,29 @@ fn reports_from_the_api_and_the_watcher_are_sealed_and_no_plaintext_reaches_the_
     let mut drop_body = report(&marker);
     drop_body.extend_from_slice(b"the watcher's copy\n");
     drop_file(&import.join("report_import"), "dropped.pdf", &drop_body);
+    // A preanonymized pair: carrier and sidecar both carry the marker.
+    let pre = import.join("preanonymized_import");
+    drop_file(
+        &pre,
+        "n.txt",
+        format!("{marker} preanonymized text\n").as_bytes(),
+    );
+    let sidecar = format!(r#"{{"external_id":"{marker}","text":"{marker}","center_key":"A"}}"#);
+    drop_file(&pre, "n.json", sidecar.as_bytes());
     site.ok(&["watch", "--once"]);
+    let pair = site
+        .sql("SELECT provenance::text, sidecar_path FROM upload_jobs WHERE kind = 'preanonymized'");
+    let (prov, sidecar_rel): (String, String) = (pair[0].get(0), pair[0].get(1));
+    assert!(
+        !prov.contains(&marker),
+        "the sidecar's content stays out of the database: {prov}"
+    );
+    let opened = age_open(
+        &[&site.master_key()],
+        &site.data().join("storage").join(sidecar_rel),
+    )
+    .unwrap();
+    assert_eq!(opened, sidecar.as_bytes());
     let rows = site.sql(
         "SELECT storage_path, stored_as, sealed_to FROM upload_jobs WHERE original_name = 'dropped.pdf'",
     );

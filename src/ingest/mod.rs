@@ -197,10 +197,31 @@ pub async fn commit(
     staged: Staged,
     job: NewJob,
 ) -> Result<Outcome, IngestError> {
+    commit_pair(pool, storage, staged, None, job).await
+}
+
+/// `commit` for a preanonymized carrier with its sidecar, which is stored as an object
+/// of its own (in the same form) and recorded in the row (`sidecar_path`). The sidecar
+/// must hash to the job's metadata_hash.
+pub async fn commit_pair(
+    pool: &Pool,
+    storage: &Storage,
+    staged: Staged,
+    sidecar: Option<Staged>,
+    job: NewJob,
+) -> Result<Outcome, IngestError> {
     if staged.size == 0 {
         staged.discard();
         return Err(IngestError::Empty);
     }
+    if let Some(s) = &sidecar {
+        if job.metadata_hash.as_deref() != Some(s.sha256.as_str()) {
+            return Err(IngestError::Io(std::io::Error::other(
+                "the sidecar changed while it was read; it is read again on the next pass",
+            )));
+        }
+    }
+    let sidecar_rel = sidecar.as_ref().map(Staged::object_rel);
     let hash = staged.sha256.clone();
     let size = staged.size as i64;
     let rel = staged.object_rel();
@@ -218,6 +239,7 @@ pub async fn commit(
     // bytes as a plain video and a sealed report), whose path this object's is not.
     if let Some(row) = existing_job(&tx, job.center_id, &hash, &metadata_hash).await? {
         staged.discard();
+        drop(sidecar);
         tx.commit().await?;
         return Ok(Outcome::Dedupe(UploadJob::from_row(&row)));
     }
@@ -226,13 +248,17 @@ pub async fn commit(
         tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
             // A rotation that began while this file was staged may be finishing: an
             // object sealed to the identity it retires would not open afterwards.
-            if let Some(to) = &staged.sealed_to {
+            let staged_to = staged.sealed_to.iter().chain(sidecar.iter().flat_map(|s| &s.sealed_to));
+            for to in staged_to {
                 let now = storage.keys().sealing_recipient().map_err(std::io::Error::other)?;
                 if &now != to {
                     return Err(std::io::Error::other(
                         "the master identity was rotated while this file was staged; store it again",
                     ));
                 }
+            }
+            if let Some(s) = sidecar {
+                storage.place(s)?;
             }
             storage.place(staged)
         })
@@ -257,8 +283,8 @@ pub async fn commit(
         .query_opt(
             "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
                  size_bytes, content_hash, idempotency_key, storage_path, status, provenance, metadata_hash,
-                 stored_as, sealed_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12, $13, $14)
+                 stored_as, sealed_to, sidecar_path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12, $13, $14, $15)
              ON CONFLICT (center_id, content_hash, metadata_hash) WHERE status <> 'error' DO NOTHING
              RETURNING id",
             &[
@@ -276,6 +302,7 @@ pub async fn commit(
                 &metadata_hash,
                 &stored_as,
                 &sealed_to,
+                &sidecar_rel,
             ],
         )
         .await?;

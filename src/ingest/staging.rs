@@ -64,6 +64,11 @@ impl Storage {
         }
     }
 
+    /// The form `for_kind` chose, if it was called.
+    pub fn at_rest(&self) -> Option<AtRest> {
+        self.at_rest
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -78,7 +78,12 @@ async fn rows(client: &tokio_postgres::Client) -> Result<Vec<Row>> {
     let rs = client
         .query(
             "SELECT id::text, storage_path, content_hash, size_bytes, stored_as FROM upload_jobs
-             WHERE status <> 'error' AND storage_path IS NOT NULL",
+             WHERE status <> 'error' AND storage_path IS NOT NULL
+             UNION ALL
+             -- A preanonymized pair's sidecar object: its hash is metadata_hash; its size
+             -- is not recorded (-1: checked by --verify only).
+             SELECT id::text, sidecar_path, metadata_hash, -1, stored_as FROM upload_jobs
+             WHERE status <> 'error' AND sidecar_path IS NOT NULL",
             &[],
         )
         .await
@@ -142,12 +147,17 @@ fn sha256_object(storage: &Storage, rel: &str, at_rest: AtRest) -> Result<String
 
 /// The size a row's object must have on disk: its plaintext size, or for a sealed
 /// object the age file that holds exactly that plaintext.
-fn expected_size(path: &Path, r: &Row) -> Result<u64> {
+/// None when the size is not recorded (a sidecar).
+fn expected_size(path: &Path, r: &Row) -> Result<Option<u64>> {
+    let Ok(plain) = u64::try_from(r.size) else {
+        return Ok(None);
+    };
     match r.at_rest {
-        Some(AtRest::Plain) | None => Ok(r.size as u64),
+        Some(AtRest::Plain) | None => Ok(Some(plain)),
         Some(AtRest::Sealed) => {
             let mut f = std::io::BufReader::new(fs::File::open(path)?);
-            crate::crypto::age::expected_len(&mut f, r.size as u64)
+            crate::crypto::age::expected_len(&mut f, plain)
+                .map(Some)
                 .map_err(|e| anyhow::anyhow!("{e}"))
         }
     }
@@ -166,7 +176,7 @@ pub async fn audit(
     let mut a = Audit {
         objects: on_disk.len() as u64,
         object_bytes: on_disk.values().map(|(s, _)| s).sum(),
-        rows: rows.len() as u64,
+        rows: rows.iter().filter(|r| r.size >= 0).count() as u64,
         ..Audit::default()
     };
     let referenced: BTreeSet<&str> = rows.iter().map(|r| r.path.as_str()).collect();
@@ -195,7 +205,7 @@ pub async fn audit(
             problem,
         };
         let expected = match expected_size(&storage.root().join(&r.path), r) {
-            Ok(n) => n,
+            Ok(n) => n.unwrap_or(*size),
             Err(e) => {
                 a.mismatched
                     .push(damaged(format!("not a sealed object: {e}")));
