@@ -375,7 +375,7 @@ impl Sender {
     /// chunked encoding: nginx passes a sized body through without buffering it).
     fn upload(&self, item: &Item) -> Result<(u16, Value), String> {
         let (len, file) = Object::open(&item.object, item.at_rest, &item.keys)
-            .and_then(|mut o| Ok((o.len()?, o)))
+            .and_then(|mut o| Ok((o.plaintext_len()?, o)))
             .map_err(|e| {
                 format!(
                     "opening the stored object {}: {e}; run `lxgate storage audit --verify`",

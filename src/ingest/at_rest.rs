@@ -59,7 +59,7 @@ impl Object {
     }
 
     /// The plaintext length (for a sealed object, authenticated by its last chunk).
-    pub fn len(&mut self) -> Result<u64, OpenError> {
+    pub fn plaintext_len(&mut self) -> Result<u64, OpenError> {
         match self {
             Object::Plain(f) => Ok(f.metadata()?.len()),
             Object::Sealed(o) => Ok(o.plaintext_len()?),

@@ -88,7 +88,7 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || {
         let opened = storage
             .open(&rel, AtRest::Sealed)
-            .and_then(|mut o| Ok((o.len()?, o)));
+            .and_then(|mut o| Ok((o.plaintext_len()?, o)));
         let (len, mut object) = match opened {
             Ok(x) => x,
             Err(e) => {
