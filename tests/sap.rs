@@ -219,8 +219,17 @@ fn a_valid_bundle_becomes_pairs_the_watcher_ingests_and_a_repeat_adds_no_job() {
         ),
         21
     );
-    // Identical letters filed for different patients share one stored object.
-    assert_eq!(files_under(&s.data().join("storage/objects")).len(), 9);
+    // Identical letters filed for different patients share one stored object; each
+    // pair's sidecar is an object of its own.
+    assert_eq!(
+        s.count("SELECT count(DISTINCT storage_path) FROM upload_jobs"),
+        9
+    );
+    assert_eq!(
+        s.count("SELECT count(DISTINCT sidecar_path) FROM upload_jobs"),
+        21
+    );
+    assert_eq!(files_under(&s.data().join("storage/objects")).len(), 9 + 21);
 
     // The same zip again: the same names, and downstream only dedupes.
     drop_zip(&import, "export-1-again.zip", &zip);
