@@ -116,6 +116,9 @@ pub async fn rotate(client: &tokio_postgres::Client, storage: &Storage) -> Resul
     let keys = storage.keys().clone();
     let key = keys.path().to_path_buf();
     let next = keys.next_path();
+    // A run killed between retiring a key and locking it leaves it readable by the
+    // keys group: every run locks every retired key first.
+    lock_retired(&key)?;
     if !key.exists() && next.exists() {
         // Killed between retiring the old key and renaming the new one into place.
         std::fs::rename(&next, &key)?;
@@ -278,6 +281,24 @@ fn reseal(
     tmp.0 = None;
     sync_dir_of(&path)?;
     Ok(true)
+}
+
+/// Every `<key>.retired-*` beside the key: root:root 0400.
+fn lock_retired(key: &Path) -> Result<()> {
+    let mut prefix = key.file_name().unwrap_or_default().to_os_string();
+    prefix.push(".retired-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let Some(dir) = key.parent() else {
+        return Ok(());
+    };
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            std::os::unix::fs::chown(e.path(), Some(0), Some(0))?;
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o400))?;
+        }
+    }
+    Ok(())
 }
 
 /// The old key leaves: renamed aside root-only, then the new one takes its name. A crash
