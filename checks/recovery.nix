@@ -16,7 +16,8 @@ pkgs.testers.runNixOSTest {
       "d /var/lib/lx-annotate/data/reports/2023 0755 root root -"
       "f /var/lib/lx-annotate/data/reports/2023/r1.txt 0644 root root - old report"
       "L /var/lib/lx-annotate/data/reports/2023/latest - - - - r1.txt"
-      "d /var/lib/lx-annotate/data/import 0755 root root -"
+      "d /var/lib/lx-annotate/data/import/video_import 0755 root root -"
+      "f /var/lib/lx-annotate/data/import/video_import/old.mp4 0644 root root - old clip"
     ];
   };
   testScript = ''
@@ -30,8 +31,10 @@ pkgs.testers.runNixOSTest {
     with subtest("merge semantics"):
         machine.succeed(f"grep -qx 'old report' {d}/reports/2023/r1.txt")
         machine.succeed(f"test \"$(readlink {d}/reports/2023/latest)\" = r1.txt")
-        machine.succeed(f"journalctl -u lxgate-data-recovery | grep -q 'WARNING: destination already exists, skipping: {d}/import'")
-        machine.succeed(f"test -e {d}/logs/data_recovery_complete")
+        # import/ exists before recovery (tmpfiles): merged per file, not skipped.
+        machine.succeed(f"journalctl -u lxgate-data-recovery | grep -q 'copying /var/lib/lx-annotate/data/import/video_import/old.mp4 -> {d}/import/video_import/old.mp4'")
+        machine.fail(f"journalctl -u lxgate-data-recovery | grep -q 'skipping: {d}/import$'")
+        machine.succeed(f"grep -q '^completed_at=' {d}/logs/data_recovery_complete")
     with subtest("skipped once complete"):
         machine.succeed("systemctl restart lxgate-data-recovery.service")
         machine.succeed("test \"$(systemctl show -P ConditionResult lxgate-data-recovery.service)\" = no")

@@ -38,6 +38,9 @@ pkgs.testers.runNixOSTest {
         machine.succeed("su -s /bin/sh lxgate -c 'lxgate --config /etc/lxgate/config.toml center add dev --name Dev'")
         machine.succeed("echo clip > /tmp/clip.mp4 && install -o lxgate -g lxgate /tmp/clip.mp4 /var/lib/lxgate/data/import/video_import/clip.mp4")
         machine.wait_until_succeeds("su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT count(*) FROM upload_jobs WHERE original_name = 'clip.mp4' AND status = 'stored'\\\"\" | grep -qx 1")
+    with subtest("journalctl JOB_ID=<id> returns the watcher's line for that job"):
+        jid = machine.succeed("su -s /bin/sh postgres -c \"psql -tA lxgate -c \\\"SELECT id FROM upload_jobs WHERE original_name = 'clip.mp4'\\\"\"").strip()
+        machine.wait_until_succeeds(f"journalctl --no-pager -o cat JOB_ID={jid} BOUNDARY=watcher OUTCOME=accepted | grep -qx watcher")
     with subtest("the SAP path unit converts a bundle and its pairs become jobs"):
         machine.succeed("install -o lxgate -g lxgate ${sapSample} /var/lib/lxgate/data/import/sap_import/.b.part && mv /var/lib/lxgate/data/import/sap_import/.b.part /var/lib/lxgate/data/import/sap_import/bundle.zip")
         machine.wait_until_succeeds("test -e /var/lib/lxgate/data/import/sap_import_processed/bundle.zip")

@@ -1,3 +1,4 @@
+-- previous release: incompatible (the first schema: there is no release before it)
 -- Core schema: centers, principals and their tokens, upload jobs, nodes, transfers.
 
 CREATE TABLE centers (

@@ -1,3 +1,4 @@
+-- previous release: compatible (a new table the release before never reads)
 -- Media a site has been told to send to its hub (SPEC §8), and how far each has got.
 -- A row is the explicit mark: lxgate does not anonymize, so whoever marks a job states
 -- that its media is anonymized and processed. The transfer key is fixed at marking, so

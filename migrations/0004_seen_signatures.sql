@@ -1,3 +1,4 @@
+-- previous release: compatible (a new table the release before never reads)
 -- Signatures of hub transfer requests the hub has accepted, so each is accepted once
 -- (src/access/replay.rs). A signed request is fresh for 300 s either side of its
 -- timestamp; its row expires after that window and is deleted by later requests.

@@ -4,12 +4,14 @@
 #
 # nixpkgs option sources (nixos-25.11) this module sets:
 #   nixos/modules/system/boot/systemd.nix              systemd.services / systemd.paths / systemd.timers
-#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig
+#   nixos/lib/systemd-unit-options.nix                 description after before requires wants wantedBy unitConfig serviceConfig pathConfig timerConfig path restartTriggers environment
 #                                                      (unitOption: list definitions concatenate, e.g. LoadCredential)
 #   nixos/modules/system/boot/systemd/tmpfiles.nix     systemd.tmpfiles.settings.<n>.<path>.d.{mode,user,group}
 #   nixos/modules/services/databases/postgresql.nix    services.postgresql.{enable,ensureDatabases,ensureUsers.*.{name,ensureDBOwnership}}
 #   nixos/modules/services/web-servers/nginx/default.nix, vhost-options.nix, location-options.nix
 #                                                      services.nginx.{enable,virtualHosts.<n>.{onlySSL,sslCertificate,sslCertificateKey,extraConfig,locations.<p>.extraConfig}}
+#                                                      services.nginx.upstreams.<n>.{servers.<addr>,extraConfig} (default.nix: rendered as
+#                                                      "upstream <n> { server <addr> ; <extraConfig> }" in the http block)
 #                                                      (a location's name is written verbatim after `location`, so "= /metrics" and
 #                                                      "~ regex" keys work; vhost extraConfig goes inside the server block)
 #   nixos/modules/config/users-groups.nix              users.users.<n>.{isSystemUser,group,extraGroups,home}, users.groups
@@ -58,6 +60,7 @@ let
       target_node_key = cfg.hub.export.targetNodeKey;
       ca_file = if cfg.hub.export.caFile == null then null else toString cfg.hub.export.caFile;
       client_certificate = if cfg.hub.export.clientCertificate == null then null else toString cfg.hub.export.clientCertificate;
+      recipient_public_key_file = if cfg.hub.export.recipientPublicKeyFile == null then null else toString cfg.hub.export.recipientPublicKeyFile;
     });
   } // lib.optionalAttrs cfg.database.createLocally {
     database.url = "host=/run/postgresql dbname=${cfg.user} user=${cfg.user}";
@@ -77,7 +80,7 @@ let
   configFile = format.generate "lxgate.toml" settings;
   # attic's habit: a config the binary rejects fails nixos-rebuild, not the host.
   checkedConfig = pkgs.runCommand "lxgate-config-checked.toml" { } ''
-    ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
+    env ${envArgs} ${cfg.package}/bin/lxgate --config ${configFile} config check >/dev/null
     cp ${configFile} $out
   '';
 
@@ -109,6 +112,14 @@ let
   keepOpts = lib.concatLists (lib.mapAttrsToList
     (k: n: lib.optional (n > 0) "--keep-${k} ${toString n}")
     { inherit (cfg.backup.keep) daily weekly monthly; });
+  # The hub's envelope keyring reaches only lxgate.service, as credentials named
+  # hub-recipient-N; the app finds them through the reference's variable (%d is the
+  # unit's credentials directory).
+  recipientNames = lib.imap0 (i: _: "hub-recipient-${toString i}") cfg.hub.transferApi.recipientKeyFiles;
+  # The environment contract's names (nix/contract.toml [[env]], names and aliases).
+  contractEnv = lib.concatMap (e: [ e.name ] ++ e.aliases) contract.env;
+  unknownEnv = lib.filter (n: !(lib.elem n contractEnv)) (lib.attrNames cfg.environment);
+  envArgs = lib.concatStringsSep " " (lib.mapAttrsToList (n: v: lib.escapeShellArg "${n}=${v}") cfg.environment);
 in
 {
   options.services.lxgate = {
@@ -135,10 +146,21 @@ in
       default = { };
       description = "lxgate settings (RFC 42), rendered to /etc/lxgate/config.toml; see src/config/file.rs.";
     };
+    environment = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { WATCHER_STABLE_AFTER_SECONDS = "10"; ENDOREG_HUB_TRANSFER_MTLS_META_KEY = "HTTP_X_CLIENT_CERT_VERIFIED"; };
+      description = "Variables of lxgate's environment contract (nix/contract.toml [[env]]; the README's table), e.g. the values of an lx-annotate env file, for every lxgate unit; checked with `lxgate config check` at build time. Not for secrets: the store is world-readable.";
+    };
     credentials = mkOption {
       type = types.attrsOf types.path;
       default = { };
       description = "Secrets passed with LoadCredential= (name → file outside the store), read from $CREDENTIALS_DIRECTORY.";
+    };
+    deployGate = {
+      enable = mkEnableOption "the deploy gate: after a switch that changed lxgate, lxgate-deploy-gate.service runs `lxgate smoke`; if it fails, the snapshot the migration took is restored when the previous generation cannot run on the schema, and the previous system generation is activated. Ingest stays paused (503 + Retry-After, drops left in place) from the migration until smoke passes";
+      smokeCa = mkOption { type = types.nullOr types.path; default = null; description = "CA bundle that verifies nginx's certificate for smoke (default: the system's)."; };
+      smokePort = mkOption { type = types.port; default = 443; description = "nginx's TLS port for smoke."; };
     };
     database.createLocally = mkOption { type = types.bool; default = true; description = "Local PostgreSQL with peer authentication."; };
     watcher.enable = mkOption { type = types.bool; default = true; description = "Run lxgate-watcher.service."; };
@@ -170,6 +192,11 @@ in
     hub.transferApi = {
       enable = mkEnableOption "the hub transfer receiver (central_hub only, behind nginx mTLS)";
       clientCaFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs site client certificates."; };
+      recipientKeyFiles = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "X25519 private keys (PKCS#8 PEM, `lxgate keys hub-recipient --out FILE`; root-only files outside the store) that open the sites' media envelopes; passed to lxgate.service as systemd credentials and named in ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES. Keep an old key listed until no site seals to it.";
+      };
     };
     hub.export = {
       enable = mkEnableOption "lxgate-hub-export (site_node): send jobs marked with `lxgate hub-export mark` to the hub. The node secret and the client key are read by systemd from /etc/lxgate/credentials/hub-node-secret and hub-client-key (root-only, outside the store)";
@@ -178,6 +205,7 @@ in
       targetNodeKey = mkOption { type = types.nullOr types.str; default = null; description = "The hub's node key."; };
       caFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs the hub's server certificate."; };
       clientCertificate = mkOption { type = types.nullOr types.path; default = null; description = "This site's client certificate (PEM; public, may be in the store)."; };
+      recipientPublicKeyFile = mkOption { type = types.nullOr types.path; default = null; description = "The hub's envelope public key (PEM, printed by `lxgate keys hub-recipient` on the hub; public, may be in the store)."; };
     };
   };
 
@@ -196,8 +224,8 @@ in
         message = "services.lxgate.hub.export.enable sends this host's media to a hub: set services.lxgate.role = \"site_node\" or disable the export.";
       }
       {
-        assertion = cfg.hub.export.enable -> lib.all (v: v != null) [ cfg.hub.export.url cfg.hub.export.nodeKey cfg.hub.export.targetNodeKey cfg.hub.export.caFile cfg.hub.export.clientCertificate ];
-        message = "services.lxgate.hub.export needs url, nodeKey, targetNodeKey, caFile and clientCertificate.";
+        assertion = cfg.hub.export.enable -> lib.all (v: v != null) [ cfg.hub.export.url cfg.hub.export.nodeKey cfg.hub.export.targetNodeKey cfg.hub.export.caFile cfg.hub.export.clientCertificate cfg.hub.export.recipientPublicKeyFile ];
+        message = "services.lxgate.hub.export needs url, nodeKey, targetNodeKey, caFile, clientCertificate and recipientPublicKeyFile.";
       }
       {
         assertion = cfg.hub.export.enable && cfg.hub.export.url != null -> lib.hasPrefix "https://" cfg.hub.export.url;
@@ -218,6 +246,10 @@ in
       {
         assertion = cfg.backup.enable -> lib.all (f: f == null || !lib.hasPrefix builtins.storeDir f) [ cfg.backup.passwordFile cfg.backup.environmentFile ];
         message = "services.lxgate.backup.passwordFile and environmentFile must not be in the Nix store (it is world-readable): point them at root-only files, e.g. under /run/keys or /etc/lxgate/credentials.";
+      }
+      {
+        assertion = unknownEnv == [ ];
+        message = "services.lxgate.environment: ${lib.concatStringsSep ", " unknownEnv} is not a variable lxgate reads; the names it reads are ${lib.concatStringsSep ", " contractEnv}.";
       }
       {
         assertion = cfg.nginx.enable -> cfg.nginx.sslCertificate != null && cfg.nginx.sslCertificateKey != null;
@@ -241,22 +273,53 @@ in
       (r: lib.nameValuePair r.path { d = { inherit (r) mode user group; }; })
       rendered.tmpfilesRules);
 
-    systemd.services = lib.mapAttrs'
-      (n: u: lib.nameValuePair (lib.removeSuffix ".service" n) (unitBase u // {
-        serviceConfig = u.Service // lib.optionalAttrs (credentials != [ ] && !(lib.hasPrefix "lxgate-keys" n)) {
-          LoadCredential = lib.toList (u.Service.LoadCredential or [ ]) ++ credentials;
+    systemd.services = lib.mkMerge [
+      (lib.mapAttrs'
+        (n: u: lib.nameValuePair (lib.removeSuffix ".service" n) (unitBase u // {
+          serviceConfig = u.Service // lib.optionalAttrs (credentials != [ ] && !(lib.hasPrefix "lxgate-keys" n)) {
+            LoadCredential = lib.toList (u.Service.LoadCredential or [ ]) ++ credentials;
+          } // lib.optionalAttrs (n == "lxgate-migrate.service" && cfg.deployGate.enable) {
+            # The gate lifts the ingest pause once smoke has passed.
+            ExecStart = "${u.Service.ExecStart} --hold-ingest-pause";
+          };
+          restartTriggers = [ checkedConfig ];
+          # The snapshot before a migration: pg_dump of the server's own version.
+          path = lib.optional (n == "lxgate-migrate.service") (config.services.postgresql.package or pkgs.postgresql);
+        } // lib.optionalAttrs (cfg.environment != { }) { inherit (cfg) environment; }))
+        (byType ".service")
+      // lib.optionalAttrs cfg.backup.enable {
+        # services.restic.backups.lxgate's unit: pg_dump for the prepare step, and the
+        # password file handed over as a credential (it stays root-only).
+        ${resticUnit} = {
+          path = [ (config.services.postgresql.package or pkgs.postgresql) ];
+          serviceConfig.LoadCredential = [ "restic-password:${cfg.backup.passwordFile}" ];
         };
-        restartTriggers = [ checkedConfig ];
-      }))
-      (byType ".service")
-    // lib.optionalAttrs cfg.backup.enable {
-      # services.restic.backups.lxgate's unit: pg_dump for the prepare step, and the
-      # password file handed over as a credential (it stays root-only).
-      ${resticUnit} = {
-        path = [ (config.services.postgresql.package or pkgs.postgresql) ];
-        serviceConfig.LoadCredential = [ "restic-password:${cfg.backup.passwordFile}" ];
-      };
-    };
+      }
+      // lib.optionalAttrs cfg.deployGate.enable {
+        # NixOS-only, so not in nix/contract.toml: Debian hosts gate with `lxgate deploy`.
+        lxgate-deploy-gate = {
+          description = "lxgate: smoke after a switch; roll back to the previous generation if it fails";
+          after = [ "lxgate.service" "lxgate-watcher.service" "nginx.service" "postgresql.service" ];
+          wants = [ "lxgate.service" ];
+          wantedBy = [ "multi-user.target" ];
+          # Runs again on every switch that changes lxgate or its settings.
+          restartTriggers = [ cfg.package checkedConfig ];
+          path = [ config.nix.package (config.services.postgresql.package or pkgs.postgresql) ];
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            ExecStart = lib.concatStringsSep " " ([ "${cfg.package}/bin/lxgate" "--config" "/etc/lxgate/config.toml" "deploy" "gate" "--smoke-port" (toString cfg.deployGate.smokePort) ]
+              ++ lib.optionals (cfg.deployGate.smokeCa != null) [ "--smoke-ca" "${cfg.deployGate.smokeCa}" ]);
+          };
+        };
+      })
+      (mkIf (recipientNames != [ ]) {
+        lxgate = {
+          serviceConfig.LoadCredential = lib.zipListsWith (name: file: "${name}:${file}") recipientNames cfg.hub.transferApi.recipientKeyFiles;
+          environment.ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES = lib.concatMapStringsSep "," (name: "%d/${name}") recipientNames;
+        };
+      })
+    ];
 
     systemd.paths = lib.mapAttrs'
       (n: u: lib.nameValuePair (lib.removeSuffix ".path" n) (unitBase u // { pathConfig = u.Path; }))
@@ -288,6 +351,12 @@ in
 
     services.nginx = mkIf cfg.nginx.enable {
       enable = true;
+      # The app with idle connections kept open (the contract's [nginx.upstream]); the
+      # proxied locations name it in proxy_pass.
+      upstreams.${rendered.nginxUpstream.name} = {
+        servers.${rendered.nginxUpstream.server} = { };
+        inherit (rendered.nginxUpstream) extraConfig;
+      };
       virtualHosts.${cfg.nginx.hostName} = {
         onlySSL = true;
         sslCertificate = cfg.nginx.sslCertificate;

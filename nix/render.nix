@@ -11,8 +11,7 @@
 }:
 let
   inherit (builtins) attrNames concatStringsSep concatMap elem filter foldl'
-    hasAttr isBool isInt isList isString listToAttrs map replaceStrings
-    stringLength substring toString;
+    hasAttr isBool isInt isList isString listToAttrs map replaceStrings toString;
 
   # The value at a dotted settings-file key ("host.user"), or null.
   setting = key:
@@ -32,13 +31,7 @@ let
     in replaceStrings (map (n: "{${n}}") names) (map (n: vals.${n}) names) s;
   pass = vals: builtins.mapAttrs (_: v: substWith vals v) vals;
   resolved = pass (pass (pass raw));
-  hasPrefix = p: s: substring 0 (stringLength p) s == p;
-  inherit (resolved) listen;
-  upstream =
-    if hasPrefix "unix:" listen
-    then "http://unix:${substring 5 (stringLength listen) listen}:"
-    else "http://${listen}";
-  values = resolved // { inherit upstream; };
+  values = resolved // { upstream = contract.nginx.upstream.name; };
   subst = substWith values;
 
   inherit (values) role;
@@ -97,10 +90,17 @@ let
     (unitSections u));
 
   n = contract.nginx;
+  upstream = {
+    name = subst n.upstream.name;
+    server = subst n.upstream.server;
+    lines = map subst n.upstream.lines;
+  };
   serverLines = map subst (n.tls ++ concatMap (p: p.lines) (filter (p: hasFeature p.feature) n.server));
   locations = filter (l: hasFeature (l.feature or "always")) n.location;
   locationLines = l: map subst (concatMap (s: n.snippets.${s}) (l.snippets or [ ]) ++ (l.body or [ ]));
-  nginx = header + "server {\n"
+  nginx = header + "upstream ${upstream.name} {\n    server ${upstream.server};\n"
+    + concatStringsSep "" (map (line: "    ${line}\n") upstream.lines)
+    + "}\nserver {\n"
     + concatStringsSep "" (map (line: "    ${line}\n") serverLines)
     + concatStringsSep "" (map
       (l: "    location ${l.path} {\n"
@@ -117,6 +117,11 @@ in
   inherit values role features files tmpfiles nginx;
   units = listToAttrs (map (u: { name = u.name; value = unitSettings u // { long_running = u.long_running; }; }) selected);
   nginxLocations = listToAttrs (map (l: { name = l.path; value = concatStringsSep "\n" (locationLines l); }) locations);
+  # services.nginx.upstreams.<name>: the app's one server and the block's other lines.
+  nginxUpstream = {
+    inherit (upstream) name server;
+    extraConfig = concatStringsSep "\n" upstream.lines;
+  };
   # The server prologue without the [nginx] tls lines, which the NixOS module sets
   # through services.nginx.virtualHosts.<n> options.
   nginxServerConfig = concatStringsSep "\n"

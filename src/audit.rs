@@ -1,8 +1,8 @@
 //! The audit trail a patient-data host is expected to keep: failed authentication,
 //! refused cross-center access, rate limiting, media downloads, exports and key
 //! operations, as structured tracing events under one target (`lxgate::audit`), so
-//! the journal can be filtered to them (`journalctl -u lxgate | grep lxgate::audit`,
-//! or `LXGATE_LOG=lxgate::audit=info`).
+//! the journal can be filtered to them (`journalctl TARGET=lxgate::audit`, the target
+//! being a journal field under systemd, or `LXGATE_LOG=lxgate::audit=info`).
 //!
 //! Events name who (token label or node key, never a token or secret), for which
 //! center, what (job, transfer), from where (source address) and how it ended.
@@ -41,8 +41,8 @@ impl Event<'_> {
                     outcome = self.outcome,
                     principal = self.principal,
                     center = self.center,
-                    job = self.job,
-                    transfer = self.transfer,
+                    job_id = self.job,
+                    transfer_key = self.transfer,
                     source = self.source,
                     reason = self.reason,
                     "audit"

@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    lxgate::logging::init();
+    lxgate::logging::init(args.default_log_filter());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

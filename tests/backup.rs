@@ -12,6 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The rehearsal's scratch databases share the test cluster: one backup test at a time,
+/// so "no rehearsal database is left" is a statement about this test's own verify.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const PASSWORD: &str = "correct horse battery staple\n";
 
 /// A host with its own state root (holding the master key and the backup directory)
@@ -161,6 +169,7 @@ fn served_identical(target: &Host, source_storage: &Path) -> usize {
 
 #[test]
 fn a_thousand_jobs_back_up_and_restore_onto_a_fresh_host_byte_identical() {
+    let _serial = serial();
     let t = tempdir();
     let (repo, pw) = repository(t.path());
     let a = Host::new(&repo, &pw);
@@ -244,6 +253,7 @@ fn a_thousand_jobs_back_up_and_restore_onto_a_fresh_host_byte_identical() {
 
 #[test]
 fn a_backup_taken_while_uploads_and_drops_continue_restores_consistent() {
+    let _serial = serial();
     let t = tempdir();
     let (repo, pw) = repository(t.path());
     let a = Host::new(&repo, &pw);
@@ -343,6 +353,7 @@ fn a_backup_taken_while_uploads_and_drops_continue_restores_consistent() {
 
 #[test]
 fn a_damaged_repository_a_wrong_password_and_a_dump_that_does_not_open_are_each_named() {
+    let _serial = serial();
     let t = tempdir();
     let (repo, pw) = repository(t.path());
     let a = Host::new(&repo, &pw);

@@ -21,26 +21,6 @@ fn seeded(marker: &str) -> String {
     db
 }
 
-/// The database as plain SQL: equal text means equal schema and rows.
-fn plain_sql(url: &str) -> String {
-    let o = run_ok(
-        std::process::Command::new(lxgate::db::tools::program("pg_dump").unwrap()).args([
-            "--no-owner",
-            "--no-privileges",
-            "--dbname",
-            url,
-        ]),
-        "pg_dump plain",
-    );
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        // pg_dump 15+ prints a random \restrict key per run in newer point releases.
-        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_sealed_dump_holds_no_plaintext_and_restores_equal() {
     let marker = "PATIENT-MARKER-7c1f";

@@ -4,63 +4,6 @@ mod common;
 use common::*;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
-
-struct Dev {
-    proc: Proc,
-    token: String,
-    base: String,
-}
-
-fn start(state: &Path, out: &Path) -> Dev {
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut c = command(
-        &[
-            "dev",
-            "--state",
-            state.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ],
-        &[],
-    );
-    c.stdout(std::fs::File::create(out).unwrap())
-        .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
-        .stdin(Stdio::null());
-    let mut proc = Proc {
-        child: c.spawn().unwrap(),
-    };
-    let mut token = String::new();
-    wait_for(
-        "lxgate dev to print its token",
-        Duration::from_secs(60),
-        || {
-            assert!(
-                proc.alive(),
-                "lxgate dev died: {}",
-                std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
-            );
-            let text = std::fs::read_to_string(out).unwrap_or_default();
-            match text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("token     : "))
-            {
-                Some(rest) => {
-                    token = rest.split_whitespace().next().unwrap().to_string();
-                    true
-                }
-                None => false,
-            }
-        },
-    );
-    Dev {
-        proc,
-        token,
-        base: format!("http://{listen}"),
-    }
-}
 
 #[test]
 fn dev_starts_from_nothing_serves_ranges_and_restarts_on_its_state() {
@@ -68,7 +11,7 @@ fn dev_starts_from_nothing_serves_ranges_and_restarts_on_its_state() {
     // As root the dev cluster runs as postgres, which must reach the state directory.
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state = t.path().join("dev");
-    let mut dev = start(&state, &t.path().join("dev1.out"));
+    let mut dev = Dev::start(&state, &t.path().join("dev1.out"));
     let body = b"%PDF-1.4 dev report".repeat(100);
     let r = http()
         .post(&format!("{}/api/upload/", dev.base))
@@ -99,7 +42,7 @@ fn dev_starts_from_nothing_serves_ranges_and_restarts_on_its_state() {
     assert!(!pid.exists(), "the dev cluster stopped with it");
 
     // Second start on the same state: same database, the earlier job still there.
-    let dev2 = start(&state, &t.path().join("dev2.out"));
+    let dev2 = Dev::start(&state, &t.path().join("dev2.out"));
     let (s, again) = call(
         http()
             .get(&format!("{}/api/upload-jobs/{id}", dev2.base))

@@ -101,7 +101,7 @@ fn no_boundary_imports_another_boundary() {
 #[test]
 fn lower_layers_do_not_reach_up() {
     let mut bad = Vec::new();
-    for layer in ["ingest", "access", "crypto", "db", "contract"] {
+    for layer in ["ingest", "hub", "access", "crypto", "db", "contract"] {
         bad.extend(violations(&src().join(layer), |p| {
             (p.starts_with("boundary") || p.starts_with("ops"))
                 .then(|| format!("{layer} is below boundaries and operator commands"))
@@ -124,6 +124,36 @@ fn the_ingest_core_knows_nothing_of_http_or_inotify() {
             }
         }
     }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Both ends of a transfer speak `hub`: it may use no HTTP library (either side's), no
+/// database and no storage, or one side's needs would leak into the other's protocol.
+#[test]
+fn the_hub_protocol_is_free_of_either_side() {
+    let mut bad = Vec::new();
+    for f in sources(&src().join("hub")) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for krate in [
+                "axum",
+                "hyper",
+                "tower",
+                "ureq",
+                "tokio_postgres",
+                "deadpool",
+            ] {
+                if code.contains(&format!("{krate}::")) {
+                    bad.push(format!("{}:{}: uses {krate}", f.display(), n + 1));
+                }
+            }
+        }
+    }
+    bad.extend(violations(&src().join("hub"), |p| {
+        (p.starts_with("db") || p.starts_with("access") || p.starts_with("config"))
+            .then(|| "hub is protocol only".to_string())
+    }));
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 

@@ -39,8 +39,14 @@ fn an_edited_applied_migration_is_refused_naming_the_file() {
     rt().block_on(async {
         let mut c = lxgate::db::connect(&db).await.unwrap();
         let v1 = plan(&[
-            ("0001_a.sql", "CREATE TABLE a (x int);"),
-            ("0002_b.sql", "CREATE TABLE b (x int);"),
+            (
+                "0001_a.sql",
+                "-- previous release: compatible\nCREATE TABLE a (x int);",
+            ),
+            (
+                "0002_b.sql",
+                "-- previous release: compatible\nCREATE TABLE b (x int);",
+            ),
         ])
         .unwrap();
         assert_eq!(run(&mut c, &v1).await.unwrap().len(), 2);
@@ -50,17 +56,32 @@ fn an_edited_applied_migration_is_refused_naming_the_file() {
             "second run applies nothing"
         );
         let edited = plan(&[
-            ("0001_a.sql", "CREATE TABLE a (x bigint);"),
-            ("0002_b.sql", "CREATE TABLE b (x int);"),
+            (
+                "0001_a.sql",
+                "-- previous release: compatible\nCREATE TABLE a (x bigint);",
+            ),
+            (
+                "0002_b.sql",
+                "-- previous release: compatible\nCREATE TABLE b (x int);",
+            ),
         ])
         .unwrap();
         let e = run(&mut c, &edited).await.unwrap_err().to_string();
         assert!(e.contains("0001_a.sql") && e.contains("edited"), "{e}");
         // A failing migration rolls back alone, recording nothing.
         let bad = plan(&[
-            ("0001_a.sql", "CREATE TABLE a (x int);"),
-            ("0002_b.sql", "CREATE TABLE b (x int);"),
-            ("0003_c.sql", "CREATE TABLE c (x int); SELECT nope;"),
+            (
+                "0001_a.sql",
+                "-- previous release: compatible\nCREATE TABLE a (x int);",
+            ),
+            (
+                "0002_b.sql",
+                "-- previous release: compatible\nCREATE TABLE b (x int);",
+            ),
+            (
+                "0003_c.sql",
+                "-- previous release: compatible\nCREATE TABLE c (x int); SELECT nope;",
+            ),
         ])
         .unwrap();
         let e = run(&mut c, &bad).await.unwrap_err().to_string();

@@ -58,12 +58,20 @@ fn eval(lib: &Path, case: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// The module's nginx virtual host: its extraConfig lines and its locations' bodies.
+/// The module's nginx virtual host: its extraConfig lines and its locations' bodies;
+/// and the upstreams it declares (services.nginx.upstreams).
 #[derive(Debug, PartialEq, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Vhost {
+    upstreams: BTreeMap<String, Upstream>,
     extra_config: Vec<String>,
     locations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
+struct Upstream {
+    servers: Vec<String>,
+    lines: Vec<String>,
 }
 
 /// The same from `lxgate render nginx`: the server lines after the contract's TLS lines
@@ -72,9 +80,30 @@ fn rust_vhost(text: &str) -> Vhost {
     let tls = lxgate::contract::CONTRACT.nginx.tls.len();
     let mut extra_config = Vec::new();
     let mut locations = BTreeMap::new();
+    let mut upstreams = BTreeMap::new();
     let mut open: Option<(String, Vec<&str>)> = None;
+    let mut upstream: Option<(String, Upstream)> = None;
     for l in text.lines() {
-        if let Some(path) = l
+        if let Some(name) = l
+            .strip_prefix("upstream ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            upstream = Some((name.to_string(), Upstream::default()));
+        } else if let Some((_, u)) = upstream.as_mut().filter(|_| l != "}") {
+            let line = l
+                .strip_prefix("    ")
+                .expect("an upstream line is indented");
+            match line
+                .strip_prefix("server ")
+                .and_then(|a| a.strip_suffix(';'))
+            {
+                Some(addr) => u.servers.push(addr.to_string()),
+                None => u.lines.push(line.to_string()),
+            }
+        } else if l == "}" && upstream.is_some() {
+            let (name, u) = upstream.take().unwrap();
+            upstreams.insert(name, u);
+        } else if let Some(path) = l
             .strip_prefix("    location ")
             .and_then(|r| r.strip_suffix(" {"))
         {
@@ -92,6 +121,7 @@ fn rust_vhost(text: &str) -> Vhost {
         }
     }
     Vhost {
+        upstreams,
         extra_config: extra_config.split_off(tls),
         locations,
     }
@@ -200,6 +230,10 @@ fn each_bad_configuration_fails_with_its_fix() {
             "must be 0640 root:lxgate-keys (it is 0400 root:root)",
         ),
         ("bad-nginx-without-tls", "services.lxgate.nginx needs TLS"),
+        (
+            "bad-unknown-env",
+            "WATCHER_STABLE_AFTER is not a variable lxgate reads; the names it reads are LX_ANNOTATE_ENCRYPTED_DATA_DIR",
+        ),
         ("bad-export-over-http", "url must start with https://"),
         (
             "bad-export-not-a-site",

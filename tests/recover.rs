@@ -153,6 +153,14 @@ fn merge_into_an_empty_target_gives_an_identical_tree_and_leaves_the_source_alon
     );
 }
 
+/// The snapshot's files and links only: directories created in advance keep their own
+/// mode and mtime, which a merge leaves alone.
+fn files_only(snap: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    snap.into_iter()
+        .filter(|(_, v)| !v.starts_with("dir "))
+        .collect()
+}
+
 #[test]
 fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
     let t = tempdir();
@@ -160,8 +168,14 @@ fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
     let before = snapshot(&src);
     let target = t.path().join("state/data");
     std::fs::create_dir_all(target.join("reports")).unwrap();
+    std::fs::create_dir_all(target.join("storage/objects/ab")).unwrap();
     std::fs::write(target.join("reports/mine.txt"), b"operator's own file").unwrap();
     std::fs::write(target.join("f3.bin"), b"newer data, must stay").unwrap();
+    std::fs::write(
+        target.join("storage/objects/ab/f0.bin"),
+        b"newer, must stay",
+    )
+    .unwrap();
     std::fs::write(
         t.path().join("state/.env.systemd"),
         b"DATA_DIR=/somewhere/else\n",
@@ -170,7 +184,7 @@ fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
     let o = recover_into("--merge", &src, &target, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    for p in ["reports", "f3.bin"] {
+    for p in ["f3.bin", "storage/objects/ab/f0.bin"] {
         assert!(
             out.contains(&format!(
                 "WARNING: destination already exists, skipping: {}",
@@ -179,6 +193,20 @@ fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
             "{out}"
         );
     }
+    for p in ["reports", "storage", "storage/objects/ab"] {
+        assert!(
+            !out.contains(&format!("skipping: {}\n", target.join(p).display())),
+            "an existing directory is merged, not skipped: {out}"
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "copying {} -> {}",
+            src.join("storage/objects/ab/f4.bin").display(),
+            target.join("storage/objects/ab/f4.bin").display()
+        )),
+        "each file copied into an existing directory is logged: {out}"
+    );
     assert!(
         out.contains(&format!(
             "target env file already exists, leaving as source of truth: {}",
@@ -191,14 +219,27 @@ fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
         b"newer data, must stay"
     );
     assert_eq!(
+        std::fs::read(target.join("storage/objects/ab/f0.bin")).unwrap(),
+        b"newer, must stay"
+    );
+    assert_eq!(
         std::fs::read(target.join("reports/mine.txt")).unwrap(),
         b"operator's own file"
     );
-    assert!(
-        !target.join("reports/2023").exists(),
-        "an existing directory is not descended into"
+    // Everything else arrived, inside the existing directories too.
+    let mut want = files_only(before.clone());
+    want.remove("f3.bin");
+    want.remove("storage/objects/ab/f0.bin");
+    let mut got = files_only(snapshot(&target));
+    got.remove("f3.bin");
+    got.remove("storage/objects/ab/f0.bin");
+    got.remove("reports/mine.txt");
+    assert_eq!(got, want);
+    assert_eq!(
+        snapshot(&target)["reports/2023"],
+        before["reports/2023"],
+        "a directory the merge creates keeps the source's mode and mtime"
     );
-    assert!(target.join("storage/objects/ab").is_dir());
     assert_eq!(
         std::fs::read(t.path().join("state/.env.systemd")).unwrap(),
         b"DATA_DIR=/somewhere/else\n"
@@ -207,11 +248,108 @@ fn merge_into_a_partly_filled_target_keeps_what_exists_and_warns_for_each() {
 }
 
 #[test]
+fn merge_fills_the_skeleton_tmpfiles_created_before_recovery_ran() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 60, 5000);
+    let before = snapshot(&src);
+    let target = t.path().join("state/data");
+    // What systemd-tmpfiles creates before lxgate-data-recovery starts.
+    for d in ["storage", "import/video_import", "logs", "reports"] {
+        std::fs::create_dir_all(target.join(d)).unwrap();
+    }
+    let o = recover_into("--merge", &src, &target, &["--mark-complete"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("recovery summary: copied 60 files"),
+        "{}",
+        stdout(&o)
+    );
+    let mut got = files_only(snapshot(&target));
+    got.remove("logs/data_recovery_complete");
+    assert_eq!(
+        got,
+        files_only(before.clone()),
+        "every legacy file, byte-identical"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("logs/data_recovery_complete"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("completed_at="))
+            .count(),
+        1,
+        "key=value, as lx-annotate's recover_runtime_data reads it"
+    );
+    // A rerun copies nothing and logs each file it keeps.
+    let o = recover_into("--merge", &src, &target, &[]);
+    let out = stdout(&o);
+    assert!(out.contains("copied 0 files"), "{out}");
+    assert_eq!(
+        out.matches("WARNING: destination already exists, skipping: ")
+            .count(),
+        before.values().filter(|v| !v.starts_with("dir ")).count(),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_legacy_env_file_is_carried_over_with_its_five_path_keys_rewritten() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 2, 10);
+    // The legacy checkout is the source's parent: <repo>/data and <repo>/.env.systemd.
+    std::fs::write(
+        t.path().join(".env.systemd"),
+        "DJANGO_DB_PASSWORD=s3cret\nLX_ANNOTATE_ENCRYPTED_DATA_DIR=/old/data\nSTORAGE_DIR=/old/data/storage\nENDOREG_DEPLOYMENT_ROLE=site_node\nIO_DIR=/old/io\n# a comment\n",
+    )
+    .unwrap();
+    let target = t.path().join("state/data");
+    let o = recover_into("--merge", &src, &target, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env_path = t.path().join("state/.env.systemd");
+    assert!(
+        stdout(&o).contains(&format!(
+            "copied env file {} -> {}",
+            t.path().join(".env.systemd").display(),
+            env_path.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let d = target.display();
+    assert_eq!(
+        std::fs::read_to_string(&env_path).unwrap(),
+        format!("DJANGO_DB_PASSWORD=s3cret\nLX_ANNOTATE_ENCRYPTED_DATA_DIR={d}\nSTORAGE_DIR={d}\nENDOREG_DEPLOYMENT_ROLE=site_node\nIO_DIR={d}\n# a comment\nDATA_DIR={d}\nLX_ANNOTATE_DATA_DIR={d}\n")
+    );
+    assert_eq!(
+        std::fs::metadata(&env_path).unwrap().mode() & 0o777,
+        0o640,
+        "it may hold the database password"
+    );
+    // Without a legacy env file: the five keys alone, as the reference writes them.
+    let t2 = tempdir();
+    let src2 = legacy_tree(t2.path(), 2, 10);
+    let target2 = t2.path().join("state/data");
+    let o = recover_into("--merge", &src2, &target2, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("created minimal env file at: "),
+        "{}",
+        stdout(&o)
+    );
+    let d = target2.display();
+    assert_eq!(
+        std::fs::read_to_string(t2.path().join("state/.env.systemd")).unwrap(),
+        format!("LX_ANNOTATE_ENCRYPTED_DATA_DIR={d}\nDATA_DIR={d}\nLX_ANNOTATE_DATA_DIR={d}\nSTORAGE_DIR={d}\nIO_DIR={d}\n")
+    );
+}
+
+#[test]
 fn dry_run_prints_the_plan_and_touches_nothing() {
     let t = tempdir();
     let src = legacy_tree(t.path(), 8, 100);
     let target = t.path().join("state/data");
     std::fs::create_dir_all(target.join("empty")).unwrap();
+    std::fs::write(target.join("f3.bin"), b"kept").unwrap();
     let o = recover_into("--merge", &src, &target, &["--dry-run"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -226,25 +364,39 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
     assert!(
         out.contains(&format!(
             "WARNING: destination already exists, skipping: {}",
-            target.join("empty").display()
+            target.join("f3.bin").display()
         )),
         "{out}"
     );
     assert!(out.contains("would write env file"), "{out}");
     assert_eq!(
         std::fs::read_dir(&target).unwrap().count(),
-        1,
-        "only the pre-existing entry"
+        2,
+        "only the pre-existing entries"
     );
     assert!(!t.path().join("state/.env.systemd").exists());
 }
 
 #[test]
 fn sigkill_trials_then_rerun_give_the_same_tree_and_no_temp_files() {
+    sigkill_trials(&[]);
+}
+
+#[test]
+fn sigkill_trials_into_an_existing_skeleton_then_rerun_give_every_file() {
+    sigkill_trials(&["storage/objects/ab", "reports/2023", "import/video_import"]);
+}
+
+/// 20 runs killed at random points, then one run to the end: the same tree as the
+/// source (only the files, where `skeleton` directories existed in advance).
+fn sigkill_trials(skeleton: &[&str]) {
     let t = tempdir();
     let src = legacy_tree(t.path(), 400, 400_000);
     let before = snapshot(&src);
     let target = t.path().join("state/data");
+    for d in skeleton {
+        std::fs::create_dir_all(target.join(d)).unwrap();
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     for trial in 0..20 {
         let log = t.path().join(format!("trial{trial}.log"));
@@ -271,7 +423,11 @@ fn sigkill_trials_then_rerun_give_the_same_tree_and_no_temp_files() {
         .filter(|k| k.contains(".lxgate-recover-"))
         .collect();
     assert!(temps.is_empty(), "temp files left: {temps:?}");
-    assert_eq!(after, before);
+    if skeleton.is_empty() {
+        assert_eq!(after, before);
+    } else {
+        assert_eq!(files_only(after), files_only(before.clone()));
+    }
     assert_eq!(snapshot(&src), before);
 }
 
@@ -316,10 +472,7 @@ fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
     std::fs::remove_file(target.join("x")).unwrap();
     let o = recover_into("--full", &src, &target, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let marker: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(target.join(".migration-complete")).unwrap())
-            .unwrap();
-    assert_eq!(marker["files"], 10);
+    let marker = std::fs::read_to_string(target.join(".migration-complete")).unwrap();
     assert!(!src.exists(), "source renamed");
     let backup = std::fs::read_dir(t.path())
         .unwrap()
@@ -329,6 +482,15 @@ fn full_requires_an_empty_target_marks_completion_and_backs_up_the_source() {
                 .contains("legacy-data.migration-backup-")
         })
         .expect("backup");
+    // The reference's key=value marker: where the source went, which checkout it was.
+    assert!(
+        marker.starts_with(&format!(
+            "source_backup={}\nsource_repo={}\ncompleted_at=",
+            backup.display(),
+            t.path().display()
+        )),
+        "{marker}"
+    );
     assert_eq!(snapshot(&backup), before);
     let mut after = snapshot(&target);
     after.remove(".migration-complete");
@@ -470,4 +632,101 @@ fn an_unreadable_source_file_is_logged_with_its_cause_and_the_rest_is_copied() {
     assert!(files_under(&target)
         .iter()
         .all(|p| !p.to_string_lossy().contains(".lxgate-recover-")));
+}
+
+/// A private tmux server (its own socket), killed when dropped.
+struct Tmux(PathBuf);
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        let o = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("run tmux (apt-get install tmux)");
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[test]
+fn a_terminal_shows_progress_and_a_pipe_gets_none() {
+    let t = tempdir();
+    let src = legacy_tree(t.path(), 120, 256 * 1024);
+    let files = snapshot(&src)
+        .values()
+        .filter(|v| v.starts_with("file "))
+        .count();
+    let piped = t.path().join("piped.out");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let run = |to: &str| {
+        format!(
+            // The terminal's own TERM (tmux sets it): without one, nothing is drawn.
+            "env -i PATH={path} TERM=\"$TERM\" {} recover --merge --from {} --to {}",
+            bin(),
+            src.display(),
+            t.path().join(to).display()
+        )
+    };
+    // One shell in a real terminal: first on the terminal, then into a pipe.
+    let script = format!(
+        "{}; echo tty-exit-$?; {} 2>&1 | cat > {}; echo pipe-exit-$?; sleep 600",
+        run("on-tty"),
+        run("on-pipe"),
+        piped.display()
+    );
+    let tmux = Tmux(t.path().join("tmux.sock"));
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-x",
+        "220",
+        "-y",
+        "60",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let mut pane = String::new();
+    wait_for("both recover runs", Duration::from_secs(120), || {
+        pane = stdout(&tmux.cmd(&["capture-pane", "-p", "-J", "-S", "-500"]));
+        pane.contains("pipe-exit-")
+    });
+    assert!(
+        pane.contains("tty-exit-0") && pane.contains("pipe-exit-0"),
+        "{pane}"
+    );
+    // The bar in its final state: all bytes and files, with the counts.
+    let bar = pane
+        .lines()
+        .find(|l| l.starts_with("recover [") && l.contains("] "))
+        .unwrap_or_else(|| panic!("no progress bar on the terminal:\n{pane}"));
+    assert!(bar.contains(&format!("{files}/{files} files")), "{bar}");
+    assert!(bar.contains("[====="), "{bar}");
+    // The pipe: the same lines a log would get, no bar, no cursor control.
+    let text = std::fs::read_to_string(&piped).unwrap();
+    assert!(text.contains("recovery summary: copied"), "{text}");
+    assert!(
+        !text.contains("recover [") && !text.contains('\r') && !text.contains('\x1b'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&format!("recover: {files} files")),
+        "the summary line: {text}"
+    );
 }

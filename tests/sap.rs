@@ -36,16 +36,45 @@ fn patch(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Set the "encrypted" flag bit on every header.
-fn mark_encrypted(bytes: &[u8]) -> Vec<u8> {
+/// Set a general-purpose flag bit on every local and central header.
+fn set_flag(bytes: &[u8], flag: u16) -> Vec<u8> {
     let mut out = bytes.to_vec();
     for i in 0..out.len().saturating_sub(10) {
-        if out[i..i + 4] == [0x50, 0x4b, 0x03, 0x04] {
-            out[i + 6] |= 1;
-        } else if out[i..i + 4] == [0x50, 0x4b, 0x01, 0x02] {
-            out[i + 8] |= 1;
-        }
+        let at = match &out[i..i + 4] {
+            b"PK\x03\x04" => i + 6,
+            b"PK\x01\x02" => i + 8,
+            _ => continue,
+        };
+        let v = u16::from_le_bytes([out[at], out[at + 1]]) | flag;
+        out[at..at + 2].copy_from_slice(&v.to_le_bytes());
     }
+    out
+}
+
+/// The "name is UTF-8" flag on every header.
+fn mark_utf8(bytes: &[u8]) -> Vec<u8> {
+    set_flag(bytes, 0x800)
+}
+
+/// The "encrypted" flag on every header.
+fn mark_encrypted(bytes: &[u8]) -> Vec<u8> {
+    set_flag(bytes, 1)
+}
+
+/// A self-extractor stub: bytes before the archive, its offsets left as they were.
+fn prefixed(bytes: &[u8]) -> Vec<u8> {
+    [b"MZ\x90\x00SFX".as_slice(), bytes].concat()
+}
+
+/// An archive comment holding a second, empty end-of-central-directory record: a
+/// reader that takes the last one sees no entries at all.
+fn fake_eocd(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let n = out.len();
+    assert_eq!(&out[n - 22..n - 18], b"PK\x05\x06", "no comment yet");
+    out[n - 2..].copy_from_slice(&22u16.to_le_bytes());
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 18]);
     out
 }
 
@@ -99,6 +128,17 @@ fn each_bad_archive_is_refused_with_its_own_reason() {
             "more than once",
         ),
         (
+            "prefixed-duplicate.zip",
+            prefixed(&patch(&good, b"bbbb.txt", b"aaaa.txt")),
+            "self-extractor stub",
+        ),
+        ("prefixed.zip", prefixed(&good), "self-extractor stub"),
+        (
+            "fake-eocd.zip",
+            fake_eocd(&good),
+            "second end-of-central-directory record",
+        ),
+        (
             "encrypted.zip",
             mark_encrypted(&sample::zip(&[entry("a.txt", &table)])),
             "encrypted",
@@ -123,7 +163,7 @@ fn each_bad_archive_is_refused_with_its_own_reason() {
         ),
         (
             "non-utf8.zip",
-            patch(&good, b"aaaa.txt", b"\xff\xfeaa.txt"),
+            mark_utf8(&patch(&good, b"aaaa.txt", b"\xff\xfeaa.txt")),
             "not valid UTF-8",
         ),
         (
@@ -175,7 +215,7 @@ fn a_valid_bundle_becomes_pairs_the_watcher_ingests_and_a_repeat_adds_no_job() {
     assert_eq!(jsons.len(), 21, "{files:?}");
     assert_eq!(files.len(), 42);
     assert!(
-        files.contains(&"sap_ish_0001_cwd_p01000_f0005000.json".to_string()),
+        files.contains(&"sap_ish_0002_cwd_p01000_f0005000.json".to_string()),
         "{files:?}"
     );
     assert!(names(&import.join("sap_import_processed")).contains(&"export-1.zip".to_string()));
@@ -219,22 +259,26 @@ fn a_valid_bundle_becomes_pairs_the_watcher_ingests_and_a_repeat_adds_no_job() {
         ),
         21
     );
-    // Identical letters filed for different patients share one stored object; each
-    // pair's sidecar is an object of its own.
+    // 6 anamneses, 1 letter and 1 radiology text shared by all, 6 case summaries
+    // (each names its patient): 14 stored carriers; each pair's sidecar is an object of
+    // its own.
     assert_eq!(
         s.count("SELECT count(DISTINCT storage_path) FROM upload_jobs"),
-        9
+        14
     );
     assert_eq!(
         s.count("SELECT count(DISTINCT sidecar_path) FROM upload_jobs"),
         21
     );
-    assert_eq!(files_under(&s.data().join("storage/objects")).len(), 9 + 21);
+    assert_eq!(
+        files_under(&s.data().join("storage/objects")).len(),
+        14 + 21
+    );
 
     // The same zip again: the same names, and downstream only dedupes.
     drop_zip(&import, "export-1-again.zip", &zip);
     s.ok(&["sap-import", "--once"]);
-    assert!(names(&out).contains(&"sap_ish_0001_cwd_p01000_f0005000.json".to_string()));
+    assert!(names(&out).contains(&"sap_ish_0002_cwd_p01000_f0005000.json".to_string()));
     s.ok(&["watch", "--once"]);
     assert_eq!(s.count("SELECT count(*) FROM upload_jobs"), 21);
 }
@@ -253,14 +297,14 @@ fn two_bundles_never_overwrite_each_others_pairs() {
     drop_zip(&import, "b.zip", &sample::zip(&t));
     s.ok(&["sap-import", "--once"]);
     let out = import.join("preanonymized_import");
-    let first = std::fs::read_to_string(out.join("sap_ish_0001_cwd_p01000_f0005000.txt")).unwrap();
+    let first = std::fs::read_to_string(out.join("sap_ish_0002_cwd_p01000_f0005000.txt")).unwrap();
     assert!(
         !first.contains("Zweite"),
         "the first bundle's pair was overwritten"
     );
     let second: Vec<_> = names(&out)
         .into_iter()
-        .filter(|n| n.starts_with("sap_ish_0001_cwd_p01000_f0005000__"))
+        .filter(|n| n.starts_with("sap_ish_0002_cwd_p01000_f0005000__"))
         .collect();
     assert_eq!(second.len(), 2, "{:?}", names(&out));
     assert!(std::fs::read_to_string(

@@ -194,6 +194,24 @@ fn reports_from_the_api_and_the_watcher_are_sealed_and_no_plaintext_reaches_the_
         "the content hash is the plaintext's"
     );
     assert_eq!(job["size_bytes"], api_body.len());
+    // As the lx-annotate frontend sends it: `file` first, no kind; its first bytes say
+    // report, so it is staged sealed from the first byte.
+    let mut form_body = report(&marker);
+    form_body.extend_from_slice(b"the frontend's copy\n");
+    let (s, form_job) = post_form(
+        &srv,
+        &tok,
+        &[
+            ("file", Some("brief.pdf"), &form_body),
+            ("center_key", None, b"A"),
+        ],
+    );
+    assert_eq!(
+        (s, form_job["kind"].as_str()),
+        (201, Some("report")),
+        "{form_job}"
+    );
+    assert_eq!(form_job["stored_as"], "age");
 
     // The watcher.
     let mut drop_body = report(&marker);
@@ -240,6 +258,7 @@ fn reports_from_the_api_and_the_watcher_are_sealed_and_no_plaintext_reaches_the_
     // The age CLI opens both with the master identity.
     let key = site.master_key();
     assert!(age_open(&[&key], &object_of(&site, &job)).unwrap() == api_body);
+    assert!(age_open(&[&key], &object_of(&site, &form_job)).unwrap() == form_body);
     let dropped = site.data().join("storage").join(&dropped_rel);
     assert!(age_open(&[&key], &dropped).unwrap() == drop_body);
 
@@ -277,6 +296,100 @@ fn reports_from_the_api_and_the_watcher_are_sealed_and_no_plaintext_reaches_the_
         stdout(&o).contains(&dropped_rel) && stdout(&o).contains("does not decrypt"),
         "{}",
         stdout(&o)
+    );
+}
+
+fn post_form(
+    srv: &Server,
+    tok: &str,
+    parts: &[(&str, Option<&str>, &[u8])],
+) -> (u16, serde_json::Value) {
+    let (ct, body) = multipart(parts);
+    call(
+        http()
+            .post(&srv.url("/api/upload/"))
+            .set("Authorization", &format!("Bearer {tok}"))
+            .set("Content-Type", &ct)
+            .send_bytes(&body),
+    )
+}
+
+/// A kind field after the file (lxgate's own field; the reference has none) comes too
+/// late to choose the form the file is staged in: the form follows the file's first
+/// bytes and name, and what it must be then follows the kind field.
+#[test]
+fn a_kind_field_after_the_file_never_leaves_a_sealed_kind_plain() {
+    let (site, _) = Site::with_center_a("");
+    let srv = Server::start(&site);
+    let tok = site.token("uploader", Some("A"), "up");
+    let marker = marker();
+    // Neither content nor name says a kind: staged sealed, then opened into the plain
+    // form the later kind field's policy keeps.
+    let odd = format!("{marker} no known type").into_bytes();
+    let (s, v) = post_form(
+        &srv,
+        &tok,
+        &[
+            ("file", Some("capture.bin"), &odd),
+            ("kind", None, b"video"),
+        ],
+    );
+    assert_eq!(
+        (s, v["kind"].as_str(), v["stored_as"].as_str()),
+        (201, Some("video"), Some("plain")),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(object_of(&site, &v)).unwrap(), odd);
+    // A PDF declared a video after the fact: sealed while staged, stored plain.
+    let pdf = report(&marker);
+    let (s, v) = post_form(
+        &srv,
+        &tok,
+        &[("file", Some("scan.pdf"), &pdf), ("kind", None, b"video")],
+    );
+    assert_eq!((s, v["stored_as"].as_str()), (201, Some("plain")), "{v}");
+    // A video declared a report after the fact: it was staged plain, so it is refused
+    // rather than stored as a report, and nothing of it stays.
+    let mut mp4 = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2".to_vec();
+    mp4.extend_from_slice(format!("{marker} frames").as_bytes());
+    let (s, e) = post_form(
+        &srv,
+        &tok,
+        &[("file", Some("clip.mp4"), &mp4), ("kind", None, b"report")],
+    );
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("kind_after_file")),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("kind field before the file"),
+        "{e}"
+    );
+    assert_eq!(
+        site.count("SELECT count(*) FROM upload_jobs WHERE original_name = 'clip.mp4'"),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(site.data().join("storage/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Sent first, the same kind field seals it from the first byte.
+    let (s, v) = post_form(
+        &srv,
+        &tok,
+        &[("kind", None, b"report"), ("file", Some("clip.mp4"), &mp4)],
+    );
+    assert_eq!((s, v["stored_as"].as_str()), (201, Some("age")), "{v}");
+    assert_eq!(
+        holding(&site.data(), &marker).len(),
+        2,
+        "the two plain videos only"
     );
 }
 

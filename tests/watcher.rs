@@ -441,3 +441,227 @@ fn forged_names_are_quarantined_not_stored() {
         );
     }
 }
+
+#[test]
+fn a_default_center_given_by_name_is_used_and_one_that_names_nothing_is_named_in_the_reason() {
+    let (mut s, import) = site(50, 300);
+    s.ok(&["center", "add", "uni-wue", "--name", "Uniklinik Wuerzburg"]);
+    s.set("LX_ANNOTATE_DEFAULT_CENTER", "Uniklinik Wuerzburg");
+    drop_file(&import.join("video_import"), "clip.mp4", b"by name");
+    once(&s);
+    assert!(names(&import.join("video_import")).is_empty());
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM upload_jobs j JOIN centers c ON c.id = j.center_id WHERE c.center_key = 'uni-wue' AND j.status = 'stored'"
+        ),
+        1,
+        "the center whose name LX_ANNOTATE_DEFAULT_CENTER gives"
+    );
+    s.set("LX_ANNOTATE_DEFAULT_CENTER", "Nowhere Hospital");
+    drop_file(&import.join("video_import"), "clip2.mp4", b"no such center");
+    once(&s);
+    let r = reasons(&s);
+    assert!(
+        r.len() == 1
+            && r[0].contains("LX_ANNOTATE_DEFAULT_CENTER=\"Nowhere Hospital\"")
+            && r[0].contains("neither a center key nor a center name"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn an_lx_annotate_env_file_drives_the_watcher_timings() {
+    let (mut s, import) = site(60_000, 300);
+    // The settings file says 60 s; the reference's variable wins, as the environment does.
+    s.set("WATCHER_STABLE_AFTER_SECONDS", "0.05");
+    s.set("WATCHER_POLL_INTERVAL_SECONDS", "0.05");
+    s.set("WATCHER_LOG_LEVEL", "WARNING");
+    s.set("WATCHER_CELERY_INLINE_FALLBACK_ENABLED", "true");
+    drop_file(&import.join("video_import"), "clip.mp4", b"settled quickly");
+    let o = s.run(&["watch", "--once"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(s.count("SELECT count(*) FROM upload_jobs"), 1);
+    assert!(
+        !stderr(&o).contains(" INFO "),
+        "WATCHER_LOG_LEVEL=WARNING keeps info lines out: {}",
+        stderr(&o)
+    );
+    s.set("WATCHER_STABLE_AFTER_SECONDS", "soon");
+    let o = s.run(&["watch", "--once"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("WATCHER_STABLE_AFTER_SECONDS=\"soon\" is not valid"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn upper_case_in_progress_names_are_left_alone_until_renamed() {
+    let (s, import) = site(50, 300);
+    let v = import.join("video_import");
+    std::fs::write(v.join("Clip.MP4.PART"), b"still being copied").unwrap();
+    std::fs::write(v.join("Other.Tmp.mp4"), b"a copy tool's temp name").unwrap();
+    once(&s);
+    assert_eq!(s.count("SELECT count(*) FROM upload_jobs"), 0);
+    assert!(reasons(&s).is_empty(), "{:?}", reasons(&s));
+    assert_eq!(names(&v), vec!["Clip.MP4.PART", "Other.Tmp.mp4"]);
+    std::fs::rename(v.join("Clip.MP4.PART"), v.join("Clip.MP4")).unwrap();
+    once(&s);
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs WHERE original_name = 'Clip.MP4' AND status = 'stored'"),
+        1
+    );
+}
+
+#[test]
+fn preanonymized_carriers_without_a_sidecar_are_ingested_with_the_default_center() {
+    let (s, import) = site(50, 300);
+    let p = import.join("preanonymized_import");
+    drop_file(&p, "scan.pdf", b"%PDF anonymized");
+    drop_file(&p, "clip.mp4", b"anonymized video");
+    drop_file(
+        &import.join("report_import"),
+        "befund.txt",
+        b"Befund: o.B.\n",
+    );
+    once(&s);
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+    assert!(names(&import.join("report_import")).is_empty());
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM upload_jobs j JOIN centers c ON c.id = j.center_id WHERE c.center_key = 'A' AND j.status = 'stored'"
+        ),
+        3
+    );
+    let prov: serde_json::Value =
+        s.sql("SELECT provenance FROM upload_jobs WHERE original_name = 'scan.pdf'")[0].get(0);
+    assert_eq!(prov["sidecar"], serde_json::Value::Null, "{prov}");
+}
+
+#[test]
+fn a_carrier_waits_for_a_sidecar_that_is_still_settling() {
+    let (s, import) = site(1500, 300);
+    let p = import.join("preanonymized_import");
+    drop_file(&p, "n.txt", b"text");
+    let log = s.dir.path().join("watch.log");
+    let _w = Proc::spawn(&["watch"], &s.env(), &log);
+    // The carrier settles first; the sidecar lands while it does.
+    std::thread::sleep(Duration::from_millis(800));
+    drop_file(
+        &p,
+        "n.yaml",
+        b"external_id: '9'\nexternal_id_origin: sap_ish\n",
+    );
+    wait_for("the pair", Duration::from_secs(30), || {
+        s.count("SELECT count(*) FROM upload_jobs") == 1 && names(&p).is_empty()
+    });
+    let prov: serde_json::Value = s.sql("SELECT provenance FROM upload_jobs")[0].get(0);
+    // Pairs are sealed by default: the provenance names the sidecar, its values stay
+    // in the sealed sidecar object.
+    assert_eq!(prov["sidecar_file"], "n.yaml", "{prov}");
+    assert_eq!(
+        prov["sidecar"]["keys"],
+        serde_json::json!(["external_id", "external_id_origin"]),
+        "{prov}"
+    );
+}
+
+#[test]
+fn yaml_sidecars_and_both_schemas_are_accepted_unknown_keys_kept_gender_normalised() {
+    // The provenance shows a sidecar's values only when pairs are kept plain.
+    let (s, import) = site_with(50, 300, "[storage]\npreanonymized = \"plain\"\n");
+    let p = import.join("preanonymized_import");
+    // What the reference's SAP directory import writes (YAML), with a legacy key and
+    // the raw gender letter older releases passed through.
+    drop_file(&p, "a.txt", b"Befund A\n");
+    drop_file(
+        &p,
+        "a.yml",
+        b"casenumber: '0042'\ncenter_key: A\nexternal_id: '7'\nexternal_id_origin: sap_ish:A\nlegacy_flag: true\npatient_gender: W\nraw_columns:\n  Geschlecht: W\nexamination_date: '2024-03-01'\n",
+    );
+    // The current strict schema's new fields, with nulls.
+    drop_file(&p, "b.pdf", b"%PDF B");
+    drop_file(
+        &p,
+        "b.json",
+        format!(
+            r#"{{"center_name":"A","file_sha256":"{}","human_anonymization_validated":true,"validated_by":"dr. x","validated_at":"2026-01-31T14:05:00+01:00","patient_hash":null,"examination_hash":"{}","endoscope_sn":null}}"#,
+            hex::encode(Sha256::digest(b"%PDF B")).to_uppercase(),
+            "e".repeat(64)
+        )
+        .as_bytes(),
+    );
+    once(&s);
+    assert!(reasons(&s).is_empty(), "{:?}", reasons(&s));
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+    let a: serde_json::Value =
+        s.sql("SELECT provenance FROM upload_jobs WHERE original_name = 'a.txt'")[0].get(0);
+    assert_eq!(a["sidecar_file"], "a.yml");
+    assert_eq!(a["sidecar"]["patient_gender"], "female", "{a}");
+    assert_eq!(a["sidecar"]["casenumber"], "0042");
+    assert_eq!(a["sidecar"]["legacy_flag"], true, "unknown keys are kept");
+    assert_eq!(
+        a["sidecar_unknown_keys"],
+        serde_json::json!(["legacy_flag"])
+    );
+    let b: serde_json::Value =
+        s.sql("SELECT provenance FROM upload_jobs WHERE original_name = 'b.pdf'")[0].get(0);
+    assert_eq!(b["sidecar"]["validated_by"], "dr. x", "{b}");
+    assert_eq!(
+        b["sidecar"]["file_sha256"],
+        hex::encode(Sha256::digest(b"%PDF B")),
+        "lower-cased as the reference"
+    );
+}
+
+#[test]
+fn two_sidecars_or_a_broken_rule_send_the_pair_to_quarantine_with_the_reason() {
+    let (s, import) = site(50, 300);
+    let p = import.join("preanonymized_import");
+    drop_file(&p, "two.txt", b"t");
+    drop_file(&p, "two.json", b"{}");
+    drop_file(&p, "two.yaml", b"{}\n");
+    drop_file(&p, "bad.txt", b"b");
+    drop_file(&p, "bad.json", br#"{"examination_date":"31.01.2026"}"#);
+    drop_file(&p, "hash.txt", b"h");
+    drop_file(
+        &p,
+        "hash.yaml",
+        format!("patient_hash: '{}'\n", "A".repeat(64)).as_bytes(),
+    );
+    once(&s);
+    assert!(names(&p).is_empty(), "{:?}", names(&p));
+    let r = reasons(&s).join("\n");
+    assert!(
+        r.contains("more than one sidecar") && r.contains("two.json, two.yaml"),
+        "{r}"
+    );
+    assert!(
+        r.contains("bad.json: sidecar key \"examination_date\""),
+        "{r}"
+    );
+    assert!(r.contains("hash.yaml: sidecar key \"patient_hash\""), "{r}");
+    assert_eq!(
+        s.count("SELECT count(*) FROM upload_jobs WHERE status = 'stored'"),
+        0
+    );
+}
+
+#[test]
+fn the_sidecar_keys_are_the_reference_payloads_fields() {
+    let reference: BTreeSet<String> = reference::fields(
+        "endoreg_db/schemas/hub_payloads.py",
+        "PreanonymizedIngestPayload",
+    )
+    .into_iter()
+    .collect();
+    assert!(reference.len() > 20, "{reference:?}");
+    let ours: BTreeSet<String> = lxgate::ingest::sidecar::known_keys()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        ours, reference,
+        "lxgate's sidecar keys vs endoreg-db 1.6.5's"
+    );
+}

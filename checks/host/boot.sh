@@ -30,11 +30,17 @@ tls_certificate_key = "/etc/lxgate/tls/server.key"
 TOML
 extra_binds=()
 wants_extra=()
-if [ "$scenario" = hub ]; then
+render_env=()
+if [ "$scenario" = hub ] || [ "$scenario" = migrated ]; then
   # Twin of checks/hub-site.nix: a central hub whose nginx demands a site certificate
   # on the transfer path. Sites' client certificates come from their own CA.
   sed -i 's/^role = .*/role = "central_hub"/; /^default_center/d' "$work/config.toml"
-  printf '[hub]\ntransfer_api = true\nclient_ca_file = "/etc/lxgate/tls/client-ca.crt"\n' >> "$work/config.toml"
+  if [ "$scenario" = hub ]; then
+    printf '[hub]\ntransfer_api = true\nclient_ca_file = "/etc/lxgate/tls/client-ca.crt"\n' >> "$work/config.toml"
+  else
+    # The migrated host turns transfers on through its lx-annotate env file only.
+    printf '[hub]\nclient_ca_file = "/etc/lxgate/tls/client-ca.crt"\n' >> "$work/config.toml"
+  fi
   ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2)
   for ca in client-ca rogue-ca; do
     openssl req -x509 "${ec[@]}" -subj "/CN=$ca" -keyout "$work/tls/$ca.key" -out "$work/tls/$ca.crt" 2>/dev/null
@@ -67,7 +73,50 @@ if [ "$scenario" = backup ]; then
   # It fetches every job's media twice in a row from one address: no token rate limit.
   sed -i '/^\[server\]/a token_auth_per_second = 0' "$work/config.toml"
 fi
-"$bin" --config "$work/config.toml" render all --bin /usr/local/bin/lxgate --out "$work/render" 2>/dev/null
+if [ "$scenario" = migrated ]; then
+  # Twin of checks/migrated-host.nix: a host laid out as a LuxNix lx-annotate deployment
+  # leaves it (checkout /var/lib/lx-annotate with data/ and the env file the reference
+  # wrote), recovered by lxgate-data-recovery, then run by lxgate from that env file.
+  repo="$work/lx-annotate"
+  mkdir -p "$repo/data/storage/documents/2024" "$repo/data/storage/sensitive_videos" \
+    "$repo/data/import/sap_import_processed" "$repo/data/import/video_import" "$repo/data/reports/2023" \
+    "$repo/data/logs" "$repo/data/quarantine/failed"
+  head -c 200000 /dev/urandom > "$repo/data/storage/documents/2024/doc1.bin"
+  head -c 3000000 /dev/urandom > "$repo/data/storage/sensitive_videos/v1.mp4"
+  echo "legacy report" > "$repo/data/reports/2023/r1.pdf"
+  echo "converted" > "$repo/data/import/sap_import_processed/old.zip"
+  : > "$repo/data/import/video_import/.keep"
+  echo "old log" > "$repo/data/logs/watcher.log"
+  touch -d '2021-03-04 05:06:07' "$repo/data/reports/2023/r1.pdf"
+  # The values lx-annotate's deployment docs and its recovery write (section 4 of the
+  # reference notes): every path key, the META form of the attestation header, the
+  # 1.6.4 transfer switch, a role in upper case, a default center by name, WATCHER_*.
+  cat > "$repo/.env.systemd" <<'ENV'
+LX_ANNOTATE_ENCRYPTED_DATA_DIR=/var/lib/lx-annotate/data
+DATA_DIR=/var/lib/lx-annotate/data
+LX_ANNOTATE_DATA_DIR=/var/lib/lx-annotate/data
+STORAGE_DIR=/var/lib/lx-annotate/data
+IO_DIR=/var/lib/lx-annotate/data
+ENDOREG_DEPLOYMENT_ROLE=Central_Hub
+ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS=true
+ENDOREG_HUB_TRANSFER_REQUIRE_MTLS=1
+ENDOREG_HUB_TRANSFER_MTLS_META_KEY=HTTP_X_CLIENT_CERT_VERIFIED
+ENDOREG_HUB_TRANSFER_MTLS_META_VALUE=SUCCESS
+WATCHER_STABLE_AFTER_SECONDS=0.5
+WATCHER_POLL_INTERVAL_SECONDS=0.5
+WATCHER_LOG_LEVEL=INFO
+WATCHER_CELERY_INLINE_FALLBACK_ENABLED=false
+DJANGO_SETTINGS_MODULE=lx_annotate.settings.settings_prod
+ENV
+  chmod -R a+rX "$repo"
+  sed -i '/^\[watcher\]/,/^\[/{/^settle_ms/d}' "$work/config.toml"
+  printf '[recovery]\nenable = true\nsource = "/var/lib/lx-annotate/data"\n' >> "$work/config.toml"
+  extra_binds+=(--bind-ro="$repo:/var/lib/lx-annotate")
+  wants_extra+=("systemd.wants=lxgate-data-recovery.service")
+  # The operator renders with the env file loaded, as the units run with it.
+  while IFS= read -r l; do render_env+=("$l"); done < <(grep -v '^#' "$repo/.env.systemd" | grep -v '_DIR=')
+fi
+env "${render_env[@]+"${render_env[@]}"}" "$bin" --config "$work/config.toml" render all --bin /usr/local/bin/lxgate --out "$work/render" 2>/dev/null
 if [ -n "$drop" ]; then
   sed -i "\#/import/$drop #d" "$work/render/tmpfiles.d/lxgate.conf"
 fi
@@ -102,6 +151,7 @@ node_key = "site-a"
 target_node_key = "hub"
 ca_file = "/etc/lxgate/tls/hub-ca.crt"
 client_certificate = "/etc/lxgate/tls/site.crt"
+recipient_public_key_file = "/etc/lxgate/hub-recipient.pub.pem"
 TOML
   "$bin" --config "$work/site.toml" render all --bin /usr/local/bin/lxgate --out "$work/site-render" 2>/dev/null
   extra_binds+=(--bind-ro="$work/site.toml:/etc/lxgate/site.toml"
@@ -117,17 +167,18 @@ m lxgate lxgate-keys
 m www-data lxgate
 SU
 
-# Database and env file: what a Debian operator does once by hand.
+# Database and env file: what a Debian operator does once by hand (appended: on a
+# migrated host the recovery has carried the lx-annotate env file over first).
 cat > "$work/lxgate-twin-db.service" <<'U'
 [Unit]
 Description=twin: create the lxgate role and database, write the env file
-After=postgresql@15-main.service systemd-tmpfiles-setup.service
+After=postgresql@15-main.service systemd-tmpfiles-setup.service lxgate-data-recovery.service
 Wants=postgresql@15-main.service
 Before=lxgate-migrate.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.1; done; runuser -u postgres -- psql -qc "CREATE ROLE lxgate LOGIN" || true; runuser -u postgres -- createdb -O lxgate lxgate || true; printf "DATABASE_URL=host=/run/postgresql dbname=lxgate user=lxgate\\n" > /var/lib/lxgate/.env.systemd; chown lxgate:lxgate /var/lib/lxgate/.env.systemd; chmod 0640 /var/lib/lxgate/.env.systemd'
+ExecStart=/bin/sh -c 'until runuser -u postgres -- pg_isready -q; do sleep 0.1; done; install -d -o lxgate -g lxgate -m 0750 /var/lib/lxgate; runuser -u postgres -- psql -qc "CREATE ROLE lxgate LOGIN" || true; runuser -u postgres -- createdb -O lxgate lxgate || true; printf "DATABASE_URL=host=/run/postgresql dbname=lxgate user=lxgate\\n" >> /var/lib/lxgate/.env.systemd; chown lxgate:lxgate /var/lib/lxgate/.env.systemd; chmod 0640 /var/lib/lxgate/.env.systemd'
 U
 
 cat > "$work/lxgate-twin-test.service" <<'U'
@@ -145,16 +196,24 @@ cp "$here/scenario-$scenario.sh" "$work/scenario.sh"
 binds=(--bind-ro="$bin:/usr/local/bin/lxgate" --bind-ro="$work:/twin" --bind="$results:/twin-results"
   --bind-ro="$work/config.toml:/etc/lxgate/config.toml" --bind-ro="$work/tls:/etc/lxgate/tls"
   --bind-ro="$work/sysusers.conf:/etc/sysusers.d/lxgate.conf"
-  --bind-ro="$work/render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate.conf"
-  --bind-ro="$work/render/nginx/lxgate.conf:/etc/nginx/sites-enabled/lxgate.conf"
   --bind-ro="$work/lxgate-twin-db.service:/etc/systemd/system/lxgate-twin-db.service"
   --bind-ro="$work/lxgate-twin-test.service:/etc/systemd/system/lxgate-twin-test.service"
   ${extra_binds[@]+"${extra_binds[@]}"})
 wants=()
-for u in "$work"/render/systemd/*; do
-  binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
-done
-for u in lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-storage-audit.timer lxgate-twin-db.service lxgate-twin-test.service nginx.service; do
+if [ "$scenario" = upgrade ]; then
+  # `lxgate deploy` installs units, tmpfiles and nginx itself, from the releases that
+  # checks/host/upgrade-releases.sh built (LXGATE_TWIN_RELEASES).
+  cp -a "${LXGATE_TWIN_RELEASES:?build them with checks/host/upgrade-releases.sh}" "$work/releases"
+  units=(lxgate-twin-db.service lxgate-twin-test.service nginx.service)
+else
+  binds+=(--bind-ro="$work/render/tmpfiles.d/lxgate.conf:/etc/tmpfiles.d/lxgate.conf"
+    --bind-ro="$work/render/nginx/lxgate.conf:/etc/nginx/sites-enabled/lxgate.conf")
+  for u in "$work"/render/systemd/*; do
+    binds+=(--bind-ro="$u:/etc/systemd/system/$(basename "$u")")
+  done
+  units=(lxgate-keys.service lxgate-migrate.service lxgate.service lxgate-watcher.service lxgate-sap-import.path lxgate-storage-audit.timer lxgate-twin-db.service lxgate-twin-test.service nginx.service)
+fi
+for u in "${units[@]}"; do
   wants+=("systemd.wants=$u")
 done
 wants+=(${wants_extra[@]+"${wants_extra[@]}"})

@@ -16,9 +16,10 @@ done
 check "legacy report copied" "lxgate-data-recovery" grep -qx "old report" $d/reports/2023/r1.txt
 check "mtime preserved" "lxgate-data-recovery" test "$(stat -c %Y $d/reports/2023/r1.txt)" = "$(stat -c %Y /var/lib/lx-annotate/data/reports/2023/r1.txt)"
 check "symlink copied as a link" "lxgate-data-recovery" test "$(readlink $d/reports/2023/latest)" = r1.txt
-check "existing import/ was kept and warned about" "lxgate-data-recovery" sh -c "journalctl -u lxgate-data-recovery --no-pager | grep -q 'WARNING: destination already exists, skipping: $d/import'"
-check "copy logged per top-level entry" "lxgate-data-recovery" sh -c "journalctl -u lxgate-data-recovery --no-pager | grep -q 'copying /var/lib/lx-annotate/data/reports -> $d/reports'"
-check "completion marker written" "lxgate-data-recovery" test -e $d/logs/data_recovery_complete
+check "a legacy file inside the existing import/ was copied (per-file merge)" "lxgate-data-recovery" sh -c "journalctl -u lxgate-data-recovery --no-pager | grep -q 'copying /var/lib/lx-annotate/data/import/video_import/old.mp4 -> $d/import/video_import/old.mp4'"
+check "the existing import/ was merged, not skipped" "lxgate-data-recovery" sh -c "! journalctl -u lxgate-data-recovery --no-pager | grep -q 'skipping: $d/import\$'"
+check "copy logged per new entry" "lxgate-data-recovery" sh -c "journalctl -u lxgate-data-recovery --no-pager | grep -q 'copying /var/lib/lx-annotate/data/reports -> $d/reports'"
+check "completion marker written, key=value" "lxgate-data-recovery" grep -q '^completed_at=' $d/logs/data_recovery_complete
 systemctl restart lxgate-data-recovery.service
 check "a second start is skipped by ConditionPathExists" "lxgate-data-recovery" test "$(systemctl show -P ConditionResult lxgate-data-recovery.service)" = no
 check "lxgate.service active" "lxgate" systemctl is-active --quiet lxgate.service

@@ -33,6 +33,10 @@ install -o lxgate -g lxgate -m 0640 /tmp/clip.mp4 /var/lib/lxgate/data/import/vi
 job() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_jobs WHERE original_name='clip.mp4' AND status='stored'" | grep -qx 1; }
 check "video drop becomes an UploadJob" "lxgate-watcher" poll 100 job
 check "drop left video_import" "lxgate-watcher" test ! -e /var/lib/lxgate/data/import/video_import/clip.mp4
+# 5a. the job's story in the journal by its id: the watcher logs to journald with fields.
+jid=$(runuser -u postgres -- psql -tA lxgate -c "SELECT id FROM upload_jobs WHERE original_name='clip.mp4'")
+story() { journalctl --no-pager -o cat JOB_ID="$jid" BOUNDARY=watcher OUTCOME=accepted | grep -qx watcher; }
+check "journalctl JOB_ID=$jid returns the watcher's line for that job" "lxgate-watcher" poll 50 story
 # 5b. the SAP path unit converts a dropped bundle; its pairs become jobs.
 if [ -s /twin/sample.zip ]; then
   install -o lxgate -g lxgate -m 0640 /twin/sample.zip /var/lib/lxgate/data/import/sap_import/.b.zip.part

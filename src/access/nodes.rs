@@ -64,7 +64,40 @@ fn stored_signing_key(node_key: &str, stored: &str) -> Option<Vec<u8>> {
     .filter(|h| h.len() == 32)
 }
 
+/// A Django `make_password` hash (`pbkdf2_sha256$ITER$SALT$B64`), as endoreg-db keeps a
+/// node's secret: PBKDF2-HMAC-SHA256 over the salt's UTF-8 bytes, 32 bytes, standard
+/// base64 (Django's `PBKDF2PasswordHasher`).
+fn verify_django(secret: &str, stored: &str) -> Option<bool> {
+    use base64::Engine;
+    let rest = stored.strip_prefix("pbkdf2_sha256$")?;
+    let mut parts = rest.splitn(3, '$');
+    let (iterations, salt, hash) = (parts.next()?, parts.next()?, parts.next()?);
+    let iterations: u32 = iterations.parse().ok().filter(|n| *n > 0)?;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(hash)
+        .ok()?;
+    if expected.len() != 32 || salt.is_empty() {
+        return None;
+    }
+    let got = derive(secret, salt.as_bytes(), iterations);
+    Some(
+        got.iter()
+            .zip(&expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0,
+    )
+}
+
+/// Whether `stored` is a hash this hub can verify (lxgate's own or Django's).
+pub fn valid_stored_hash(stored: &str) -> bool {
+    stored.starts_with("pbkdf2_sha256$") && verify_django("", stored).is_some()
+        || stored.starts_with("pbkdf2-sha256$") && stored.split('$').count() == 4
+}
+
 pub fn verify_secret(secret: &str, stored: &str) -> bool {
+    if let Some(ok) = verify_django(secret, stored) {
+        return ok;
+    }
     let parts: Vec<&str> = stored.split('$').collect();
     let [scheme, rounds, salt, hash] = parts[..] else {
         return false;
@@ -91,8 +124,10 @@ pub fn normalize_fingerprint(fp: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Node keys as the reference holds them: up to 253 characters (the envelope's limit)
+/// of letters, digits and `. _ : -`, starting with a letter or digit.
 pub fn valid_node_key(k: &str) -> bool {
-    crate::access::tokens::valid_center_key(k)
+    crate::hub::wire::valid_identifier(k, 253)
 }
 
 /// Register (or re-key) a site node; returns its new secret, shown once.
@@ -103,7 +138,7 @@ pub async fn add(
     fingerprint: Option<&str>,
 ) -> Result<String, AuthError> {
     if !valid_node_key(key) {
-        return Err(AuthError::BadCenterKey(key.into()));
+        return Err(AuthError::BadNodeKey(key.into()));
     }
     let cid = center_id(c, center)
         .await?
@@ -118,16 +153,53 @@ pub async fn add(
     .await
     .expect("hashing does not panic");
     let fp = fingerprint.map(normalize_fingerprint);
+    upsert_site_node(c, key, cid, &hash, fp.as_deref()).await?;
+    crate::audit::key_operation("node_keyed", key, Some(center));
+    Ok(secret)
+}
+
+/// The one way a site node's row is written, by `add` and `import` alike.
+async fn upsert_site_node(
+    c: &tokio_postgres::Client,
+    key: &str,
+    cid: i64,
+    secret_hash: &str,
+    fingerprint: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
     c.execute(
         "INSERT INTO nodes (node_key, role, center_id, secret_hash, cert_fingerprint)
          VALUES ($1, 'site_node', $2, $3, $4)
          ON CONFLICT (node_key) DO UPDATE SET center_id = EXCLUDED.center_id,
              secret_hash = EXCLUDED.secret_hash, cert_fingerprint = EXCLUDED.cert_fingerprint",
-        &[&key, &cid, &hash, &fp],
+        &[&key, &cid, &secret_hash, &fingerprint],
     )
     .await?;
-    crate::audit::key_operation("node_keyed", key, Some(center));
-    Ok(secret)
+    Ok(())
+}
+
+/// Register (or update) a site node with a secret hash from an endoreg-db hub
+/// (`NetworkNode.shared_secret_hash`, Django `pbkdf2_sha256$…`): the site keeps its
+/// secret. Such a node authenticates with the secret header; signing needs a re-key.
+pub async fn import(
+    c: &tokio_postgres::Client,
+    key: &str,
+    center: &str,
+    stored_hash: &str,
+    fingerprint: Option<&str>,
+) -> Result<(), AuthError> {
+    if !valid_node_key(key) {
+        return Err(AuthError::BadNodeKey(key.into()));
+    }
+    if !valid_stored_hash(stored_hash) {
+        return Err(AuthError::BadSecretHash);
+    }
+    let cid = center_id(c, center)
+        .await?
+        .ok_or_else(|| AuthError::UnknownCenter(center.into()))?;
+    let fp = fingerprint.map(normalize_fingerprint);
+    upsert_site_node(c, key, cid, stored_hash, fp.as_deref()).await?;
+    crate::audit::key_operation("node_imported", key, Some(center));
+    Ok(())
 }
 
 pub async fn remove(c: &tokio_postgres::Client, key: &str) -> Result<bool, AuthError> {
@@ -241,6 +313,24 @@ mod tests {
             "11".repeat(32)
         );
         assert!(stored_signing_key("site-a", &old).is_none());
+    }
+
+    /// Vectors made with PBKDF2-HMAC-SHA256 as Django's PBKDF2PasswordHasher encodes it.
+    #[test]
+    fn django_hashes_verify_as_django_verifies_them() {
+        let h = "pbkdf2_sha256$1000$abc$y9cYSfExXat2TiVf3hAaltybBYumxabN/HkmyRAwijw=";
+        assert!(valid_stored_hash(h));
+        assert!(verify_secret("site-secret", h));
+        assert!(!verify_secret("site-secreT", h));
+        assert!(!verify_secret("site-secret", &h.replace("$abc$", "$abd$")));
+        assert!(!verify_secret(
+            "site-secret",
+            &h.replace("$1000$", "$1001$")
+        ));
+        assert!(!valid_stored_hash("pbkdf2_sha256$1000$abc$short"));
+        assert!(!valid_stored_hash("argon2$x"));
+        assert!(valid_node_key(&"a".repeat(253)) && !valid_node_key(&"a".repeat(254)));
+        assert!(valid_node_key("site-a.klinik:1") && !valid_node_key("-a"));
     }
 
     #[test]

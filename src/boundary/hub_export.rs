@@ -1,11 +1,16 @@
-//! The site side of hub export (SPEC §8): `lxgate hub-export mark|run|list`.
+//! The site side of hub export (SPEC §8): `lxgate hub-export mark|run|list|show|retry`,
+//! speaking payload schema 7.0 and `hub_media_envelope_v1` as lx-annotate 1.6.4 does
+//! (`crate::hub`).
 //!
-//! A job is exported only after someone marks it (a `hub_exports` row). `run` sends every
-//! pending mark to the hub over https with the node's client certificate: register the
-//! transfer, upload the media if the hub still awaits it, record the hub's answer.
-//! Every step is safe to repeat: the transfer key is fixed at marking, the hub answers a
-//! known key with 409 and its status, and a transfer the hub has applied is never sent
-//! again. Redirects are refused (a redirect could carry the node secret elsewhere).
+//! A job is exported only after someone marks it (a `hub_exports` row): marking is the
+//! operator's statement that the media's anonymization is validated, and it is what
+//! sets the four eligibility flags of the register body. `run` sends every pending mark
+//! over https with the node's client certificate: register, seal the media to the
+//! hub's recipient key (the envelope and ciphertext kept per transfer key, so a retry
+//! sends the same bytes and the hub sees an exact replay), upload, and check the hub's
+//! answer and receipt field by field. Failures are classed as the reference classes
+//! them: a 400 is final (the hub's reason kept), 401/403 final (authorization), a
+//! register 409 final, any other answer, a redirect or no answer is retried.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,10 +20,23 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HubExport};
 use crate::crypto::keyring::MasterKeys;
 use crate::crypto::signing;
+use crate::hub::envelope::{self, Identity, Receipt, Sealed};
+use crate::hub::keys::Recipient;
+use crate::hub::wire::register::{
+    ProcessingHistory, ProcessingSnapshot, Provenance, RegisterBody, VideoFile, VideoRows,
+    VideoState,
+};
+use crate::hub::wire::reply::summary;
+use crate::hub::wire::status::{Expected, StatusBody};
+use crate::hub::wire::{
+    self, header as h, ResourceKind, TransferMode, TransferStatus, MAX_KEY_LEN, MEDIA_CONTENT_TYPE,
+    MEDIA_ROLE_PROCESSED, PAYLOAD_SCHEMA_VERSION,
+};
 use crate::ingest::at_rest::{self, AtRest, Object};
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
@@ -28,9 +46,6 @@ pub const SECRET_CREDENTIAL: &str = "hub-node-secret";
 pub const CLIENT_KEY_CREDENTIAL: &str = "hub-client-key";
 pub const SECRET_ENV: &str = "LX_ANNOTATE_HUB_SOURCE_NODE_SECRET";
 
-/// The hub's wire version of the register body (endoreg-db's payload_schema_version).
-const PAYLOAD_SCHEMA_VERSION: u32 = 1;
-
 /// What one `run` did; the unit fails (exit 1) when anything is left failed or retrying.
 #[derive(Debug, Default, Serialize)]
 pub struct RunSummary {
@@ -39,35 +54,78 @@ pub struct RunSummary {
     pub failed: usize,
 }
 
-pub fn transfer_key(job: uuid::Uuid) -> String {
-    format!("job-{job}")
-}
-
-/// Mark jobs for export. Refuses what the hub would refuse, with the reason.
-pub async fn mark(client: &tokio_postgres::Client, jobs: &[uuid::Uuid], by: &str) -> Result<()> {
-    for id in jobs {
+/// Mark processed jobs for export, each made from the raw job `raw` when lxgate holds
+/// it (else the media counts as preanonymized: raw hash = processed hash). Refuses
+/// what the hub would refuse, with the reason.
+pub async fn mark(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    jobs: &[uuid::Uuid],
+    raw: Option<uuid::Uuid>,
+    by: &str,
+) -> Result<()> {
+    let settings = config.hub_export.as_ref().ok_or_else(|| {
+        anyhow!("hub export is not configured: a transfer key names this site's node; set role = \"site_node\" and [hub] export = true, node_key, …")
+    })?;
+    if raw.is_some() && jobs.len() != 1 {
+        bail!("--raw names the raw job of one processed job: mark one job at a time with it");
+    }
+    let job_row = |id: uuid::Uuid| async move {
         let row = client
-            .query_opt("SELECT kind, status FROM upload_jobs WHERE id = $1", &[id])
+            .query_opt(
+                "SELECT kind, status, content_hash, center_id FROM upload_jobs WHERE id = $1",
+                &[&id],
+            )
             .await?
             .ok_or_else(|| anyhow!("no upload job {id}"))?;
         let (kind, status): (String, String) = (row.get(0), row.get(1));
         if status == "error" {
             bail!("upload job {id} failed at ingest (status error); there is no media to export");
         }
-        if kind == "preanonymized" {
-            bail!("upload job {id} is a preanonymized text pair; the hub accepts video and report media only");
+        Ok::<_, anyhow::Error>((
+            kind,
+            row.get::<_, Option<String>>(2).unwrap_or_default(),
+            row.get::<_, Option<i64>>(3),
+        ))
+    };
+    for id in jobs {
+        let (kind, processed, center) = job_row(*id).await?;
+        match kind.as_str() {
+            "video" => {}
+            "preanonymized" => bail!("upload job {id} is a preanonymized text pair; the hub accepts video and report media only"),
+            _ => bail!("upload job {id} is a report: a 7.0 report transfer carries the report's anonymized text, which lxgate does not hold; export videos"),
+        }
+        let raw_hash = match raw {
+            None => processed.clone(),
+            Some(r) => {
+                let (rkind, rhash, rcenter) = job_row(r).await?;
+                if rkind != "video" || rcenter != center {
+                    bail!("raw job {r} must be a video of the same center as {id}");
+                }
+                rhash
+            }
+        };
+        let key = wire::transfer_key(&settings.node_key, ResourceKind::Video, &raw_hash);
+        if key.len() > MAX_KEY_LEN || !wire::valid_identifier(&key, MAX_KEY_LEN) {
+            bail!("node_key {:?} makes a transfer key over {MAX_KEY_LEN} characters or outside letters, digits and . _ : -; choose a shorter node key", settings.node_key);
         }
         let n = client
             .execute(
-                "INSERT INTO hub_exports (upload_job_id, transfer_key, marked_by)
-                 VALUES ($1, $2, $3) ON CONFLICT (upload_job_id) DO NOTHING",
-                &[id, &transfer_key(*id), &by],
+                "INSERT INTO hub_exports (upload_job_id, transfer_key, marked_by, raw_upload_job_id)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (upload_job_id) DO NOTHING",
+                &[id, &key, &by, &raw],
             )
-            .await?;
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(d) if d.constraint() == Some("hub_exports_transfer_key_key") => anyhow!(
+                    "another job is already marked under transfer key {key} (the same raw media); one raw recording is one transfer"
+                ),
+                _ => e.into(),
+            })?;
         if n == 0 {
-            tracing::info!(job = %id, "already marked for hub export");
+            tracing::info!(boundary = "hub_export", job_id = %id, "already marked for hub export");
         } else {
-            tracing::info!(job = %id, by, "marked for hub export");
+            tracing::info!(boundary = "hub_export", job_id = %id, by, transfer_key = %key, "marked for hub export (anonymization validated)");
         }
     }
     Ok(())
@@ -89,13 +147,14 @@ pub struct ExportRow {
     pub transfer_key: String,
     pub state: String,
     pub attempts: i32,
+    pub failure_class: Option<String>,
     pub last_error: Option<String>,
 }
 
 pub async fn list(client: &tokio_postgres::Client) -> Result<Vec<ExportRow>> {
     Ok(client
         .query(
-            "SELECT upload_job_id, transfer_key, state, attempts, last_error
+            "SELECT upload_job_id, transfer_key, state, attempts, failure_class, last_error
              FROM hub_exports ORDER BY marked_at",
             &[],
         )
@@ -106,7 +165,8 @@ pub async fn list(client: &tokio_postgres::Client) -> Result<Vec<ExportRow>> {
             transfer_key: r.get(1),
             state: r.get(2),
             attempts: r.get(3),
-            last_error: r.get(4),
+            failure_class: r.get(4),
+            last_error: r.get(5),
         })
         .collect())
 }
@@ -116,60 +176,85 @@ pub async fn list(client: &tokio_postgres::Client) -> Result<Vec<ExportRow>> {
 struct Item {
     job: uuid::Uuid,
     key: String,
-    kind: String,
-    hash: String,
-    size: i64,
+    raw_hash: String,
+    processed_hash: String,
     center: String,
     object: PathBuf,
     /// How the object is kept; a sealed one is opened with the master identity and
-    /// leaves as plaintext inside the transfer's own protection.
+    /// leaves inside the transfer's own envelope, never as the site's age file.
     at_rest: AtRest,
     keys: MasterKeys,
-    extension: String,
+    suffix: Option<String>,
+}
+
+/// The reference's failure classes (lx-annotate `HubExportFailureClass`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    ConfigurationRejection,
+    AuthorizationDenial,
+    IntegrityInconsistency,
+    TransientRetry,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::ConfigurationRejection => "configuration_rejection",
+            FailureClass::AuthorizationDenial => "authorization_denial",
+            FailureClass::IntegrityInconsistency => "integrity_inconsistency",
+            FailureClass::TransientRetry => "transient_retry",
+        }
+    }
 }
 
 /// How one item ended.
 #[derive(Debug)]
 enum Outcome {
     Applied,
-    /// Worth retrying as is: the network, the hub, or configuration the operator fixes.
+    /// The network, the hub's state, or a proxy: the next run tries again.
     Retry(String),
     /// Will not succeed by retrying: the operator looks, then `hub-export retry`.
-    Failed(String),
+    Failed(FailureClass, String),
+}
+
+const ITEMS: &str =
+    "SELECT e.upload_job_id, e.transfer_key, COALESCE(r.content_hash, j.content_hash),
+        j.content_hash, c.center_key, j.storage_path, j.original_name, j.stored_as
+     FROM hub_exports e
+     JOIN upload_jobs j ON j.id = e.upload_job_id
+     LEFT JOIN upload_jobs r ON r.id = e.raw_upload_job_id
+     JOIN centers c ON c.id = j.center_id";
+
+fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
+    let name: String = r.get(6);
+    Item {
+        job: r.get(0),
+        key: r.get(1),
+        raw_hash: r.get(2),
+        processed_hash: r.get(3),
+        center: r.get(4),
+        object: config.paths.storage.join(r.get::<_, String>(5)),
+        at_rest: at_rest::from_column(r.get(7)).unwrap_or(AtRest::Plain),
+        keys: MasterKeys::new(&config.host.master_key),
+        suffix: suffix_of(&name),
+    }
 }
 
 /// Send every pending export once.
 pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<RunSummary> {
     let settings = config.hub_export.clone().ok_or_else(|| {
-        anyhow!("hub export is not configured: set role = \"site_node\" and [hub] export = true, url, node_key, target_node_key, ca_file, client_certificate")
+        anyhow!("hub export is not configured: set role = \"site_node\" and [hub] export = true, url, node_key, target_node_key, ca_file, client_certificate, recipient_public_key_file")
     })?;
     let sender = Arc::new(Sender::new(&settings)?);
     let rows = client
         .query(
-            "SELECT e.upload_job_id, e.transfer_key, j.kind, j.content_hash, j.size_bytes,
-                    c.center_key, j.storage_path, j.original_name, j.stored_as
-             FROM hub_exports e
-             JOIN upload_jobs j ON j.id = e.upload_job_id
-             JOIN centers c ON c.id = j.center_id
-             WHERE e.state = 'pending' ORDER BY e.marked_at",
+            &format!("{ITEMS} WHERE e.state = 'pending' ORDER BY e.marked_at"),
             &[],
         )
         .await?;
     let mut summary = RunSummary::default();
     for r in rows {
-        let name: String = r.get(7);
-        let item = Item {
-            job: r.get(0),
-            key: r.get(1),
-            kind: r.get(2),
-            hash: r.get(3),
-            size: r.get(4),
-            center: r.get(5),
-            object: config.paths.storage.join(r.get::<_, String>(6)),
-            at_rest: at_rest::from_column(r.get(8)).unwrap_or(AtRest::Plain),
-            keys: MasterKeys::new(&config.host.master_key),
-            extension: extension_of(&name),
-        };
+        let item = item(config, &r);
         let s = sender.clone();
         let it = item.clone();
         let outcome = tokio::task::spawn_blocking(move || s.send(&it))
@@ -180,7 +265,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             outcome: match &outcome {
                 Outcome::Applied => "ok",
                 Outcome::Retry(_) => "retry",
-                Outcome::Failed(_) => "failed",
+                Outcome::Failed(..) => "failed",
             },
             principal: Some(&settings.node_key),
             center: Some(&item.center),
@@ -189,60 +274,228 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             ..Default::default()
         }
         .emit();
-        let (state, error) = match &outcome {
+        let (state, class, error) = match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
-                tracing::info!(job = %item.job, transfer = %item.key, "applied at the hub");
-                ("applied", None)
+                tracing::info!(boundary = "hub_export", outcome = "applied", job_id = %item.job, transfer_key = %item.key, "applied at the hub");
+                ("applied", None, None)
             }
             Outcome::Retry(why) => {
                 summary.retrying += 1;
-                tracing::warn!(job = %item.job, transfer = %item.key, "not sent, will retry: {why}");
-                ("pending", Some(why.as_str()))
+                tracing::warn!(boundary = "hub_export", outcome = "retrying", job_id = %item.job, transfer_key = %item.key, "not sent, will retry: {why}");
+                (
+                    "pending",
+                    Some(FailureClass::TransientRetry),
+                    Some(why.as_str()),
+                )
             }
-            Outcome::Failed(why) => {
+            Outcome::Failed(class, why) => {
                 summary.failed += 1;
-                tracing::error!(job = %item.job, transfer = %item.key, "export failed: {why}");
-                ("failed", Some(why.as_str()))
+                tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, class = class.as_str(), "export failed: {why}");
+                ("failed", Some(*class), Some(why.as_str()))
             }
         };
         client
             .execute(
-                "UPDATE hub_exports SET state = $2, attempts = attempts + 1, last_error = $3,
-                     updated_at = now() WHERE upload_job_id = $1",
-                &[&item.job, &state, &error],
+                "UPDATE hub_exports SET state = $2, attempts = attempts + 1, failure_class = $3,
+                     last_error = $4, updated_at = now() WHERE upload_job_id = $1",
+                &[&item.job, &state, &class.map(FailureClass::as_str), &error],
             )
             .await?;
     }
     Ok(summary)
 }
 
-/// The hub sees no original file name (it may name a patient): only the job id and the
-/// extension, which tells the hub's ingest what the media is.
-fn extension_of(name: &str) -> String {
+/// The register body `run` would send for a marked job (`hub-export show`).
+pub async fn show(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    job: uuid::Uuid,
+) -> Result<Value> {
+    let settings = config
+        .hub_export
+        .as_ref()
+        .ok_or_else(|| anyhow!("hub export is not configured"))?;
+    let r = client
+        .query_opt(&format!("{ITEMS} WHERE e.upload_job_id = $1"), &[&job])
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "upload job {job} is not marked for hub export (`lxgate hub-export mark {job}`)"
+            )
+        })?;
+    let item = item(config, &r);
+    let facts = tokio::task::spawn_blocking({
+        let object = item.object.clone();
+        move || video_facts(&object)
+    })
+    .await?;
+    Ok(serde_json::to_value(register_body(settings, &item, facts))?)
+}
+
+/// The hub sees no original file name (it may name a patient): only its suffix.
+fn suffix_of(name: &str) -> Option<String> {
     Path::new(name)
         .extension()
         .and_then(|e| e.to_str())
         .filter(|e| e.len() <= 8 && e.bytes().all(|c| c.is_ascii_alphanumeric()))
         .map(|e| format!(".{}", e.to_ascii_lowercase()))
-        .unwrap_or_default()
+}
+
+/// What `ffprobe` tells about a video: fps, duration, frame count, width, height.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VideoFacts {
+    pub fps: Option<f64>,
+    pub duration: Option<f64>,
+    pub frame_count: Option<u64>,
+    pub width: Option<u64>,
+    pub height: Option<u64>,
+}
+
+/// `ffprobe` on the stored object; None when it is no video ffprobe can read (the hub
+/// takes nulls for these fields; lx-annotate fills them, and so does lxgate when it can).
+pub fn video_facts(path: &Path) -> Option<VideoFacts> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=width,height,avg_frame_rate,nb_frames,nb_read_packets,duration:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            tracing::warn!("ffprobe does not run ({e}); video facts are sent empty: install ffmpeg")
+        })
+        .ok()?;
+    if !out.status.success() {
+        tracing::warn!(object = %path.display(), "ffprobe cannot read this media; video facts are sent empty");
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let stream = v["streams"].get(0)?;
+    let num = |x: &Value| -> Option<f64> {
+        x.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or_else(|| x.as_f64())
+    };
+    let fps = stream["avg_frame_rate"].as_str().and_then(|r| {
+        let (n, d) = r.split_once('/')?;
+        let (n, d) = (n.parse::<f64>().ok()?, d.parse::<f64>().ok()?);
+        (d > 0.0).then(|| n / d)
+    });
+    let frames = num(&stream["nb_frames"]).or_else(|| num(&stream["nb_read_packets"]));
+    Some(VideoFacts {
+        fps: fps.filter(|f| f.is_finite() && *f >= 0.0),
+        duration: num(&stream["duration"])
+            .or_else(|| num(&v["format"]["duration"]))
+            .filter(|d| d.is_finite() && *d >= 0.0),
+        frame_count: frames.filter(|f| *f >= 0.0).map(|f| f as u64),
+        width: stream["width"].as_u64().filter(|w| *w >= 1),
+        height: stream["height"].as_u64().filter(|h| *h >= 1),
+    })
+}
+
+/// The 7.0 register body for a video lxgate holds. Marking stated the anonymization
+/// validated: that sets the four eligibility flags, and nothing else does.
+fn register_body(s: &HubExport, item: &Item, facts: Option<VideoFacts>) -> RegisterBody {
+    let f = facts.unwrap_or_default();
+    let rows = VideoRows {
+        video_file: VideoFile {
+            raw_video_hash: item.raw_hash.clone(),
+            processed_video_hash: Some(item.processed_hash.clone()),
+            fps: f.fps,
+            duration: f.duration,
+            frame_count: f.frame_count,
+            width: f.width,
+            height: f.height,
+            suffix: item.suffix.clone(),
+        },
+        video_state: Some(VideoState {
+            anonymized: Some(true),
+            sensitive_meta_processed: Some(true),
+            anonymization_validated: Some(true),
+            outside_segments_removed: Some(true),
+            processed_file_sha256: Some(item.processed_hash.clone()),
+            ..VideoState::default()
+        }),
+        processing_history: Some(ProcessingHistory {
+            file_hash: Some(item.processed_hash.clone()),
+            success: Some(true),
+        }),
+        ..VideoRows::default()
+    };
+    RegisterBody {
+        transfer_key: item.key.clone(),
+        source_node_key: s.node_key.clone(),
+        target_node_key: s.target_node_key.clone(),
+        source_center_key: item.center.clone(),
+        resource_kind: ResourceKind::Video,
+        resource_hash: item.raw_hash.clone(),
+        transfer_mode: TransferMode::MetadataAndProcessedMedia,
+        processing_policy: Default::default(),
+        processing_intent: Default::default(),
+        cleanup_policy: Default::default(),
+        payload_schema_version: PAYLOAD_SCHEMA_VERSION.into(),
+        resource_rows: serde_json::to_value(rows).expect("rows serialize"),
+        processing_snapshot: ProcessingSnapshot {
+            sender_processing_success: Some(true),
+        },
+        provenance: Provenance {
+            entrypoint: Some("lxgate_sender".into()),
+            source_node_key: Some(s.node_key.clone()),
+            target_node_key: Some(s.target_node_key.clone()),
+            source_center_key: Some(item.center.clone()),
+            transfer_mode: Some(TransferMode::MetadataAndProcessedMedia.as_str().into()),
+            processing_policy: Some("preserve_processing_state".into()),
+            cleanup_policy: Some("retain_all".into()),
+            ..Provenance::default()
+        },
+    }
 }
 
 struct Sender {
     agent: ureq::Agent,
     base: String,
-    node_key: String,
-    target: String,
+    settings: HubExport,
     credential: Credential,
-    seal_to: Option<crate::crypto::age::Recipient>,
+    recipient: Recipient,
 }
 
 /// How the sender proves it is the node.
 enum Credential {
     /// The PBKDF2-derived key that signs each request (see `signing`).
     Signing([u8; 32]),
-    /// The secret itself, in X-Network-Node-Secret (endoreg-db hubs).
+    /// The secret itself, in X-Network-Node-Secret (the reference's way).
     Secret(String),
+}
+
+/// The envelope files of one transfer: `sha256(transfer_key).{ciphertext,json}` in the
+/// staging directory, as lx-annotate names them.
+struct Staging {
+    ciphertext: PathBuf,
+    metadata: PathBuf,
+}
+
+impl Staging {
+    fn new(dir: &Path, key: &str) -> Staging {
+        let stem = hex::encode(Sha256::digest(key.as_bytes()));
+        Staging {
+            ciphertext: dir.join(format!("{stem}.ciphertext")),
+            metadata: dir.join(format!("{stem}.json")),
+        }
+    }
+
+    fn cleanup(&self) {
+        let _ = std::fs::remove_file(&self.metadata);
+        let _ = std::fs::remove_file(&self.ciphertext);
+    }
 }
 
 impl Sender {
@@ -268,23 +521,36 @@ impl Sender {
         } else {
             Credential::Secret(secret)
         };
-        let seal_to = s
-            .hub_recipient
-            .as_deref()
-            .map(crate::crypto::age::Recipient::parse)
-            .transpose()?;
+        let recipient = Recipient::from_file(&s.recipient_public_key_file).with_context(|| {
+            format!(
+                "reading the hub's recipient key {}: it must be the PEM public key `lxgate keys hub-recipient` printed on the hub, in an absolute regular file",
+                s.recipient_public_key_file.display()
+            )
+        })?;
+        std::fs::create_dir_all(&s.envelope_staging_dir).with_context(|| {
+            format!(
+                "creating the envelope staging directory {}",
+                s.envelope_staging_dir.display()
+            )
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                &s.envelope_staging_dir,
+                std::fs::Permissions::from_mode(0o700),
+            )?;
+        }
         Ok(Sender {
             agent,
             base: s.url.clone(),
-            node_key: s.node_key.clone(),
-            target: s.target_node_key.clone(),
+            settings: s.clone(),
             credential,
-            seal_to,
+            recipient,
         })
     }
 
-    /// A request to the hub with the node's credential: signed over `transfer_key` and
-    /// the body's sha256, or with the secret.
+    /// A request to the hub with the node's credential: the secret header, or signed
+    /// over `transfer_key` and the body's sha256.
     fn request(
         &self,
         method: &str,
@@ -295,10 +561,10 @@ impl Sender {
         let r = self
             .agent
             .request(method, &format!("{}{path}", self.base))
-            .set("X-Network-Node-Key", &self.node_key)
+            .set(h::NODE_KEY, &self.settings.node_key)
             .set("Accept", "application/json");
         match &self.credential {
-            Credential::Secret(secret) => r.set("X-Network-Node-Secret", secret),
+            Credential::Secret(secret) => r.set(h::NODE_SECRET, secret),
             Credential::Signing(key) => {
                 let timestamp = chrono::Utc::now().timestamp();
                 // The hub accepts each signature once; the nonce tells retries apart.
@@ -322,25 +588,123 @@ impl Sender {
         }
     }
 
+    fn identity(&self, item: &Item) -> Identity {
+        Identity {
+            transfer_key: item.key.clone(),
+            source_node_key: self.settings.node_key.clone(),
+            source_center_key: item.center.clone(),
+            target_node_key: self.settings.target_node_key.clone(),
+            resource_kind: ResourceKind::Video.as_str().into(),
+            resource_hash: item.raw_hash.clone(),
+            processed_media_hash: item.processed_hash.clone(),
+        }
+    }
+
+    fn expected<'a>(&'a self, item: &'a Item) -> Expected<'a> {
+        Expected {
+            transfer_key: &item.key,
+            source_node_key: &self.settings.node_key,
+            target_node_key: &self.settings.target_node_key,
+            source_center_key: &item.center,
+            resource_kind: ResourceKind::Video.as_str(),
+            resource_hash: &item.raw_hash,
+            processed_media_hash: &item.processed_hash,
+            transfer_mode: TransferMode::MetadataAndProcessedMedia.as_str(),
+        }
+    }
+
+    /// This transfer's envelope: the persisted one when a run already sealed it (and
+    /// it still matches), else the media sealed now, ciphertext first, then its record.
+    fn prepare(&self, item: &Item) -> std::result::Result<Sealed, String> {
+        let st = Staging::new(&self.settings.envelope_staging_dir, &item.key);
+        let id = self.identity(item);
+        if st.ciphertext.exists() || st.metadata.exists() {
+            let kept: Option<Sealed> = std::fs::read(&st.metadata)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let ok = kept.as_ref().is_some_and(|k| {
+                k.envelope.identity_mismatches(&id).is_empty()
+                    && k.envelope.recipient_key_id == self.recipient.id()
+                    && file_sha256(&st.ciphertext).ok()
+                        == Some((k.ciphertext_sha256.clone(), k.ciphertext_size))
+            });
+            if ok {
+                return Ok(kept.expect("checked"));
+            }
+            // Half-written or for another key: sealed afresh (the hub has not applied
+            // it, or its receipt would name this envelope).
+            st.cleanup();
+        }
+        let (size, mut file) = Object::open(&item.object, item.at_rest, &item.keys)
+            .and_then(|mut o| Ok((o.plaintext_len()?, o)))
+            .map_err(|e| {
+                format!(
+                    "opening the stored object {}: {e}; run `lxgate storage audit --verify`",
+                    item.object.display()
+                )
+            })?;
+        let tmp = st.ciphertext.with_extension("ciphertext.tmp");
+        let sealed = (|| -> std::result::Result<Sealed, envelope::SealError> {
+            let mut out = std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode_0600()
+                    .open(&tmp)?,
+            );
+            let sealed = envelope::seal(&mut file, size, &mut out, &id, &self.recipient)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            Ok(sealed)
+        })();
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(match e {
+                    envelope::SealError::Changed(_) => format!(
+                        "the stored object no longer hashes to {} (the hash it was ingested with): check it with `lxgate storage audit --verify`",
+                        item.processed_hash
+                    ),
+                    other => format!("sealing the media: {other}"),
+                });
+            }
+        };
+        std::fs::rename(&tmp, &st.ciphertext).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(&sealed).expect("serializes");
+        crate::durable::write_atomic(
+            &st.metadata,
+            &st.metadata.with_extension("json.tmp"),
+            &json,
+            Some(0o600),
+        )
+        .map_err(|e| e.to_string())?;
+        crate::durable::sync_dir(&self.settings.envelope_staging_dir);
+        Ok(sealed)
+    }
+
     fn send(&self, item: &Item) -> Outcome {
-        let register = json!({
-            "transfer_key": item.key,
-            "source_node_key": self.node_key,
-            "target_node_key": self.target,
-            "source_center_key": item.center,
-            "resource_kind": item.kind,
-            "resource_hash": item.hash,
-            "payload_schema_version": PAYLOAD_SCHEMA_VERSION,
-            "metadata": [
-                {"key": "size_bytes", "value": item.size},
-                {"key": "source_upload_job_id", "value": item.job},
-            ],
-        });
-        let body = serde_json::to_vec(&register).expect("json");
+        let staging = Staging::new(&self.settings.envelope_staging_dir, &item.key);
+        let outcome = self.send_once(item);
+        // Terminal either way: the envelope is no longer needed (a retry after the
+        // operator's fix seals anew, as lx-annotate does).
+        if !matches!(outcome, Outcome::Retry(_)) {
+            staging.cleanup();
+        }
+        outcome
+    }
+
+    fn send_once(&self, item: &Item) -> Outcome {
+        let sealed = match self.prepare(item) {
+            Ok(s) => s,
+            Err(why) => return Outcome::Failed(FailureClass::ConfigurationRejection, why),
+        };
+        let facts = video_facts(&item.object);
+        let body = serde_json::to_vec(&register_body(&self.settings, item, facts)).expect("json");
         let answer = hub_answer(
             self.request(
                 "POST",
-                "/api/media/hub/transfers/",
+                wire::TRANSFERS_PATH,
                 &item.key,
                 &signing::sha256_hex(&body),
             )
@@ -349,119 +713,145 @@ impl Sender {
             "registering",
         );
         let status = match answer {
-            Ok((201 | 409, v)) if v.get("transfer_status").is_some() => v,
-            Ok((409, v)) => {
-                return Outcome::Failed(format!(
-                    "the hub refused transfer key {}: {}",
-                    item.key,
-                    detail(&v)
-                ))
-            }
-            Ok((code, v)) => return classify(code, &v, "registering"),
             Err(why) => return Outcome::Retry(why),
+            Ok((409, _)) => {
+                return Outcome::Failed(
+                    FailureClass::IntegrityInconsistency,
+                    format!("registering: the hub holds transfer key {} for a different payload (canonical replay conflict)", item.key),
+                )
+            }
+            Ok((code, v)) if !(200..300).contains(&code) => return classify(code, &v, "registering"),
+            Ok((_, v)) => v,
         };
-        if let Some(end) = settled(&status) {
+        if let Some(end) = self.settle(item, &sealed, &status, "registering") {
             return end;
         }
-        match self.upload(item) {
-            Ok((code, v)) => {
-                settled(&v).unwrap_or_else(|| classify(code, &v, "uploading the media"))
-            }
-            Err(why) => Outcome::Retry(why),
-        }
-    }
-
-    /// The media as multipart/form-data with a known length, streamed from storage (no
-    /// chunked encoding: nginx passes a sized body through without buffering it).
-    fn upload(&self, item: &Item) -> Result<(u16, Value), String> {
-        let (len, file) = Object::open(&item.object, item.at_rest, &item.keys)
-            .and_then(|mut o| Ok((o.plaintext_len()?, o)))
-            .map_err(|e| {
-                format!(
-                    "opening the stored object {}: {e}; run `lxgate storage audit --verify`",
-                    item.object.display()
-                )
-            })?;
-        let boundary = format!("lxgate-{}", uuid::Uuid::new_v4().simple());
-        let sealed_field = if self.seal_to.is_some() {
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"media_encryption\"\r\n\r\nage\r\n")
-        } else {
-            String::new()
+        let file = match std::fs::File::open(
+            Staging::new(&self.settings.envelope_staging_dir, &item.key).ciphertext,
+        ) {
+            Ok(f) => f,
+            Err(e) => return Outcome::Retry(format!("opening the sealed media: {e}")),
         };
-        let head = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"media_role\"\r\n\r\nprocessed\r\n\
-             {sealed_field}--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}{}\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n",
-            item.job, item.extension
-        );
-        let tail = format!("\r\n--{boundary}--\r\n");
-        // Sealed media is encrypted on a thread while it is sent: nothing but ciphertext
-        // leaves the site, and no sealed copy is written to disk.
-        type Sealer = std::thread::JoinHandle<std::io::Result<()>>;
-        let (media, media_len, sealer): (Box<dyn Read + Send>, u64, Option<Sealer>) =
-            match &self.seal_to {
-                None => (Box::new(file), len, None),
-                Some(to) => {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-                    let mut file = file;
-                    let sealing = crate::crypto::age::Sealing::start(to, ChannelWriter(tx))
-                        .map_err(|e| format!("sealing the media: {e}"))?;
-                    let sealed_len = sealing.sealed_len(len);
-                    let sealer = std::thread::spawn(move || sealing.seal_from(&mut file));
-                    (
-                        Box::new(crate::crypto::age::ChunkReader::new(rx.into_iter())),
-                        sealed_len,
-                        Some(sealer),
-                    )
-                }
-            };
-        let total = head.len() as u64 + media_len + tail.len() as u64;
-        let body = std::io::Cursor::new(head.into_bytes())
-            .chain(media)
-            .chain(std::io::Cursor::new(tail.into_bytes()));
         let answer = hub_answer(
             self.request(
                 "POST",
-                &format!("/api/media/hub/transfers/{}/media/", item.key),
+                &wire::media_path(&item.key),
                 &item.key,
-                // For media the signature covers the file's sha256 (the hub checks it).
-                &item.hash,
+                &sealed.ciphertext_sha256,
             )
-            .set(
-                "Content-Type",
-                &format!("multipart/form-data; boundary={boundary}"),
-            )
-            .set("Content-Length", &total.to_string())
-            .send(body),
+            .set("Content-Type", MEDIA_CONTENT_TYPE)
+            .set("Content-Length", &sealed.ciphertext_size.to_string())
+            .set(h::MEDIA_ROLE, MEDIA_ROLE_PROCESSED)
+            .set(h::MEDIA_ENVELOPE, &sealed.envelope.to_header())
+            .send(std::io::BufReader::with_capacity(envelope::CHUNK, file)),
             "uploading the media",
         );
-        if let Some(s) = sealer {
-            match s.join() {
-                Ok(Ok(())) => {}
-                // A broken pipe means the hub stopped reading; its answer says why.
-                Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                    return Err(format!("sealing the media: {e}"))
-                }
-                Ok(Err(_)) => {}
-                Err(_) => return Err("sealing the media panicked".into()),
+        match answer {
+            Err(why) => Outcome::Retry(why),
+            Ok((code, v)) if !(200..300).contains(&code) => {
+                classify(code, &v, "uploading the media")
             }
+            Ok((_, v)) => self
+                .settle(item, &sealed, &v, "uploading the media")
+                .unwrap_or_else(|| {
+                    Outcome::Retry(format!(
+                    "uploading the media: the hub answered status {:?}; the next run asks again",
+                    v.get("transfer_status")
+                ))
+                }),
         }
-        answer
+    }
+
+    /// The sender's checks on a 2xx answer (lx-annotate `_validate_remote_transfer_status`
+    /// and the receipt checks), and what its status means. None: upload the media.
+    fn settle(&self, item: &Item, sealed: &Sealed, v: &Value, what: &str) -> Option<Outcome> {
+        let integrity = |why: String| {
+            Some(Outcome::Failed(
+                FailureClass::IntegrityInconsistency,
+                format!("{what}: {why}"),
+            ))
+        };
+        let Ok(status) = serde_json::from_value::<StatusBody>(v.clone()) else {
+            return integrity("the hub's answer is not a transfer status".into());
+        };
+        let wrong = status.mismatches(&self.expected(item));
+        if !wrong.is_empty() {
+            return integrity(format!(
+                "the hub acknowledged another transfer: {} differ",
+                wrong.join(", ")
+            ));
+        }
+        match status.status() {
+            Some(TransferStatus::AwaitingMedia) => None,
+            Some(TransferStatus::Applied) => Some(match status.receipt() {
+                None => Outcome::Failed(
+                    FailureClass::IntegrityInconsistency,
+                    format!("{what}: the hub says applied without an envelope receipt"),
+                ),
+                Some(Err(e)) => Outcome::Failed(
+                    FailureClass::IntegrityInconsistency,
+                    format!("{what}: the hub's envelope receipt is malformed: {e}"),
+                ),
+                Some(Ok(r)) => receipt_outcome(&r, sealed, what),
+            }),
+            Some(TransferStatus::Failed) => Some(Outcome::Failed(
+                FailureClass::ConfigurationRejection,
+                format!(
+                    "{what}: the hub failed the transfer: {}",
+                    status.status_detail
+                ),
+            )),
+            Some(TransferStatus::Inconsistent) => integrity(format!(
+                "the hub marked the transfer inconsistent: {}",
+                status.status_detail
+            )),
+            _ => Some(Outcome::Retry(format!(
+                "{what}: the hub reports {}; the next run asks again",
+                status.transfer_status
+            ))),
+        }
     }
 }
 
-/// The sending end of a sealed stream.
-struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.send(buf.to_vec()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")
-        })?;
-        Ok(buf.len())
+fn receipt_outcome(r: &Receipt, sealed: &Sealed, what: &str) -> Outcome {
+    let wrong = r.mismatches(sealed);
+    if wrong.is_empty() {
+        Outcome::Applied
+    } else {
+        Outcome::Failed(
+            FailureClass::IntegrityInconsistency,
+            format!(
+                "{what}: the hub's receipt is not for the envelope this site sent: {} differ",
+                wrong.join(", ")
+            ),
+        )
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+}
+
+/// Hex sha256 and size of a file.
+fn file_sha256(p: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; envelope::CHUNK];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
     }
 }
 
@@ -489,39 +879,13 @@ fn hub_answer(r: Result<ureq::Response, ureq::Error>, what: &str) -> Result<(u16
     Ok((code, v))
 }
 
-fn detail(v: &Value) -> String {
-    ["detail", "message", "code"]
-        .iter()
-        .filter_map(|k| v.get(*k).and_then(Value::as_str))
-        .find(|s| !s.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string())
-}
-
-/// A transfer the hub has decided on: applied, or inconsistent (the media it got does
-/// not hash to what the site registered, so the site's own copy is suspect).
-fn settled(v: &Value) -> Option<Outcome> {
-    match v.get("transfer_status").and_then(Value::as_str) {
-        Some("applied") => Some(Outcome::Applied),
-        Some("inconsistent") => Some(Outcome::Failed(format!(
-            "the hub marked the transfer inconsistent: {}; check this object with `lxgate storage audit --verify`",
-            detail(v)
-        ))),
-        _ => None,
-    }
-}
-
-/// An unexpected answer: a bad request will not get better by retrying; everything else
-/// (credentials, certificate pinning, the hub being down) is fixed by an operator or
-/// time, and the next run tries again.
+/// A refusal, classed as lx-annotate classes it: 400 is final (the hub's reason, and
+/// its rejection code, kept), 401/403 final (authorization), everything else retried.
 fn classify(code: u16, v: &Value, what: &str) -> Outcome {
-    let why = format!("{what}: hub answered {code}: {}", detail(v));
-    // Only lxgate's (or endoreg-db's) own JSON refusal is final; a proxy's 400 is
-    // usually a certificate problem the operator fixes.
-    let from_app =
-        v.get("code").is_some_and(|c| c != "incomplete_body") || v.get("transfer_status").is_some();
+    let why = format!("{what}: hub answered {code}: {}", summary(v));
     match code {
-        400 | 413 | 422 if from_app => Outcome::Failed(why),
+        400 => Outcome::Failed(FailureClass::ConfigurationRejection, why),
+        401 | 403 => Outcome::Failed(FailureClass::AuthorizationDenial, why),
         _ => Outcome::Retry(why),
     }
 }
@@ -615,19 +979,34 @@ mod tests {
     }
 
     #[test]
-    fn the_hub_sees_the_extension_never_the_name() {
-        assert_eq!(extension_of("Mueller_Hans_1961.MP4"), ".mp4");
-        assert_eq!(extension_of("no-extension"), "");
-        assert_eq!(extension_of("x.a b"), "");
+    fn the_hub_sees_the_suffix_never_the_name() {
+        assert_eq!(suffix_of("Mueller_Hans_1961.MP4").as_deref(), Some(".mp4"));
+        assert_eq!(suffix_of("no-extension"), None);
+        assert_eq!(suffix_of("x.a b"), None);
     }
 
     #[test]
-    fn permanent_and_passing_failures_are_told_apart() {
-        let v = json!({"code": "bad_transfer", "message": "x"});
-        assert!(matches!(classify(422, &v, "t"), Outcome::Failed(_)));
-        let proxy = json!({"detail": "<html>400 The SSL certificate error</html>"});
-        assert!(matches!(classify(400, &proxy, "t"), Outcome::Retry(_)));
-        assert!(matches!(classify(403, &v, "t"), Outcome::Retry(_)));
+    fn failures_are_classed_as_the_reference_classes_them() {
+        let v = json!({"detail": "Encrypted media envelope validation failed.", "rejection_code": "recipient_key_unavailable"});
+        match classify(400, &v, "t") {
+            Outcome::Failed(FailureClass::ConfigurationRejection, why) => {
+                assert!(why.contains("recipient_key_unavailable"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(403, &v, "t"),
+            Outcome::Failed(FailureClass::AuthorizationDenial, _)
+        ));
+        assert!(matches!(
+            classify(401, &v, "t"),
+            Outcome::Failed(FailureClass::AuthorizationDenial, _)
+        ));
+        assert!(
+            matches!(classify(409, &v, "t"), Outcome::Retry(_)),
+            "a media 409 is retried"
+        );
         assert!(matches!(classify(502, &v, "t"), Outcome::Retry(_)));
+        assert!(matches!(classify(413, &v, "t"), Outcome::Retry(_)));
     }
 }

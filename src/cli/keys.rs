@@ -27,6 +27,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Create a hub recipient key for media envelopes (X25519, PKCS#8 PEM, mode 0600)
+    /// and print its public key, which every site's
+    /// LX_ANNOTATE_HUB_EXPORT_RECIPIENT_PUBLIC_KEY_FILE holds. With --public, print the
+    /// public key of an existing one.
+    HubRecipient {
+        /// Where to write the new private key (never overwritten).
+        #[arg(long, conflicts_with = "public", required_unless_present = "public")]
+        out: Option<PathBuf>,
+        /// An existing private key file to print the public key of.
+        #[arg(long)]
+        public: Option<PathBuf>,
+    },
     /// Create the master identity root:GROUP 0640 if absent; refuse a wrong mode.
     Ensure {
         #[arg(long)]
@@ -66,6 +78,23 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+        }
+        Cmd::HubRecipient { out, public } => {
+            let (pem, id) = match (out, public) {
+                (Some(out), _) => {
+                    let pem = lxgate::ops::keys::hub_recipient(&out)?;
+                    let id = lxgate::hub::keys::Recipient::from_pem(&pem)?.id();
+                    eprintln!(
+                        "hub recipient key written to {} (mode 0600); add it to ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES",
+                        out.display()
+                    );
+                    (pem, id)
+                }
+                (None, Some(key)) => lxgate::ops::keys::hub_recipient_public(&key)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            eprintln!("recipient_key_id {id}");
+            print!("{pem}");
         }
         Cmd::Ensure { key, group } => {
             let what = lxgate::ops::keys::ensure(&key, &group)?;

@@ -2,19 +2,24 @@
 
 mod backup;
 mod center;
+mod completions;
 mod config;
+mod deploy;
 mod dev;
 mod doctor;
 mod hub_export;
 mod keys;
+mod man;
 mod migrate;
 mod node;
+mod openapi;
 mod recover;
 mod render;
 mod restore;
 mod sap_import;
 mod serve;
 mod smoke;
+mod snapshot;
 mod storage;
 mod token;
 mod watch;
@@ -45,8 +50,13 @@ enum Cmd {
     Serve(serve::Args),
     /// Drop-folder watcher (lxgate-watcher.service).
     Watch(watch::Args),
-    /// Apply pending database migrations (lxgate-migrate.service).
+    /// Apply pending database migrations (lxgate-migrate.service); a sealed snapshot of
+    /// the database is taken first.
     Migrate(migrate::Args),
+    /// Debian hosts: install a release, flip to it, check it, roll back on failure.
+    Deploy(deploy::Args),
+    /// The database snapshots taken before migrations: list, take, restore.
+    Snapshot(snapshot::Args),
     /// Inspect the effective configuration.
     Config(config::Args),
     /// Manage centers.
@@ -81,6 +91,26 @@ enum Cmd {
     /// Restore a backup snapshot onto this host (units stopped, empty data root and
     /// database unless --merge).
     Restore(restore::Args),
+    /// Shell completions on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Man pages, one per command, into a directory.
+    Man(man::Args),
+    /// The HTTP API's OpenAPI 3.1 description on stdout (as served at /api/openapi.json).
+    Openapi(openapi::Args),
+}
+
+impl Cli {
+    /// The log filter when `LXGATE_LOG` is unset: the watcher honours an lx-annotate env
+    /// file's `WATCHER_LOG_LEVEL` (config resolution refuses a value it does not know).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.cmd {
+            Cmd::Watch(_) => std::env::var("WATCHER_LOG_LEVEL")
+                .ok()
+                .and_then(|v| lxgate::config::watcher_log_filter(&v))
+                .unwrap_or("info"),
+            _ => "info",
+        }
+    }
 }
 
 /// What every command may need: where the settings come from, and the environment.
@@ -119,6 +149,8 @@ impl Cli {
             Cmd::Serve(a) => serve::run(a, &ctx).await,
             Cmd::Watch(a) => watch::run(a, &ctx).await,
             Cmd::Migrate(a) => migrate::run(a, &ctx).await,
+            Cmd::Deploy(a) => deploy::run(a, &ctx),
+            Cmd::Snapshot(a) => snapshot::run(a, &ctx).await,
             Cmd::Config(a) => config::run(a, &ctx),
             Cmd::Center(a) => center::run(a, &ctx).await,
             Cmd::Token(a) => token::run(a, &ctx).await,
@@ -134,6 +166,9 @@ impl Cli {
             Cmd::Keys(a) => keys::run(a, &ctx).await,
             Cmd::Backup(a) => backup::run(a, &ctx).await,
             Cmd::Restore(a) => restore::run(a, &ctx).await,
+            Cmd::Completions(a) => completions::run(a),
+            Cmd::Man(a) => man::run(a),
+            Cmd::Openapi(a) => openapi::run(a),
         }
     }
 }

@@ -73,8 +73,14 @@ pub struct ServerConfig {
     pub default_center: Option<String>,
     /// Serve protected media from the app itself (dev, no nginx) instead of X-Accel-Redirect.
     pub serve_media_directly: Option<bool>,
+    /// Seconds a bearer token the database confirmed is trusted before it is asked
+    /// again (default 5; 0 asks on every request). A revoked token is refused at most
+    /// this long after `lxgate token revoke`.
+    pub token_recheck_secs: Option<u64>,
     /// Seconds a client has to send a request's head (default 30). The same timer runs
-    /// while a keep-alive connection waits for its next request: the idle timeout.
+    /// while a keep-alive connection waits for its next request: the idle timeout. With
+    /// nginx in front it must exceed the time nginx keeps an idle upstream connection
+    /// (nix/contract.toml [nginx.upstream] keepalive_timeout, 10 s).
     pub header_timeout_secs: Option<u64>,
     /// Seconds a request body may send nothing before the request is cut (default 60).
     pub body_timeout_secs: Option<u64>,
@@ -99,6 +105,9 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Pool size.
     pub pool_size: Option<usize>,
+    /// Sealed snapshots `lxgate migrate` keeps in `<state>/snapshots/` (default 5, at
+    /// least 1): each is a way back from one upgrade.
+    pub keep_snapshots: Option<usize>,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -106,6 +115,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &self.url.as_deref().map(redact_db_url))
             .field("pool_size", &self.pool_size)
+            .field("keep_snapshots", &self.keep_snapshots)
             .finish()
     }
 }
@@ -206,15 +216,24 @@ pub struct HubConfig {
     pub require_secure_transport: Option<bool>,
     /// central_hub: accept only HMAC-signed transfer requests, never the secret header.
     pub require_signed_requests: Option<bool>,
-    /// site_node: sign requests instead of sending the secret (false for an endoreg-db hub).
+    /// site_node: HMAC-sign requests instead of sending the secret; only for an lxgate
+    /// hub with require_signed_requests (endoreg-db hubs take the secret header).
     pub sign_requests: Option<bool>,
-    /// site_node: seal media with age to this recipient (`lxgate keys recipient` on the
-    /// hub) before it leaves the site.
-    pub hub_recipient: Option<String>,
-    /// central_hub: refuse media that is not sealed with age.
-    pub require_sealed_media: Option<bool>,
-    /// central_hub: largest transfer media in bytes.
+    /// site_node: the hub's X25519 public key (PEM, `lxgate keys hub-recipient` on the
+    /// hub) every media envelope is sealed to (env
+    /// LX_ANNOTATE_HUB_EXPORT_RECIPIENT_PUBLIC_KEY_FILE).
+    pub recipient_public_key_file: Option<PathBuf>,
+    /// site_node: where each transfer's envelope and ciphertext wait until the hub has
+    /// them, so a retry sends the same bytes (env LX_ANNOTATE_HUB_EXPORT_ENVELOPE_STAGING_DIR;
+    /// default `{state}/hub-export-envelopes`).
+    pub envelope_staging_dir: Option<PathBuf>,
+    /// central_hub: largest transfer media in bytes (env ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES).
     pub max_media_size: Option<u64>,
+    /// central_hub: this hub's own node key; a blank `target_node_key` means this hub.
+    pub hub_node_key: Option<String>,
+    /// central_hub: PEM PKCS#8 X25519 private keys that open media envelopes (env
+    /// ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES, comma-separated).
+    pub recipient_key_files: Option<Vec<PathBuf>>,
     /// central_hub: node authentications per second per source address, with bursts of
     /// twice that (default 5; an unsigned one costs ~25 ms of PBKDF2; 0 turns the limit
     /// off). Past it: 429 with Retry-After.

@@ -39,6 +39,8 @@ pub enum ConfigError {
     },
     #[error("ENDOREG_DEPLOYMENT_ROLE={0:?} is not a role; valid roles: standalone, site_node, central_hub")]
     UnknownRole(String),
+    #[error("ENDOREG_DEPLOYMENT_ROLE={0:?} is not supported: lxgate, like lx-annotate 1.6.4, runs as standalone, site_node or central_hub (the local study server's preanonymized-only intake is endoreg-db's own mode). Set ENDOREG_DEPLOYMENT_ROLE=standalone and drop validated pairs into import/preanonymized_import, or keep this host on endoreg-db")]
+    LocalStudyServer(String),
     #[error("{var}={value:?} is not valid: {why}")]
     BadValue {
         var: &'static str,
@@ -64,12 +66,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// Any case and surrounding blanks, as lx-annotate lower-cases and strips the value;
+    /// blank means standalone, as there.
     pub fn parse(s: &str) -> Result<Role, ConfigError> {
-        match s {
-            "standalone" => Ok(Role::Standalone),
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "standalone" => Ok(Role::Standalone),
             "site_node" => Ok(Role::SiteNode),
             "central_hub" => Ok(Role::CentralHub),
-            other => Err(ConfigError::UnknownRole(other.to_string())),
+            "local_study_server" => Err(ConfigError::LocalStudyServer(s.to_string())),
+            _ => Err(ConfigError::UnknownRole(s.to_string())),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -94,9 +99,23 @@ fn contract_default(key: &str) -> String {
     CONTRACT.default_of(key).to_string()
 }
 
+/// A header name as endoreg-db writes it, a Django `request.META` key
+/// (`HTTP_X_CLIENT_CERT_VERIFIED`), turned into the header (`x-client-cert-verified`);
+/// a plain header name is returned as it is.
+pub fn header_from_meta_key(v: &str) -> String {
+    let v = v.trim();
+    match v.get(..5) {
+        Some(p) if p.eq_ignore_ascii_case("HTTP_") && !v.contains('-') => {
+            v[5..].replace('_', "-").to_ascii_lowercase()
+        }
+        _ => v.to_string(),
+    }
+}
+
 /// The attestation header the app trusts: the one nginx is rendered to set and clear
 /// ([hub] mtls_meta_key, default in the contract). The endoreg-db variable may only
-/// repeat it: a name nginx does not know would be a header any client can send.
+/// repeat it, as a header name or in Django's META form: a name nginx does not know
+/// would be a header any client can send.
 fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, ConfigError> {
     const VAR: &str = "ENDOREG_HUB_TRANSFER_MTLS_META_KEY";
     let rendered = file.map_or_else(|| contract_default("mtls_meta_key"), str::to_string);
@@ -110,12 +129,14 @@ fn mtls_meta_key(env: Option<String>, file: Option<&str>) -> Result<String, Conf
         });
     }
     match env {
-        Some(v) if !v.eq_ignore_ascii_case(&rendered) => Err(ConfigError::BadValue {
+        Some(v) if !header_from_meta_key(&v).eq_ignore_ascii_case(&rendered) => Err(ConfigError::BadValue {
             var: VAR,
-            value: v,
             why: format!(
-                "nginx sets and clears the header {rendered} ([hub] mtls_meta_key); set [hub] mtls_meta_key (services.lxgate.settings.hub.mtls_meta_key) instead, re-render nginx and unset {VAR}"
+                "it names the header {}, but nginx sets and clears the header {rendered} ([hub] mtls_meta_key); set {VAR} to {rendered} or its Django META form HTTP_{}, or set [hub] mtls_meta_key (services.lxgate.settings.hub.mtls_meta_key), re-render nginx and unset {VAR}",
+                header_from_meta_key(&v),
+                rendered.to_ascii_uppercase().replace('-', "_")
             ),
+            value: v,
         }),
         _ => Ok(rendered),
     }
@@ -183,18 +204,11 @@ impl Config {
     pub fn from_parts(file: FileConfig, env: &Env) -> Result<Config, ConfigError> {
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
         let flag = |var: &'static str, file_value: Option<bool>, default: bool| match get(var) {
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(true),
-                "0" | "false" | "no" | "off" => Ok(false),
-                _ => Err(ConfigError::BadValue {
-                    var,
-                    value: v,
-                    why: "use true or false".into(),
-                }),
-            },
+            Some(v) => truthy(var, v),
             None => Ok(file_value.unwrap_or(default)),
         };
         let role_s = get("ENDOREG_DEPLOYMENT_ROLE")
+            .filter(|v| !v.trim().is_empty())
             .or_else(|| file.role.clone())
             .unwrap_or_else(|| "standalone".into());
         let role = Role::parse(&role_s)?;
@@ -232,8 +246,35 @@ impl Config {
             default_center: get("LX_ANNOTATE_DEFAULT_CENTER")
                 .or_else(|| file.server.default_center.clone()),
             serve_media_directly: file.server.serve_media_directly.unwrap_or(false),
+            token_recheck: match file.server.token_recheck_secs {
+                None => Server::DEFAULT_TOKEN_RECHECK,
+                Some(s) if s <= Server::MAX_TOKEN_RECHECK_SECS => std::time::Duration::from_secs(s),
+                Some(s) => {
+                    return Err(ConfigError::BadValue {
+                        var: "[server] token_recheck_secs",
+                        value: s.to_string(),
+                        why: format!(
+                            "a revoked token would stay usable for up to {s} s: use at most {} (default 5)",
+                            Server::MAX_TOKEN_RECHECK_SECS
+                        ),
+                    })
+                }
+            },
             limits: ServerLimits::resolve(&file.server),
         };
+        // nginx keeps idle connections to the app open; if the app closed one first, a
+        // request nginx writes on it (an upload it cannot resend) would end in a 502.
+        let nginx_idle = CONTRACT.nginx.upstream.keepalive_secs();
+        if file.host.nginx.unwrap_or(true) && server.limits.header_timeout.as_secs() <= nginx_idle {
+            return Err(ConfigError::BadValue {
+                var: "[server] header_timeout_secs",
+                value: server.limits.header_timeout.as_secs().to_string(),
+                why: format!(
+                    "nginx keeps an idle connection to the app for {nginx_idle} s, so the app must keep it longer: set at least {} (default 30), or [host] nginx = false when nothing fronts the app",
+                    nginx_idle + 5
+                ),
+            });
+        }
         let db = Database {
             url: get("DATABASE_URL")
                 .or_else(|| file.database.url.clone())
@@ -242,13 +283,24 @@ impl Config {
                 .database
                 .pool_size
                 .unwrap_or(Database::DEFAULT_POOL_SIZE),
+            // The snapshot just taken is always kept: it is the way back from this run.
+            keep_snapshots: file
+                .database
+                .keep_snapshots
+                .unwrap_or(Database::DEFAULT_KEEP_SNAPSHOTS)
+                .max(1),
         };
 
         let w = &file.watcher;
         let dw = Watcher::default();
+        let reference_watcher = watcher_env(&get, &paths)?;
         let watcher = Watcher {
             enable: w.enable.unwrap_or(dw.enable),
-            settle_ms: w.settle_ms.unwrap_or(dw.settle_ms),
+            settle_ms: reference_watcher
+                .stable_after_ms
+                .or(w.settle_ms)
+                .unwrap_or(dw.settle_ms),
+            poll_ms: reference_watcher.poll_ms,
             pair_timeout_secs: w.pair_timeout_secs.unwrap_or(dw.pair_timeout_secs),
             rescan_secs: w.rescan_secs.unwrap_or(dw.rescan_secs),
             concurrency: w.concurrency.unwrap_or(dw.concurrency).max(1),
@@ -274,7 +326,7 @@ impl Config {
         let h = &file.hub;
         let dh = HubReceiver::default();
         let hub_receiver = HubReceiver {
-            enabled: flag("ENDOREG_ENABLE_HUB_TRANSFERS", h.transfer_api, dh.enabled)?,
+            enabled: transfers_enabled(&get, h.transfer_api, dh.enabled)?,
             require_mtls: flag(
                 "ENDOREG_HUB_TRANSFER_REQUIRE_MTLS",
                 h.require_mtls,
@@ -295,17 +347,37 @@ impl Config {
             require_signed_requests: h
                 .require_signed_requests
                 .unwrap_or(dh.require_signed_requests),
-            require_sealed_media: h.require_sealed_media.unwrap_or(dh.require_sealed_media),
-            max_media_size: h.max_media_size.unwrap_or(dh.max_media_size),
+            max_media_size: match get("ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES") {
+                Some(v) => v.trim().parse::<u64>().map_err(|_| ConfigError::BadValue {
+                    var: "ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES",
+                    value: v.clone(),
+                    why: "a whole number of bytes, e.g. 53687091200".into(),
+                })?,
+                None => h.max_media_size.unwrap_or(dh.max_media_size),
+            },
             client_ca_file: h.client_ca_file.clone().unwrap_or(dh.client_ca_file),
             auth_per_second: h.auth_per_second.unwrap_or(dh.auth_per_second),
+            node_key: h.hub_node_key.clone().unwrap_or(dh.node_key),
+            // The reference's form: absolute paths, comma-separated.
+            recipient_key_files: match get("ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES") {
+                Some(v) => v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                None => h.recipient_key_files.clone().unwrap_or_default(),
+            },
         };
         if hub_receiver.enabled && !hub_receiver.require_mtls {
             return Err(ConfigError::TransferWithoutMtls);
         }
         if hub_receiver.enabled && role != Role::CentralHub {
             return Err(ConfigError::BadValue {
-                var: "ENDOREG_ENABLE_HUB_TRANSFERS",
+                var: TRANSFER_SWITCHES
+                    .into_iter()
+                    .find(|v| get(v).is_some())
+                    .unwrap_or(TRANSFER_SWITCHES[0]),
                 value: "true".into(),
                 why: format!(
                     "only a central_hub receives transfers, this node is {}; disable transfers or set the role",
@@ -313,7 +385,7 @@ impl Config {
                 ),
             });
         }
-        let hub_export = hub_export(role, h)?;
+        let hub_export = hub_export(role, h, &get, &paths)?;
         let mut host = resolve_host(&file.host, &paths);
         if let Some(key) = get("LXGATE_MASTER_KEY") {
             host.master_key = PathBuf::from(key);
@@ -402,6 +474,141 @@ fn storage_policy(s: &StorageConfig) -> Result<StoragePolicy, ConfigError> {
     })
 }
 
+/// Both names of the transfer switch: lx-annotate 1.6.4 reads the first, endoreg-db's
+/// own settings the second, and endoreg-db's `transfer_api_enabled` accepts either.
+pub const TRANSFER_SWITCHES: [&str; 2] = [
+    "ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS",
+    "ENDOREG_ENABLE_HUB_TRANSFERS",
+];
+
+/// A switch's value, as the reference reads flags (case-insensitive).
+fn truthy(var: &'static str, v: String) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::BadValue {
+            var,
+            value: v,
+            why: "use true or false".into(),
+        }),
+    }
+}
+
+/// On when either name says so (as `transfer_api_enabled`); the file's value only when
+/// neither is set.
+fn transfers_enabled(
+    get: &impl Fn(&str) -> Option<String>,
+    file: Option<bool>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let mut set = None;
+    for var in TRANSFER_SWITCHES {
+        if let Some(v) = get(var) {
+            set = Some(set.unwrap_or(false) | truthy(var, v)?);
+        }
+    }
+    Ok(set.unwrap_or(file.unwrap_or(default)))
+}
+
+/// The reference watcher's variables, as lxgate honours them.
+struct WatcherEnv {
+    stable_after_ms: Option<u64>,
+    poll_ms: Option<u64>,
+}
+
+/// `WATCHER_*` from an lx-annotate env file: the timings become lxgate's, the rest is
+/// checked so a value the reference would refuse (or lxgate cannot honour) stops startup.
+fn watcher_env(
+    get: &impl Fn(&str) -> Option<String>,
+    paths: &Paths,
+) -> Result<WatcherEnv, ConfigError> {
+    let seconds = |var: &'static str, zero_ok: bool| -> Result<Option<u64>, ConfigError> {
+        let Some(v) = get(var) else { return Ok(None) };
+        match v.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() && (x > 0.0 || (zero_ok && x == 0.0)) => {
+                Ok(Some((x * 1000.0).round() as u64))
+            }
+            _ => Err(ConfigError::BadValue {
+                var,
+                value: v,
+                why: if zero_ok {
+                    "seconds, a finite number >= 0 (e.g. 10 or 2.5)".into()
+                } else {
+                    "seconds, a finite number > 0 (e.g. 5 or 0.5)".into()
+                },
+            }),
+        }
+    };
+    let stable_after_ms = seconds("WATCHER_STABLE_AFTER_SECONDS", true)?;
+    let poll_ms = seconds("WATCHER_POLL_INTERVAL_SECONDS", false)?;
+    if let Some(v) = get("WATCHER_LOG_LEVEL") {
+        if watcher_log_filter(&v).is_none() {
+            return Err(ConfigError::BadValue {
+                var: "WATCHER_LOG_LEVEL",
+                value: v,
+                why: "one of DEBUG, INFO, WARNING, ERROR, CRITICAL".into(),
+            });
+        }
+    }
+    if let Some(v) = get("WATCHER_CELERY_INLINE_FALLBACK_ENABLED") {
+        // lxgate always ingests inline (there is no broker); the value must still be one.
+        if !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "0" | "false" | "no" | "off"
+        ) {
+            return Err(ConfigError::BadValue {
+                var: "WATCHER_CELERY_INLINE_FALLBACK_ENABLED",
+                value: v,
+                why: "use true or false (lxgate always ingests inline; the value changes nothing)"
+                    .into(),
+            });
+        }
+    }
+    for (var, folder) in [
+        ("WATCHER_VIDEO_DIR", "video_import"),
+        ("WATCHER_REPORT_DIR", "report_import"),
+        ("WATCHER_PREANONYMIZED_DIR", "preanonymized_import"),
+    ] {
+        let fixed = paths.import().join(folder);
+        if let Some(v) = get(var) {
+            if normalize(Path::new(v.trim())) != fixed {
+                return Err(ConfigError::BadValue {
+                    var,
+                    value: v,
+                    why: format!(
+                        "the drop folder is fixed at {} (as in lx-annotate 1.6.4); move its files there and unset {var}",
+                        fixed.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(WatcherEnv {
+        stable_after_ms,
+        poll_ms,
+    })
+}
+
+/// lxgate's log filter for a Python logging level name (`WATCHER_LOG_LEVEL`).
+pub fn watcher_log_filter(level: &str) -> Option<&'static str> {
+    match level.trim().to_ascii_uppercase().as_str() {
+        "DEBUG" => Some("debug"),
+        "INFO" => Some("info"),
+        "WARNING" | "WARN" => Some("warn"),
+        "ERROR" | "CRITICAL" | "FATAL" => Some("error"),
+        _ => None,
+    }
+}
+
+/// Every name of the data root; all that are set must agree. `LX_RUNTIME_ROOT` is the
+/// name lx-annotate 1.6.4 reads, the others the names of its earlier releases.
+pub const DATA_ROOT_NAMES: [&str; 4] = [
+    "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
+    "LX_RUNTIME_ROOT",
+    "LX_ANNOTATE_DATA_DIR",
+    "DATA_DIR",
+];
+
 /// The data root and what must live inside it.
 fn resolve_paths(
     p: &PathsConfig,
@@ -413,11 +620,16 @@ fn resolve_paths(
         .unwrap_or_else(|| PathBuf::from(contract_default("state")));
 
     // The data root: the canonical name and its aliases must agree.
-    let names = [
-        "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
-        "LX_ANNOTATE_DATA_DIR",
-        "DATA_DIR",
-    ];
+    let names = DATA_ROOT_NAMES;
+    if let Some(v) = get("LX_RUNTIME_ROOT") {
+        if !Path::new(v.trim()).is_absolute() {
+            return Err(ConfigError::BadValue {
+                var: "LX_RUNTIME_ROOT",
+                value: v,
+                why: "the runtime root must be an absolute path, e.g. /var/lib/lxgate/data".into(),
+            });
+        }
+    }
     let set: Vec<(&str, String)> = names
         .iter()
         .filter_map(|n| get(n).map(|v| (*n, v)))
@@ -440,13 +652,30 @@ fn resolve_paths(
             .map(|p| normalize(&p))
             .unwrap_or_else(|| state.join("data")),
     };
+    // STORAGE_DIR equal to the data root is what lx-annotate's migration writes; the
+    // reference (endoreg-db 1.6.5) then keeps storage at <root>/storage, and so do we.
     let storage = get("STORAGE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| p.storage.clone())
-        .map(|p| normalize(&p))
+        .map(|v| normalize(Path::new(&v)))
+        .filter(|s| *s != data)
+        .or_else(|| p.storage.clone().map(|p| normalize(&p)))
         .unwrap_or_else(|| data.join("storage"));
     if !storage.starts_with(&data) || storage == data {
         return Err(ConfigError::StorageOutsideRoot { storage, data });
+    }
+    // Earlier endoreg-db moved import/, export/, logs/ and quarantine/ with IO_DIR; 1.6.5
+    // and lxgate keep them in the data root. Equal to it (as the migration writes) is fine.
+    if let Some(v) = get("IO_DIR") {
+        if normalize(Path::new(&v)) != data {
+            return Err(ConfigError::BadValue {
+                var: "IO_DIR",
+                value: v,
+                why: format!(
+                    "lxgate keeps import/, export/, logs/ and quarantine/ in the data root {} (as endoreg-db 1.6.5 does); move them there and set IO_DIR={} or unset it",
+                    data.display(),
+                    data.display()
+                ),
+            });
+        }
     }
     let streamable = get("LX_ANNOTATE_STREAMABLE_VIDEO_ROOT")
         .map(|p| normalize(Path::new(&p)))
@@ -508,7 +737,12 @@ fn resolve_backup(b: &BackupConfig) -> Result<Backup, ConfigError> {
 }
 
 /// The sender's settings when `[hub] export` is on; every missing piece named at once.
-fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigError> {
+fn hub_export(
+    role: Role,
+    h: &HubConfig,
+    get: &impl Fn(&str) -> Option<String>,
+    paths: &Paths,
+) -> Result<Option<HubExport>, ConfigError> {
     if !h.export.unwrap_or(false) {
         return Ok(None);
     }
@@ -527,8 +761,24 @@ fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigErro
     need("url", h.url.is_some());
     need("node_key", h.node_key.is_some());
     need("target_node_key", h.target_node_key.is_some());
-    need("ca_file", h.ca_file.is_some());
-    need("client_certificate", h.client_certificate.is_some());
+    // lx-annotate's names win over the file, as for every setting with a reference name.
+    let path = |var: &str, file: &Option<PathBuf>| get(var).map(PathBuf::from).or(file.clone());
+    let ca_file = path("LX_ANNOTATE_HUB_EXPORT_CA_FILE", &h.ca_file);
+    let client_certificate = path(
+        "LX_ANNOTATE_HUB_EXPORT_CLIENT_CERT_FILE",
+        &h.client_certificate,
+    );
+    let client_certificate_key = path(
+        "LX_ANNOTATE_HUB_EXPORT_CLIENT_KEY_FILE",
+        &h.client_certificate_key,
+    );
+    let recipient = path(
+        "LX_ANNOTATE_HUB_EXPORT_RECIPIENT_PUBLIC_KEY_FILE",
+        &h.recipient_public_key_file,
+    );
+    need("ca_file", ca_file.is_some());
+    need("client_certificate", client_certificate.is_some());
+    need("recipient_public_key_file", recipient.is_some());
     if !missing.is_empty() {
         return Err(ConfigError::HubExport(format!(
             "set {} in [hub] (services.lxgate.hub.export.*)",
@@ -550,21 +800,16 @@ fn hub_export(role: Role, h: &HubConfig) -> Result<Option<HubExport>, ConfigErro
         url: url.trim_end_matches('/').to_string(),
         node_key: h.node_key.clone().unwrap_or_default(),
         target_node_key: h.target_node_key.clone().unwrap_or_default(),
-        ca_file: h.ca_file.clone().unwrap_or_default(),
-        client_certificate: h.client_certificate.clone().unwrap_or_default(),
-        client_certificate_key: h.client_certificate_key.clone(),
-        sign_requests: h.sign_requests.unwrap_or(true),
-        hub_recipient: match &h.hub_recipient {
-            None => None,
-            Some(r) => {
-                crate::crypto::age::Recipient::parse(r).map_err(|e| {
-                    ConfigError::HubExport(format!(
-                        "hub_recipient: {e}; use the age1… line `lxgate keys recipient` prints on the hub"
-                    ))
-                })?;
-                Some(r.trim().to_string())
-            }
-        },
+        ca_file: ca_file.unwrap_or_default(),
+        client_certificate: client_certificate.unwrap_or_default(),
+        client_certificate_key,
+        sign_requests: h.sign_requests.unwrap_or(false),
+        recipient_public_key_file: recipient.unwrap_or_default(),
+        envelope_staging_dir: path(
+            "LX_ANNOTATE_HUB_EXPORT_ENVELOPE_STAGING_DIR",
+            &h.envelope_staging_dir,
+        )
+        .unwrap_or_else(|| paths.state.join("hub-export-envelopes")),
     }))
 }
 
@@ -598,7 +843,7 @@ mod tests {
 
     fn export_file(url: &str) -> FileConfig {
         toml::from_str(&format!(
-            "role = \"site_node\"\n[hub]\nexport = true\nurl = \"{url}\"\nnode_key = \"s\"\ntarget_node_key = \"h\"\nca_file = \"/ca\"\nclient_certificate = \"/c\"\n"
+            "role = \"site_node\"\n[hub]\nexport = true\nurl = \"{url}\"\nnode_key = \"s\"\ntarget_node_key = \"h\"\nca_file = \"/ca\"\nclient_certificate = \"/c\"\nrecipient_public_key_file = \"/r.pem\"\n"
         ))
         .unwrap()
     }
@@ -621,6 +866,37 @@ mod tests {
             "[server]\ntrusted_proxy = true\n",
             &[("LXGATE_LISTEN", "0.0.0.0:8080")]
         ));
+    }
+
+    #[test]
+    fn the_app_outlasts_nginx_idle_connections_and_a_revocation_waits_seconds_at_most() {
+        let resolve = |text: &str| {
+            let f: FileConfig = toml::from_str(text).unwrap();
+            Config::from_parts(f, &env(&[]))
+        };
+        let e = resolve("[server]\nheader_timeout_secs = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nginx keeps an idle connection to the app for 10 s")
+                && e.contains("set at least 15"),
+            "{e}"
+        );
+        assert!(resolve("[server]\nheader_timeout_secs = 11\n").is_ok());
+        assert!(resolve("[server]\nheader_timeout_secs = 2\n[host]\nnginx = false\n").is_ok());
+        let c = resolve("").unwrap();
+        assert_eq!(c.server.token_recheck, std::time::Duration::from_secs(5));
+        assert_eq!(
+            resolve("[server]\ntoken_recheck_secs = 0\n")
+                .unwrap()
+                .server
+                .token_recheck,
+            std::time::Duration::ZERO
+        );
+        let e = resolve("[server]\ntoken_recheck_secs = 3600\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use at most 60"), "{e}");
     }
 
     #[test]
@@ -681,7 +957,7 @@ mod tests {
 
     #[test]
     fn storage_outside_root_is_refused_even_via_dotdot() {
-        for s in ["/elsewhere", "/d/../etc", "/d"] {
+        for s in ["/elsewhere", "/d/../etc", "/"] {
             let e = Config::from_parts(
                 FileConfig::default(),
                 &env(&[("DATA_DIR", "/d"), ("STORAGE_DIR", s)]),
@@ -706,6 +982,220 @@ mod tests {
             e.contains("\"hub\"") && e.contains("central_hub") && e.contains("site_node"),
             "{e}"
         );
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        Config::from_parts(FileConfig::default(), &env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn ok(pairs: &[(&str, &str)]) -> Config {
+        Config::from_parts(FileConfig::default(), &env(pairs)).unwrap()
+    }
+
+    #[test]
+    fn lx_runtime_root_is_the_data_root_and_a_conflict_names_both() {
+        let c = ok(&[("LX_RUNTIME_ROOT", "/srv/lx/data")]);
+        assert_eq!(c.paths.data, PathBuf::from("/srv/lx/data"));
+        assert_eq!(c.paths.storage, PathBuf::from("/srv/lx/data/storage"));
+        let c = ok(&[
+            ("LX_RUNTIME_ROOT", "/srv/lx/data"),
+            ("LX_ANNOTATE_ENCRYPTED_DATA_DIR", "/srv/lx/data/"),
+        ]);
+        assert_eq!(c.paths.data, PathBuf::from("/srv/lx/data"));
+        let e = err(&[("LX_RUNTIME_ROOT", "/srv/new"), ("DATA_DIR", "/srv/old")]);
+        assert!(
+            e.contains("LX_RUNTIME_ROOT=/srv/new") && e.contains("DATA_DIR=/srv/old"),
+            "{e}"
+        );
+        let e = err(&[("LX_RUNTIME_ROOT", "data")]);
+        assert!(
+            e.contains("LX_RUNTIME_ROOT=\"data\"") && e.contains("absolute"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_env_file_lx_annotates_migration_writes_resolves() {
+        // render_target_env_text: all five path keys set to the data root.
+        let d = "/var/lib/lx-annotate/data";
+        let c = ok(&[
+            ("LX_ANNOTATE_ENCRYPTED_DATA_DIR", d),
+            ("DATA_DIR", d),
+            ("LX_ANNOTATE_DATA_DIR", d),
+            ("STORAGE_DIR", d),
+            ("IO_DIR", d),
+        ]);
+        assert_eq!(c.paths.data, PathBuf::from(d));
+        assert_eq!(c.paths.storage, PathBuf::from(format!("{d}/storage")));
+    }
+
+    #[test]
+    fn io_dir_elsewhere_stops_startup_naming_it_and_the_fix() {
+        let e = err(&[("DATA_DIR", "/d"), ("IO_DIR", "/io")]);
+        assert!(
+            e.contains("IO_DIR=\"/io\"") && e.contains("move them there") && e.contains("/d"),
+            "{e}"
+        );
+        ok(&[("DATA_DIR", "/d"), ("IO_DIR", "/d/")]);
+    }
+
+    #[test]
+    fn roles_in_any_case_and_local_study_server_refused_naming_the_supported_ones() {
+        for (v, r) in [
+            ("Central_Hub", Role::CentralHub),
+            (" SITE_NODE ", Role::SiteNode),
+            ("Standalone", Role::Standalone),
+            ("   ", Role::Standalone),
+        ] {
+            assert_eq!(ok(&[("ENDOREG_DEPLOYMENT_ROLE", v)]).role, r, "{v:?}");
+        }
+        let e = err(&[("ENDOREG_DEPLOYMENT_ROLE", "local_study_server")]);
+        assert!(
+            e.contains("ENDOREG_DEPLOYMENT_ROLE=\"local_study_server\" is not supported")
+                && e.contains("standalone, site_node or central_hub")
+                && e.contains("lx-annotate 1.6.4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_django_meta_form_of_the_attestation_header_names_the_same_header() {
+        assert_eq!(
+            header_from_meta_key("HTTP_X_CLIENT_CERT_VERIFIED"),
+            "x-client-cert-verified"
+        );
+        assert_eq!(
+            header_from_meta_key("X-Client-Cert-Verified"),
+            "X-Client-Cert-Verified"
+        );
+        for v in ["HTTP_X_CLIENT_CERT_VERIFIED", "x-client-cert-verified"] {
+            let c = ok(&[("ENDOREG_HUB_TRANSFER_MTLS_META_KEY", v)]);
+            assert_eq!(c.hub_receiver.mtls_meta_key, "X-Client-Cert-Verified");
+        }
+        let e = err(&[(
+            "ENDOREG_HUB_TRANSFER_MTLS_META_KEY",
+            "HTTP_X_SSL_CLIENT_VERIFY",
+        )]);
+        assert!(
+            e.contains("ENDOREG_HUB_TRANSFER_MTLS_META_KEY=\"HTTP_X_SSL_CLIENT_VERIFY\"")
+                && e.contains("names the header x-ssl-client-verify")
+                && e.contains("HTTP_X_CLIENT_CERT_VERIFIED"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn either_transfer_switch_turns_transfers_on() {
+        let hub = [("ENDOREG_DEPLOYMENT_ROLE", "central_hub")];
+        for var in TRANSFER_SWITCHES {
+            let c = ok(&[hub[0], (var, "TRUE")]);
+            assert!(c.hub_receiver.enabled, "{var}");
+        }
+        let c = ok(&[
+            hub[0],
+            ("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS", "true"),
+            ("ENDOREG_ENABLE_HUB_TRANSFERS", "0"),
+        ]);
+        assert!(
+            c.hub_receiver.enabled,
+            "either one, as transfer_api_enabled"
+        );
+        assert!(!ok(&hub).hub_receiver.enabled);
+        let e = err(&[("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS", "yes")]);
+        assert!(
+            e.contains("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS") && e.contains("only a central_hub"),
+            "{e}"
+        );
+        let e = err(&[hub[0], ("ENDOREG_ENABLE_INCOMING_HUB_TRANSFERS", "maybe")]);
+        assert!(
+            e.contains("\"maybe\"") && e.contains("true or false"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn watcher_variables_set_the_timings_or_stop_startup() {
+        let c = ok(&[
+            ("WATCHER_STABLE_AFTER_SECONDS", "10"),
+            ("WATCHER_POLL_INTERVAL_SECONDS", "0.5"),
+            ("WATCHER_LOG_LEVEL", "WARNING"),
+            ("WATCHER_CELERY_INLINE_FALLBACK_ENABLED", "false"),
+        ]);
+        assert_eq!(
+            (c.watcher.settle_ms, c.watcher.poll_ms),
+            (10_000, Some(500))
+        );
+        assert_eq!(
+            ok(&[("WATCHER_STABLE_AFTER_SECONDS", "0")])
+                .watcher
+                .settle_ms,
+            0
+        );
+        for (var, v, why) in [
+            ("WATCHER_STABLE_AFTER_SECONDS", "-1", ">= 0"),
+            ("WATCHER_STABLE_AFTER_SECONDS", "inf", ">= 0"),
+            ("WATCHER_POLL_INTERVAL_SECONDS", "0", "> 0"),
+            ("WATCHER_LOG_LEVEL", "chatty", "DEBUG, INFO"),
+            (
+                "WATCHER_CELERY_INLINE_FALLBACK_ENABLED",
+                "sometimes",
+                "true or false",
+            ),
+        ] {
+            let e = err(&[(var, v)]);
+            assert!(
+                e.contains(&format!("{var}={v:?}")) && e.contains(why),
+                "{e}"
+            );
+        }
+        let d = "/var/lib/lxgate/data/import";
+        ok(&[
+            ("WATCHER_VIDEO_DIR", &format!("{d}/video_import")),
+            ("WATCHER_REPORT_DIR", &format!("{d}/report_import/")),
+            (
+                "WATCHER_PREANONYMIZED_DIR",
+                &format!("{d}/preanonymized_import"),
+            ),
+        ]);
+        let e = err(&[("WATCHER_VIDEO_DIR", "/srv/videos")]);
+        assert!(
+            e.contains("WATCHER_VIDEO_DIR=\"/srv/videos\"")
+                && e.contains(&format!("{d}/video_import"))
+                && e.contains("unset WATCHER_VIDEO_DIR"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_reference_name_read_here_is_in_the_contracts_env_list() {
+        let listed: Vec<&str> = CONTRACT
+            .env
+            .iter()
+            .flat_map(|e| std::iter::once(&e.name).chain(&e.aliases))
+            .map(String::as_str)
+            .collect();
+        let read = DATA_ROOT_NAMES.iter().chain(&TRANSFER_SWITCHES).chain(&[
+            "STORAGE_DIR",
+            "IO_DIR",
+            "ENDOREG_DEPLOYMENT_ROLE",
+            "LX_ANNOTATE_DEFAULT_CENTER",
+            "ENDOREG_HUB_TRANSFER_MTLS_META_KEY",
+            "WATCHER_STABLE_AFTER_SECONDS",
+            "WATCHER_POLL_INTERVAL_SECONDS",
+            "WATCHER_LOG_LEVEL",
+            "WATCHER_CELERY_INLINE_FALLBACK_ENABLED",
+            "WATCHER_VIDEO_DIR",
+            "WATCHER_REPORT_DIR",
+            "WATCHER_PREANONYMIZED_DIR",
+        ]);
+        for n in read {
+            assert!(
+                listed.contains(n),
+                "{n} is read but not in nix/contract.toml"
+            );
+        }
     }
 
     #[test]

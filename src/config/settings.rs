@@ -101,6 +101,9 @@ pub struct Server {
     pub default_center: Option<String>,
     /// Stream protected media from the app (dev, no nginx) instead of X-Accel-Redirect.
     pub serve_media_directly: bool,
+    /// How long a confirmed bearer token is trusted without asking the database: the
+    /// bound on how late a revocation takes effect.
+    pub token_recheck: Duration,
     pub limits: ServerLimits,
 }
 
@@ -152,6 +155,10 @@ impl ServerLimits {
 }
 
 impl Server {
+    /// A few seconds: a video player's range requests within it cost no token lookup,
+    /// and a revocation still takes effect almost at once.
+    pub const DEFAULT_TOKEN_RECHECK: Duration = Duration::from_secs(5);
+    pub const MAX_TOKEN_RECHECK_SECS: u64 = 60;
     /// 100 MiB: the API's limit for one upload (lx-annotate's value).
     pub const DEFAULT_UPLOAD_MAX_SIZE: u64 = 104_857_600;
 }
@@ -161,10 +168,12 @@ pub struct Database {
     /// None until DATABASE_URL or `[database] url` is set; commands that need it say so.
     pub url: Option<DatabaseUrl>,
     pub pool_size: usize,
+    pub keep_snapshots: usize,
 }
 
 impl Database {
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    pub const DEFAULT_KEEP_SNAPSHOTS: usize = 5;
 }
 
 /// A PostgreSQL URL or key=value string. Its password must reach neither a log line nor
@@ -203,6 +212,9 @@ pub struct Watcher {
     pub enable: bool,
     /// A file must keep (dev, inode, size, mtime) this long before ingest (ms).
     pub settle_ms: u64,
+    /// How often a settling file is looked at again (ms); None: half the settle time.
+    /// Set by `WATCHER_POLL_INTERVAL_SECONDS` (an lx-annotate env file) only.
+    pub poll_ms: Option<u64>,
     /// A lone half of a preanonymized pair waits this long before quarantine (s).
     pub pair_timeout_secs: u64,
     /// Full rescan interval (s).
@@ -220,6 +232,7 @@ impl Default for Watcher {
         Watcher {
             enable: true,
             settle_ms: 2000,
+            poll_ms: None,
             pair_timeout_secs: 300,
             rescan_secs: 30,
             concurrency: 4,
@@ -298,8 +311,6 @@ pub struct HubReceiver {
     /// Accept only HMAC-signed requests, never the secret header (endoreg-db senders send
     /// the secret, hence off by default).
     pub require_signed_requests: bool,
-    /// Refuse media that is not sealed with age.
-    pub require_sealed_media: bool,
     /// Largest transfer media in bytes: nginx's client_max_body_size, since videos
     /// outgrow the API's UPLOAD_MAX_SIZE.
     pub max_media_size: u64,
@@ -309,6 +320,10 @@ pub struct HubReceiver {
     /// Node authentications per second from one source address (bursts of twice that;
     /// an unsigned one costs ~25 ms of PBKDF2); 0 = unlimited.
     pub auth_per_second: u32,
+    /// This hub's node key: the `target_node_key` sites name (blank names it too).
+    pub node_key: String,
+    /// The keyring that opens media envelopes (systemd credentials on NixOS).
+    pub recipient_key_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for HubReceiver {
@@ -320,10 +335,11 @@ impl Default for HubReceiver {
             mtls_meta_value: "SUCCESS".into(),
             require_secure_transport: true,
             require_signed_requests: false,
-            require_sealed_media: false,
             max_media_size: 50 << 30,
             client_ca_file: contract_default("client_ca_file"),
             auth_per_second: 5,
+            node_key: "hub".into(),
+            recipient_key_files: Vec::new(),
         }
     }
 }
@@ -340,11 +356,13 @@ pub struct HubExport {
     pub client_certificate: PathBuf,
     /// Used only when no `hub-client-key` credential is loaded.
     pub client_certificate_key: Option<PathBuf>,
-    /// HMAC-sign requests (the secret never travels); false only for an endoreg-db hub.
-    /// Default true.
+    /// HMAC-sign requests (the secret never travels); both ends must enable it, so the
+    /// default (false) sends X-Network-Node-Secret as endoreg-db hubs expect.
     pub sign_requests: bool,
-    /// Seal media with age to the hub's recipient (`age1…`, checked at load).
-    pub hub_recipient: Option<String>,
+    /// The hub's X25519 public key (PEM) media envelopes are sealed to.
+    pub recipient_public_key_file: PathBuf,
+    /// Per-transfer envelope and ciphertext, kept until the hub has them.
+    pub envelope_staging_dir: PathBuf,
 }
 
 /// Facts about the host: accounts, the key and TLS files, nginx. Defaults: contract

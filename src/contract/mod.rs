@@ -140,9 +140,33 @@ pub struct Unit {
 #[serde(deny_unknown_fields)]
 pub struct Nginx {
     pub tls: Vec<String>,
+    pub upstream: Upstream,
     pub server: Vec<ServerPart>,
     pub snippets: BTreeMap<String, Vec<String>>,
     pub location: Vec<Location>,
+}
+
+/// The app as nginx's upstream: a name for `proxy_pass http://NAME`, its one server, and
+/// the block's other lines (keepalive).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    pub server: String,
+    pub lines: Vec<String>,
+}
+
+impl Upstream {
+    /// Seconds nginx keeps an idle connection to the app (its `keepalive_timeout` line;
+    /// nginx's default of 60 s without one). The app must keep idle connections longer.
+    pub fn keepalive_secs(&self) -> u64 {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix("keepalive_timeout "))
+            .and_then(|v| v.trim_end_matches(';').strip_suffix('s'))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60)
+    }
 }
 
 /// Server-level lines present when `feature` is on.
@@ -229,6 +253,15 @@ mod tests {
                 );
             }
         }
+        assert!(
+            c.nginx
+                .upstream
+                .lines
+                .iter()
+                .any(|l| l.starts_with("keepalive_timeout "))
+                && c.nginx.upstream.keepalive_secs() < 60,
+            "the upstream names its keepalive_timeout in seconds (\"keepalive_timeout 10s;\")"
+        );
         // Every import subtree of SPEC §1 is provisioned.
         for sub in [
             "video_import",

@@ -56,7 +56,7 @@ impl Inputs {
                 *val = subst(val, &snapshot);
             }
         }
-        v.insert("upstream".into(), upstream(&v["listen"]));
+        v.insert("upstream".into(), c.nginx.upstream.name.clone());
         let role = v["role"].clone();
         let features = c
             .feature
@@ -110,13 +110,6 @@ impl Inputs {
 /// The value at a dotted settings-file key (`host.user`), if set.
 fn setting<'a>(tree: &'a toml::Value, key: &str) -> Option<&'a toml::Value> {
     key.split('.').try_fold(tree, |t, k| t.get(k))
-}
-
-fn upstream(listen: &str) -> String {
-    match listen.strip_prefix("unix:") {
-        Some(sock) => format!("http://unix:{sock}:"),
-        None => format!("http://{listen}"),
-    }
 }
 
 /// Replace each `{name}` whose name is a key of `vals`; anything else stays literal.
@@ -234,7 +227,16 @@ pub fn systemd(inputs: &Inputs) -> BTreeMap<String, String> {
 
 pub fn nginx(inputs: &Inputs) -> String {
     let c = &*CONTRACT;
-    let mut out = format!("{HEADER}server {{\n");
+    let up = &c.nginx.upstream;
+    let mut out = format!(
+        "{HEADER}upstream {} {{\n    server {};\n",
+        inputs.subst(&up.name),
+        inputs.subst(&up.server)
+    );
+    for line in &up.lines {
+        out.push_str(&format!("    {}\n", inputs.subst(line)));
+    }
+    out.push_str("}\nserver {\n");
     let server_lines = c.nginx.tls.iter().chain(
         c.nginx
             .server

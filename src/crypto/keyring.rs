@@ -6,6 +6,7 @@
 //! running service without a restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::age::{AgeError, Identity, Recipient};
 
@@ -17,14 +18,17 @@ pub struct KeyError {
     pub source: AgeError,
 }
 
+/// Cheap to clone, like the managed storage that holds it.
 #[derive(Debug, Clone)]
 pub struct MasterKeys {
-    path: PathBuf,
+    path: Arc<Path>,
 }
 
 impl MasterKeys {
     pub fn new(path: impl Into<PathBuf>) -> MasterKeys {
-        MasterKeys { path: path.into() }
+        MasterKeys {
+            path: Arc::from(path.into()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -45,10 +49,10 @@ impl MasterKeys {
         let mut first_error = None;
         // During the last step of a rotation the key file is briefly absent while the
         // next one is renamed into place: either file alone is enough.
-        for p in [&next, &self.path] {
+        for p in [next.as_path(), &self.path] {
             match Identity::from_file(p) {
                 Ok(id) => out.push(id),
-                Err(AgeError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && p == &next => {}
+                Err(AgeError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && p == next => {}
                 Err(e) => {
                     first_error.get_or_insert(KeyError {
                         path: p.to_path_buf(),

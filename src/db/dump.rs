@@ -46,37 +46,13 @@ pub struct SealedDump {
 /// The libpq environment for `url` (a URL or key=value string), so tools connect to
 /// exactly what the service connects to.
 fn libpq_env(url: &str, tool: &'static str) -> Result<Vec<(&'static str, String)>, DumpError> {
-    let cfg = super::parse_url(url).map_err(|e| DumpError::Url {
+    super::libpq_env(url).map_err(|e| DumpError::Url {
         tool,
-        why: e.to_string(),
-    })?;
-    let mut env = Vec::new();
-    if let Some(host) = cfg.get_hosts().first() {
-        let h = match host {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        };
-        env.push(("PGHOST", h));
-    }
-    if let Some(port) = cfg.get_ports().first() {
-        env.push(("PGPORT", port.to_string()));
-    }
-    if let Some(user) = cfg.get_user() {
-        env.push(("PGUSER", user.to_string()));
-    }
-    if let Some(pw) = cfg.get_password() {
-        let pw = String::from_utf8(pw.to_vec()).map_err(|_| DumpError::Url {
-            tool,
-            why: "the password is not UTF-8".into(),
-        })?;
-        env.push(("PGPASSWORD", pw));
-    }
-    let db = cfg.get_dbname().ok_or_else(|| DumpError::Url {
-        tool,
-        why: "it names no database (add dbname=… or /dbname)".into(),
-    })?;
-    env.push(("PGDATABASE", db.to_string()));
-    Ok(env)
+        why: match e {
+            super::DbError::BadUrl(why) => why,
+            other => other.to_string(),
+        },
+    })
 }
 
 fn tool_command(tool: &'static str, url: &str) -> Result<Command, DumpError> {

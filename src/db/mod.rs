@@ -2,6 +2,7 @@
 
 pub mod dump;
 pub mod migrate;
+pub mod snapshot;
 pub mod tools;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -59,4 +60,56 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
         }
     });
     Ok(client)
+}
+
+/// The libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) of `url`, a
+/// URL or key=value string: how PostgreSQL's own programs reach exactly what the
+/// service reaches, without the connection in their argv.
+pub fn libpq_env(url: &str) -> Result<Vec<(&'static str, String)>, DbError> {
+    let cfg = parse_url(url)?;
+    let mut env = Vec::new();
+    if let Some(host) = cfg.get_hosts().first() {
+        let h = match host {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        env.push(("PGHOST", h));
+    }
+    if let Some(port) = cfg.get_ports().first() {
+        env.push(("PGPORT", port.to_string()));
+    }
+    if let Some(user) = cfg.get_user() {
+        env.push(("PGUSER", user.to_string()));
+    }
+    if let Some(pw) = cfg.get_password() {
+        let pw = String::from_utf8(pw.to_vec())
+            .map_err(|_| DbError::BadUrl("the password is not UTF-8".into()))?;
+        env.push(("PGPASSWORD", pw));
+    }
+    let db = cfg
+        .get_dbname()
+        .ok_or_else(|| DbError::BadUrl("it names no database (add dbname=… or /dbname)".into()))?;
+    env.push(("PGDATABASE", db.to_string()));
+    Ok(env)
+}
+
+/// The connection `url` names, to database `db` instead (a scratch database on the same
+/// server), as a key=value string.
+pub fn with_dbname(url: &str, db: &str) -> Result<String, DbError> {
+    // libpq quoting: single quotes, with backslash and quote escaped.
+    let q = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let parts: Vec<String> = libpq_env(url)?
+        .into_iter()
+        .map(|(var, value)| {
+            let key = match var {
+                "PGHOST" => "host",
+                "PGPORT" => "port",
+                "PGUSER" => "user",
+                "PGPASSWORD" => "password",
+                _ => return format!("dbname={}", q(db)),
+            };
+            format!("{key}={}", q(&value))
+        })
+        .collect();
+    Ok(parts.join(" "))
 }

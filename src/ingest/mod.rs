@@ -14,6 +14,7 @@
 
 pub mod at_rest;
 pub mod name;
+pub mod pause;
 pub mod settle;
 pub mod sidecar;
 pub mod staging;
@@ -48,7 +49,7 @@ impl Boundary {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Video,
@@ -88,7 +89,7 @@ pub struct NewJob {
     pub provenance: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UploadJob {
     pub id: Uuid,
     pub ingest_mode: String,

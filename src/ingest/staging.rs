@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::at_rest::{AtRest, Object, OpenError};
 use super::Kind;
@@ -15,9 +16,10 @@ use crate::config::{Config, StoragePolicy};
 use crate::crypto::age::{Recipient, Sealing};
 use crate::crypto::keyring::MasterKeys;
 
+/// Cheap to clone: the HTTP state that holds it is cloned several times per request.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    root: PathBuf,
+    root: Arc<Path>,
     policy: StoragePolicy,
     keys: MasterKeys,
     /// Set by `for_kind`: the form new objects are staged in.
@@ -27,7 +29,7 @@ pub struct Storage {
 impl Storage {
     pub fn new(root: impl Into<PathBuf>, policy: StoragePolicy, keys: MasterKeys) -> Storage {
         Storage {
-            root: root.into(),
+            root: Arc::from(root.into()),
             policy,
             keys,
             at_rest: None,
@@ -156,6 +158,15 @@ impl Storage {
         staged.placed();
         File::open(dir)?.sync_all()?;
         Ok(false)
+    }
+
+    /// `staged` (a temp file of this storage) staged again in the form this storage
+    /// stages in; the old temp file goes.
+    pub fn restage(&self, staged: Staged) -> Result<Staged, OpenError> {
+        let mut from = Object::open(&staged.path, staged.at_rest(), &self.keys)?;
+        let mut to = self.writer()?;
+        io::copy(&mut from, &mut to)?;
+        Ok(to.finish()?)
     }
 
     /// A stored object for reading, opened with the master identities if it is sealed.

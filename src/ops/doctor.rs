@@ -287,12 +287,24 @@ async fn database(config: Option<&Config>) -> Vec<Check> {
             e.to_string(),
             "start PostgreSQL and check DATABASE_URL",
         ),
-        Ok(client) => match crate::db::migrate::pending(&client).await {
-            Ok(0) => Check::pass("database", "reachable, all migrations applied"),
-            Ok(n) => Check::fail(
+        Ok(client) => match crate::db::migrate::check(&client, &crate::db::migrate::embedded()).await {
+            Ok(s) if !s.pending.is_empty() => Check::fail(
                 "database",
-                format!("{n} migration(s) pending"),
+                format!("{} migration(s) pending", s.pending.len()),
                 "run `lxgate migrate` (lxgate-migrate.service)",
+            ),
+            Ok(s) if !s.ahead.is_empty() => Check::pass(
+                "database",
+                format!(
+                    "reachable; {} migration(s) from a newer release, declared compatible with this one",
+                    s.ahead.len()
+                ),
+            ),
+            Ok(_) => Check::pass("database", "reachable, all migrations applied"),
+            Err(e) if e.needs_restore() => Check::fail(
+                "database",
+                e.to_string(),
+                "run the release that applied them, or stop lxgate and restore the snapshot taken before them (`lxgate snapshot list`)",
             ),
             Err(e) => Check::fail(
                 "database",

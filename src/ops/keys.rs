@@ -318,3 +318,50 @@ fn retire(key: &Path, next: &Path) -> Result<std::path::PathBuf> {
     sync_dir_of(key)?;
     Ok(retired)
 }
+
+/// `lxgate keys hub-recipient --out FILE`: a new X25519 recipient key for
+/// `hub_media_envelope_v1`, written as PKCS#8 PEM with mode 0600 (never readable by
+/// anyone else, not even for a moment); the public key PEM to give every site. An
+/// existing file is never overwritten: a lost key loses every envelope sealed to it.
+pub fn hub_recipient(out: &Path) -> Result<String> {
+    if std::fs::symlink_metadata(out).is_ok() {
+        bail!(
+            "{} exists; a recipient key is never overwritten. Print its public key with `lxgate keys hub-recipient --public {0}`, or choose a new file and add it to the keyring (ENDOREG_HUB_TRANSFER_RECIPIENT_PRIVATE_KEY_FILES)",
+            out.display()
+        );
+    }
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let key = crate::hub::keys::RecipientKey::generate();
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(key.to_pem().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, out)?;
+    crate::durable::sync_dir(dir);
+    let public = key.public();
+    crate::audit::key_operation("hub_recipient_created", &public.id(), None);
+    Ok(public.to_pem())
+}
+
+/// The public key PEM (and key id) of an existing recipient private key file.
+pub fn hub_recipient_public(key: &Path) -> Result<(String, String)> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?,
+    );
+    let k = crate::hub::keys::RecipientKey::from_pem(&text)
+        .with_context(|| format!("{} is not a hub recipient key", key.display()))?;
+    let p = k.public();
+    Ok((p.to_pem(), p.id()))
+}

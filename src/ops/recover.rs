@@ -1,14 +1,21 @@
 //! `lxgate recover`: move a legacy repo-local `data/` tree into the data root (SPEC §7).
 //!
+//! The merge is per file, as lx-annotate's `recover_runtime_data` does it: directories
+//! that exist in the target are descended into (tmpfiles creates `storage/`, `import/`
+//! and `logs/` before recovery runs, so skipping them would skip the data), every
+//! missing entry is copied, and only an existing file is left alone and logged.
+//!
 //! Operators read the journal to know what happened, so the log lines below are part
-//! of the contract: `copying SRC -> DST`, `WARNING: destination already exists,
-//! skipping: PATH`, `target env file already exists, leaving as source of truth: PATH`.
+//! of the contract: `copying SRC -> DST` (each new entry), `WARNING: destination
+//! already exists, skipping: PATH` (each existing file), `target env file already
+//! exists, leaving as source of truth: PATH`, `copied env file SRC -> DST`.
 //!
 //! Crash safety: every new file *and* every new directory subtree is assembled under a
-//! temp name beside its final name (`.lxgate-recover-NAME.tmp`), made durable (a file
-//! by its own fsync, a subtree by one syncfs of the target filesystem), then renamed.
-//! A SIGKILL leaves only temp names, which the next run removes and rebuilds; an
-//! existing final name is always complete, so "exists → skip" stays correct.
+//! temp name beside its final name (`.lxgate-recover-NAME.tmp`), made durable by one
+//! syncfs of the target filesystem per batch, then renamed (and the renames made
+//! durable by a second syncfs). A SIGKILL leaves only temp names, which the next run
+//! removes and rebuilds; an existing final file is always complete, so "exists → skip"
+//! stays correct, and an existing directory is simply descended into again.
 
 use std::fs::{self, File, FileTimes};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,6 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::durable::{self, sync_dir};
+use crate::progress::{Progress, Total};
 
 const TEMP_PREFIX: &str = ".lxgate-recover-";
 
@@ -73,32 +81,43 @@ fn start_writeback(f: &File) {
     unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
-/// Bytes of regular files that a merge would copy (entries missing in the target).
-fn bytes_to_copy(src: &Path, dst: &Path) -> Result<u64> {
-    let mut total = 0;
+/// Regular files, and their bytes, that a merge would copy: entries missing in the
+/// target, looking inside directories that exist on both sides.
+fn to_copy(src: &Path, dst: &Path) -> Result<Total> {
+    let mut total = Total {
+        files: 0,
+        bytes: Some(0),
+    };
     for e in
         fs::read_dir(src).with_context(|| format!("source {} is not readable", src.display()))?
     {
         let e = e?;
         let d = dst.join(e.file_name());
-        if fs::symlink_metadata(&d).is_ok() {
-            continue;
-        }
-        total += tree_bytes(&e.path());
+        let (files, bytes) = match fs::symlink_metadata(&d) {
+            Ok(dm) if dm.is_dir() && e.file_type()?.is_dir() => {
+                let t = to_copy(&e.path(), &d)?;
+                (t.files, t.bytes.unwrap_or(0))
+            }
+            Ok(_) => (0, 0),
+            Err(_) => tree_size(&e.path()),
+        };
+        total.files += files;
+        total.bytes = total.bytes.map(|b| b + bytes);
     }
     Ok(total)
 }
 
-fn tree_bytes(p: &Path) -> u64 {
+/// Regular files under `p` and their bytes.
+fn tree_size(p: &Path) -> (u64, u64) {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => fs::read_dir(p)
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| tree_bytes(&e.path()))
-            .sum(),
-        Ok(m) if m.is_file() => m.len(),
-        _ => 0,
+            .map(|e| tree_size(&e.path()))
+            .fold((0, 0), |(f, b), (f2, b2)| (f + f2, b + b2)),
+        Ok(m) if m.is_file() => (1, m.len()),
+        _ => (0, 0),
     }
 }
 
@@ -137,7 +156,8 @@ pub fn run(o: &Options) -> Result<Summary> {
         }
     }
     // Preflight: refuse before copying anything.
-    let need = bytes_to_copy(&o.source, &o.target)?;
+    let total = to_copy(&o.source, &o.target)?;
+    let need = total.bytes.unwrap_or(0);
     let required = need + need / 20 + 128 * 1024 * 1024;
     let free = free_bytes(&o.target)?;
     if free < required {
@@ -149,9 +169,19 @@ pub fn run(o: &Options) -> Result<Summary> {
         fs::create_dir_all(&o.target)?;
     }
     let mut s = Summary::default();
-    let result = merge_dir(o, &o.source, &o.target, true, &mut s);
+    let p = if o.dry_run {
+        Progress::hidden("recover")
+    } else {
+        Progress::start("recover", total)
+    };
+    let mut batch = Batch::default();
+    let result = merge_dir(o, &p, &o.source, &o.target, &mut s, &mut batch)
+        .and_then(|()| batch.flush(o, &p, &mut s));
     if let Err(e) = result {
         s.errors.push(format!("{e:#}"));
+    }
+    if !o.dry_run {
+        p.finish();
     }
     if o.dry_run {
         env_file(o, true)?;
@@ -168,17 +198,19 @@ pub fn run(o: &Options) -> Result<Summary> {
             );
             return Ok(s);
         }
-        let marker = serde_json::json!({
-            "completed_at": chrono::Utc::now().to_rfc3339(),
-            "source": o.source.display().to_string(),
-            "files": s.files, "bytes": s.bytes, "dirs": s.dirs, "links": s.links,
-        });
+        let backup = PathBuf::from(format!("{}.migration-backup-{ts}", o.source.display()));
+        // The reference's marker (key=value lines), so either tool recognises the other's.
+        let marker = format!(
+            "source_backup={}\nsource_repo={}\ncompleted_at={}\n",
+            backup.display(),
+            legacy_repo(&o.source).display(),
+            chrono::Utc::now().to_rfc3339(),
+        );
         write_atomic(
             &o.target.join(".migration-complete"),
-            serde_json::to_string_pretty(&marker)?.as_bytes(),
+            marker.as_bytes(),
             0o640,
         )?;
-        let backup = PathBuf::from(format!("{}.migration-backup-{ts}", o.source.display()));
         fs::rename(&o.source, &backup)
             .with_context(|| format!("renaming the source to {}", backup.display()))?;
         println!("source renamed to {}", backup.display());
@@ -187,61 +219,153 @@ pub fn run(o: &Options) -> Result<Summary> {
     if o.mark_complete && s.errors.is_empty() {
         let logs = o.target.join("logs");
         fs::create_dir_all(&logs)?;
+        // key=value as lx-annotate's recover_runtime_data writes and reads it.
         write_atomic(
             &logs.join("data_recovery_complete"),
-            format!("{}\n", chrono::Utc::now().to_rfc3339()).as_bytes(),
+            format!("completed_at={}\n", chrono::Utc::now().to_rfc3339()).as_bytes(),
             0o640,
         )?;
     }
     Ok(s)
 }
 
-/// Entries of `src` missing under `dst` are copied; existing ones are skipped whole.
-fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) -> Result<()> {
+/// The legacy checkout the data tree came from (`<repo>/data`): where its env file is.
+fn legacy_repo(source: &Path) -> &Path {
+    source.parent().unwrap_or(Path::new("/"))
+}
+
+/// Copies waiting for one flush: regular files still to be written under their temp
+/// names, and temp subtrees already written, all renamed after one syncfs.
+#[derive(Default)]
+struct Batch {
+    files: Vec<(PathBuf, PathBuf)>,
+    subtrees: Vec<(PathBuf, PathBuf)>,
+    bytes: u64,
+}
+
+impl Batch {
+    /// Bounds the temp names a crash can leave and the memory of the plan.
+    const MAX_FILES: usize = 2048;
+    const MAX_BYTES: u64 = 1 << 30;
+
+    fn full(&self) -> bool {
+        self.files.len() + self.subtrees.len() >= Self::MAX_FILES || self.bytes >= Self::MAX_BYTES
+    }
+
+    /// Write the files (4 threads), one syncfs for all of it, the renames, and one more
+    /// syncfs so the new names are durable too: two flushes of the filesystem per batch
+    /// instead of an fsync per file and directory.
+    fn flush(&mut self, o: &Options, p: &Progress, s: &mut Summary) -> Result<()> {
+        if self.files.is_empty() && self.subtrees.is_empty() {
+            return Ok(());
+        }
+        let files = std::mem::take(&mut self.files);
+        let subtrees = std::mem::take(&mut self.subtrees);
+        self.bytes = 0;
+        let jobs: Vec<(PathBuf, PathBuf)> = files
+            .iter()
+            .map(|(from, to)| (from.clone(), temp_for(to)))
+            .collect();
+        let results = copy_files_parallel(o, p, &jobs);
+        syncfs(&o.target)?;
+        for (((from, to), (_, tmp)), r) in files.iter().zip(&jobs).zip(results) {
+            match r.and_then(|n| {
+                fs::rename(tmp, to).with_context(|| format!("renaming into {}", to.display()))?;
+                Ok(n)
+            }) {
+                Ok(n) => {
+                    s.files += 1;
+                    s.bytes += n;
+                }
+                Err(err) => {
+                    let _ = fs::remove_file(tmp);
+                    p.suspend(|| eprintln!("ERROR: {}: {err:#}", from.display()));
+                    s.errors.push(format!("{}: {err:#}", from.display()));
+                }
+            }
+        }
+        for (tmp, to) in subtrees {
+            fs::rename(&tmp, &to).with_context(|| format!("renaming into {}", to.display()))?;
+        }
+        syncfs(&o.target)
+    }
+}
+
+/// Entries of `src` missing under `dst` are copied; directories on both sides are
+/// merged the same way, one level down; any other existing entry is kept and logged.
+fn merge_dir(
+    o: &Options,
+    p: &Progress,
+    src: &Path,
+    dst: &Path,
+    s: &mut Summary,
+    batch: &mut Batch,
+) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(src)
         .with_context(|| format!("reading {}", src.display()))?
         .collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
+    // One listing instead of a stat per source entry; a missing dst (dry run) is empty.
+    let mut present = std::collections::HashSet::new();
+    for e in fs::read_dir(dst).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+            // Left by an interrupted run: rebuilt below if its source is still there.
+            if !o.dry_run {
+                let p = e.path();
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
+            continue;
+        }
+        present.insert(name);
+    }
     for e in entries {
         let name = e.file_name();
         if name.to_string_lossy().starts_with(TEMP_PREFIX) {
             continue;
         }
         let (from, to) = (e.path(), dst.join(&name));
-        if fs::symlink_metadata(&to).is_ok() {
-            println!(
-                "WARNING: destination already exists, skipping: {}",
-                to.display()
-            );
-            s.skipped.push(to.display().to_string());
+        let ft = e.file_type()?;
+        if present.contains(&name) {
+            // symlink_metadata: a link in the target is never followed out of it.
+            let both_dirs = ft.is_dir() && fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
+            if both_dirs {
+                if let Err(err) = merge_dir(o, p, &from, &to, s, batch) {
+                    p.suspend(|| eprintln!("ERROR: {}: {err:#}", from.display()));
+                    s.errors.push(format!("{}: {err:#}", from.display()));
+                }
+            } else {
+                p.suspend(|| {
+                    println!(
+                        "WARNING: destination already exists, skipping: {}",
+                        to.display()
+                    )
+                });
+                s.skipped.push(to.display().to_string());
+            }
             continue;
         }
         if o.dry_run {
             println!("would copy {} -> {}", from.display(), to.display());
             continue;
         }
-        if top {
-            println!("copying {} -> {}", from.display(), to.display());
-        }
-        let tmp = temp_for(&to);
-        if fs::symlink_metadata(&tmp).is_ok() {
-            // Left by an interrupted run: rebuild it.
-            let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
-        }
-        let copied = copy_new(o, &from, &tmp, s).and_then(|()| match e.file_type() {
-            Ok(t) if t.is_dir() => syncfs(&tmp),
-            _ => Ok(()),
-        });
-        match copied {
-            Ok(()) => {
-                fs::rename(&tmp, &to).with_context(|| format!("renaming into {}", to.display()))?;
-                sync_dir(dst);
+        p.suspend(|| println!("copying {} -> {}", from.display(), to.display()));
+        if ft.is_file() {
+            batch.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            batch.files.push((from, to));
+        } else {
+            let tmp = temp_for(&to);
+            match copy_new(o, p, &from, &tmp, s) {
+                Ok(()) => batch.subtrees.push((tmp, to)),
+                Err(err) => {
+                    let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
+                    p.suspend(|| eprintln!("ERROR: {}: {err:#}", from.display()));
+                    s.errors.push(format!("{}: {err:#}", from.display()));
+                }
             }
-            Err(err) => {
-                let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
-                eprintln!("ERROR: {}: {err:#}", from.display());
-                s.errors.push(format!("{}: {err:#}", from.display()));
-            }
+        }
+        if batch.full() {
+            batch.flush(o, p, s)?;
         }
     }
     Ok(())
@@ -249,7 +373,7 @@ fn merge_dir(o: &Options, src: &Path, dst: &Path, top: bool, s: &mut Summary) ->
 
 /// Copy `from` (not followed if a link) to the new path `to`. A directory's failing
 /// children are reported and skipped; the directory itself still lands.
-fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> {
+fn copy_new(o: &Options, p: &Progress, from: &Path, to: &Path, s: &mut Summary) -> Result<()> {
     let m = fs::symlink_metadata(from)?;
     let ft = m.file_type();
     if ft.is_symlink() {
@@ -262,16 +386,18 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
         fs::create_dir(to)?;
         let mut children: Vec<_> = fs::read_dir(from)?.collect::<Result<_, _>>()?;
         children.sort_by_key(|e| e.file_name());
-        // Regular files are copied by a few threads at once: each ends in an fsync, and
-        // overlapping them is most of what keeps a durable copy near `cp -a` speed.
         let (files, rest): (Vec<_>, Vec<_>) = children
             .into_iter()
             .partition(|c| c.file_type().map(|t| t.is_file()).unwrap_or(false));
-        let results = copy_files_parallel(o, &files, to);
+        let jobs: Vec<(PathBuf, PathBuf)> = files
+            .iter()
+            .map(|c| (c.path(), to.join(c.file_name())))
+            .collect();
+        let results = copy_files_parallel(o, p, &jobs);
         for c in rest {
             let dest = to.join(c.file_name());
-            let r = copy_new(o, &c.path(), &dest, s);
-            note_child(s, &c.path(), &dest, r);
+            let r = copy_new(o, p, &c.path(), &dest, s);
+            note_child(s, p, &c.path(), &dest, r);
         }
         for (c, r) in files.iter().zip(results) {
             let dest = to.join(c.file_name());
@@ -280,7 +406,7 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
                     s.files += 1;
                     s.bytes += n;
                 }
-                Err(e) => note_child(s, &c.path(), &dest, Err(e)),
+                Err(e) => note_child(s, p, &c.path(), &dest, Err(e)),
             }
         }
         fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))?;
@@ -293,7 +419,7 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
         )?;
         s.dirs += 1;
     } else if ft.is_file() {
-        s.bytes += copy_file(o, from, to, Durability::Alone)?;
+        s.bytes += copy_file(o, p, from, to)?;
         s.files += 1;
     } else {
         bail!("not a regular file, directory or symlink (FIFO, socket or device): not copied; move it by hand if it matters");
@@ -302,25 +428,17 @@ fn copy_new(o: &Options, from: &Path, to: &Path, s: &mut Summary) -> Result<()> 
 }
 
 /// A failed child is reported and removed; its directory still lands.
-fn note_child(s: &mut Summary, from: &Path, dest: &Path, r: Result<()>) {
+fn note_child(s: &mut Summary, p: &Progress, from: &Path, dest: &Path, r: Result<()>) {
     if let Err(err) = r {
         let _ = fs::remove_file(dest);
-        eprintln!("ERROR: {}: {err:#}", from.display());
+        p.suspend(|| eprintln!("ERROR: {}: {err:#}", from.display()));
         s.errors.push(format!("{}: {err:#}", from.display()));
     }
 }
 
-/// When a copied file's bytes are known to be on disk.
-#[derive(Clone, Copy)]
-enum Durability {
-    /// Renamed into place by itself: fsynced here.
-    Alone,
-    /// Inside a temp subtree: flushed with the whole subtree before its rename.
-    WithSubtree,
-}
-
-/// Content, mode, times, owner.
-fn copy_file(o: &Options, from: &Path, to: &Path, d: Durability) -> Result<u64> {
+/// Content, mode, times, owner. Durable only with the batch's syncfs, which comes
+/// before the file gets its final name.
+fn copy_file(o: &Options, p: &Progress, from: &Path, to: &Path) -> Result<u64> {
     let m = fs::symlink_metadata(from)?;
     let mut input = File::open(from)?;
     let mut out = File::create_new(to)?;
@@ -331,33 +449,28 @@ fn copy_file(o: &Options, from: &Path, to: &Path, d: Durability) -> Result<u64> 
             .set_modified(m.modified()?)
             .set_accessed(m.accessed()?),
     )?;
-    match d {
-        Durability::Alone => out.sync_all()?,
-        Durability::WithSubtree => start_writeback(&out),
-    }
+    start_writeback(&out);
     chown(o, to, false)?;
+    p.add(1, n);
     Ok(n)
 }
 
 const COPY_THREADS: usize = 4;
 
-fn copy_files_parallel(o: &Options, files: &[fs::DirEntry], to: &Path) -> Vec<Result<u64>> {
+/// `(from, to)` pairs copied by a few threads at once: overlapping the reads, writes
+/// and writeback of many small files is most of what keeps a durable copy near `cp -a`.
+fn copy_files_parallel(o: &Options, p: &Progress, jobs: &[(PathBuf, PathBuf)]) -> Vec<Result<u64>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<u64>>>> =
-        Mutex::new((0..files.len()).map(|_| None).collect());
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..COPY_THREADS.min(files.len()) {
+        for _ in 0..COPY_THREADS.min(jobs.len()) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(c) = files.get(i) else { break };
-                let r = copy_file(
-                    o,
-                    &c.path(),
-                    &to.join(c.file_name()),
-                    Durability::WithSubtree,
-                );
+                let Some((from, to)) = jobs.get(i) else { break };
+                let r = copy_file(o, p, from, to);
                 results.lock().expect("no panics while held")[i] = Some(r);
             });
         }
@@ -403,8 +516,43 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// `.env.systemd` in the state root (the data root's parent): kept if present, else
-/// written with the data-dir variables pointing at the target.
+/// The path keys lx-annotate's migration rewrites to the new data root; the rest of a
+/// legacy env file (database, secrets, role) is carried over as it was.
+pub const ENV_PATH_KEYS: &[&str] = &[
+    "LX_ANNOTATE_ENCRYPTED_DATA_DIR",
+    "DATA_DIR",
+    "LX_ANNOTATE_DATA_DIR",
+    "STORAGE_DIR",
+    "IO_DIR",
+];
+
+/// The legacy env file's text with every path key pointing at `target` (a key it lacks
+/// is appended), as lx-annotate's migration renders it.
+pub fn rewrite_env(legacy: &str, target: &Path) -> String {
+    let t = target.display();
+    let mut seen = Vec::new();
+    let mut out: Vec<String> = legacy
+        .lines()
+        .map(|line| match line.split_once('=') {
+            Some((k, _)) if ENV_PATH_KEYS.contains(&k) => {
+                seen.push(k);
+                format!("{k}={t}")
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    out.extend(
+        ENV_PATH_KEYS
+            .iter()
+            .filter(|k| !seen.contains(k))
+            .map(|k| format!("{k}={t}")),
+    );
+    out.join("\n") + "\n"
+}
+
+/// `.env.systemd` in the state root (the data root's parent): kept if present; else the
+/// legacy checkout's `.env.systemd` carried over with its paths rewritten, or, without
+/// one, only the path keys.
 fn env_file(o: &Options, dry: bool) -> Result<()> {
     let state = o.target.parent().unwrap_or(Path::new("/"));
     let env = state.join(".env.systemd");
@@ -415,16 +563,42 @@ fn env_file(o: &Options, dry: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let t = o.target.display();
-    let text = format!(
-        "LX_ANNOTATE_ENCRYPTED_DATA_DIR={t}\nLX_ANNOTATE_DATA_DIR={t}\nDATA_DIR={t}\nSTORAGE_DIR={t}/storage\n"
-    );
+    let legacy = legacy_repo(&o.source).join(".env.systemd");
+    let text = match fs::read_to_string(&legacy) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "reading the legacy env file {}; make it readable to the recovery, or write {} yourself",
+                    legacy.display(),
+                    env.display()
+                )
+            })
+        }
+    };
     if dry {
-        println!("would write env file {}", env.display());
+        match &text {
+            Some(_) => println!(
+                "would copy env file {} -> {}",
+                legacy.display(),
+                env.display()
+            ),
+            None => println!("would write env file {}", env.display()),
+        }
         return Ok(());
     }
-    write_atomic(&env, text.as_bytes(), 0o640)?;
-    println!("wrote env file {}", env.display());
+    let rendered = rewrite_env(text.as_deref().unwrap_or(""), &o.target);
+    // The legacy file can hold the database password: 0640, as the unit's group reads it.
+    write_atomic(&env, rendered.as_bytes(), 0o640)?;
+    chown(o, &env, false)?;
+    match text {
+        Some(_) => println!("copied env file {} -> {}", legacy.display(), env.display()),
+        None => {
+            println!("source env file does not exist: {}", legacy.display());
+            println!("created minimal env file at: {}", env.display());
+        }
+    }
     Ok(())
 }
 

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ingest::at_rest::{self, AtRest};
 use crate::ingest::{Storage, STORAGE_LOCK};
+use crate::progress::{Progress, Total};
 
 #[derive(Debug, Serialize)]
 pub struct Orphan {
@@ -189,6 +190,22 @@ pub async fn audit(
             });
         }
     }
+    // Re-hashing every object is the long part: a bar on a terminal, a summary line.
+    let progress = if verify {
+        let (files, bytes) = referenced
+            .iter()
+            .filter_map(|p| on_disk.get(*p))
+            .fold((0, 0), |(f, b), (size, _)| (f + 1, b + size));
+        Progress::start(
+            "storage audit --verify",
+            Total {
+                files,
+                bytes: Some(bytes),
+            },
+        )
+    } else {
+        Progress::hidden("storage audit")
+    };
     // A deduplicated object is shared by several rows: check each object once.
     let mut checked = BTreeSet::new();
     for r in &rows {
@@ -222,7 +239,9 @@ pub async fn audit(
             }));
         } else if verify && checked.insert(r.path.clone()) {
             let at_rest = r.at_rest.unwrap_or(AtRest::Plain);
-            match sha256_object(storage, &r.path, at_rest) {
+            let got = sha256_object(storage, &r.path, at_rest);
+            progress.add(1, *size);
+            match got {
                 Ok(got) if got == r.hash => {}
                 Ok(got) => a.mismatched.push(damaged(format!(
                     "content sha256 {got}, recorded {}",
@@ -231,6 +250,9 @@ pub async fn audit(
                 Err(why) => a.mismatched.push(damaged(why)),
             }
         }
+    }
+    if verify {
+        progress.finish();
     }
     Ok(a)
 }

@@ -158,19 +158,19 @@ pub struct Nginx {
 
 impl Nginx {
     /// `site`'s own server block, as `lxgate render nginx` writes it, in front of `srv`:
-    /// only the listen port and the upstream differ from a host's.
+    /// only the listen port and the upstream's server differ from a host's.
     pub fn rendered(site: &Site, srv: &Server) -> Nginx {
         let block = site.ok(&["render", "nginx"]);
+        let server = "\n    server 127.0.0.1:8080;\n";
         assert!(
             block.contains("listen 443 ssl;")
-                && block.contains("proxy_pass http://127.0.0.1:8080;")
+                && block.contains(server)
+                && block.contains("proxy_pass http://lxgate;")
         );
+        let app = srv.base.strip_prefix("http://").expect("the app on tcp");
         let block = block
             .replace("listen 443 ssl;", "listen 127.0.0.1:{port} ssl;")
-            .replace(
-                "proxy_pass http://127.0.0.1:8080;",
-                &format!("proxy_pass {};", srv.base),
-            );
+            .replace(server, &format!("\n    server {app};\n"));
         Nginx::start(&site.dir.path().join("nginx"), &block)
     }
 

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use lxgate::ops::pgcluster::Cluster;
 
 pub mod edge;
+pub mod hub_body;
 pub mod reference;
+pub mod venv;
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
@@ -378,6 +380,24 @@ pub fn http() -> &'static ureq::Agent {
     })
 }
 
+/// A multipart/form-data body of `(name, filename, value)` parts, in order, and its
+/// Content-Type.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let b = "lxAnnotateBoundary7";
+    let mut body = Vec::new();
+    for (name, filename, value) in parts {
+        let disp = match filename {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream"),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        body.extend(format!("--{b}\r\nContent-Disposition: {disp}\r\n\r\n").as_bytes());
+        body.extend(*value);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
+}
+
 /// Status and JSON body of a response, whatever its status.
 pub fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
     let resp = match r {
@@ -391,6 +411,26 @@ pub fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) 
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
     )
+}
+
+/// The database as plain SQL: equal text means equal schema and rows.
+pub fn plain_sql(url: &str) -> String {
+    let o = run_ok(
+        std::process::Command::new(lxgate::db::tools::program("pg_dump").unwrap()).args([
+            "--no-owner",
+            "--no-privileges",
+            "--dbname",
+            url,
+        ]),
+        "pg_dump plain",
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        // pg_dump 15+ prints a random \restrict key per run in newer point releases.
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Entry names of a directory, sorted.
@@ -453,5 +493,63 @@ pub fn assert_same_entries<V: PartialEq + std::fmt::Debug>(
     );
     for (name, value) in right {
         assert_eq!(&left[name], value, "{what}: {name} differs");
+    }
+}
+
+/// `lxgate dev` on a free loopback port, up, with the uploader token it printed.
+pub struct Dev {
+    pub proc: Proc,
+    pub token: String,
+    pub base: String,
+}
+
+impl Dev {
+    /// Start on `state`, stdout to `out` and stderr beside it (`.err`).
+    pub fn start(state: &Path, out: &Path) -> Dev {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut c = command(
+            &[
+                "dev",
+                "--state",
+                state.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ],
+            &[],
+        );
+        c.stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+            .stdin(Stdio::null());
+        let mut proc = Proc {
+            child: c.spawn().unwrap(),
+        };
+        let mut token = String::new();
+        wait_for(
+            "lxgate dev to print its token",
+            Duration::from_secs(60),
+            || {
+                assert!(
+                    proc.alive(),
+                    "lxgate dev died: {}",
+                    std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+                );
+                let text = std::fs::read_to_string(out).unwrap_or_default();
+                match text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("token     : "))
+                {
+                    Some(rest) => {
+                        token = rest.split_whitespace().next().unwrap().to_string();
+                        true
+                    }
+                    None => false,
+                }
+            },
+        );
+        Dev {
+            proc,
+            token,
+            base: format!("http://{listen}"),
+        }
     }
 }

@@ -40,3 +40,46 @@ pub fn python() -> Command {
     .env("PYTHONDONTWRITEBYTECODE", "1");
     c
 }
+
+/// tests/reference/hub_envelope.py (the reference's hub envelope and rule code): its JSON
+/// answer. What it stubbed and shimmed is printed with the test's output.
+pub fn hub_envelope(args: &[&str]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hub_envelope.py");
+    let o = python().arg(script).args(args).output().unwrap();
+    eprintln!(
+        "reference {}: {}",
+        args[0],
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "the reference's {} failed", args[0]);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The fields of a class in the reference's source, read with Python's `ast` (the
+/// module itself does not import on Debian's 3.11): annotated names, or for a DRF
+/// serializer its `Meta.fields`.
+pub fn fields(rel_path: &str, class: &str) -> Vec<String> {
+    const SCRIPT: &str = r#"
+import ast, os, sys
+rel, cls = sys.argv[1], sys.argv[2]
+path = next(os.path.join(p, rel) for p in sys.path if os.path.isfile(os.path.join(p, rel)))
+tree = ast.parse(open(path, encoding="utf-8").read())
+node = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls)
+names = [s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+for s in node.body:
+    if isinstance(s, ast.ClassDef) and s.name == "Meta":
+        for a in s.body:
+            if isinstance(a, ast.Assign) and any(getattr(t, "id", "") == "fields" for t in a.targets):
+                names += [e.value for e in a.value.elts]
+print("\n".join(names))
+"#;
+    let o = python()
+        .args(["-c", SCRIPT, rel_path, class])
+        .output()
+        .expect("run the reference python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

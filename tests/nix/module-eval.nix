@@ -37,7 +37,7 @@ let
     standalone = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; }; };
     standalone-everything = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; sapImport.enable = true; recovery = { enable = true; source = "/srv/old-data"; }; settings.server.listen = "unix:/run/lxgate/lxgate.sock"; }; };
     site_node = { services.lxgate = { enable = true; role = "site_node"; stateDir = "/srv/lx"; dataDir = "/mnt/crypt/lx"; user = "lx"; group = "lx"; keysGroup = "lxkeys"; nginx = fakeTls // { hostName = "localhost"; }; settings.watcher.memory_max = "1G"; }; };
-    site_node-export = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls // { hostName = "localhost"; }; hub.export = { enable = true; url = "https://hub.example.org"; nodeKey = "site-a"; targetNodeKey = "hub"; caFile = "/etc/lxgate/hub-ca.pem"; clientCertificate = "/etc/lxgate/site.pem"; }; }; };
+    site_node-export = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls // { hostName = "localhost"; }; hub.export = { enable = true; url = "https://hub.example.org"; nodeKey = "site-a"; targetNodeKey = "hub"; caFile = "/etc/lxgate/hub-ca.pem"; clientCertificate = "/etc/lxgate/site.pem"; recipientPublicKeyFile = "/etc/lxgate/hub-recipient.pub.pem"; }; }; };
     central_hub = { services.lxgate = { enable = true; role = "central_hub"; watcher.enable = false; nginx = fakeTls // { hostName = "hub.example.org"; }; hub.transferApi = { enable = true; clientCaFile = "/etc/lxgate/ca.pem"; }; }; };
     standalone-backup = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; dataDir = "/mnt/crypt/lx"; backup = { enable = true; repository = "sftp:backup@backup.example.org:/srv/restic/site-a"; passwordFile = "/etc/lxgate/credentials/restic-password"; environmentFile = "/etc/lxgate/credentials/restic-env"; keep.monthly = 0; }; }; };
     # Each of these must fail with its assertion.
@@ -47,8 +47,9 @@ let
     bad-hub-without-database = { services.lxgate = { enable = true; role = "central_hub"; nginx = fakeTls; database.createLocally = false; }; };
     bad-key-0400-root = { services.lxgate = { enable = true; nginx = fakeTls; masterKey = { mode = "0400"; group = "root"; }; }; };
     bad-nginx-without-tls = { services.lxgate = { enable = true; }; };
-    bad-export-over-http = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls; hub.export = { enable = true; url = "http://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; }; }; };
-    bad-export-not-a-site = { services.lxgate = { enable = true; nginx = fakeTls; hub.export = { enable = true; url = "https://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; }; }; };
+    bad-export-over-http = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls; hub.export = { enable = true; url = "http://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; recipientPublicKeyFile = "/r.pem"; }; }; };
+    bad-unknown-env = { services.lxgate = { enable = true; nginx = fakeTls; environment.WATCHER_STABLE_AFTER = "1"; }; };
+    bad-export-not-a-site = { services.lxgate = { enable = true; nginx = fakeTls; hub.export = { enable = true; url = "https://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; recipientPublicKeyFile = "/r.pem"; }; }; };
   };
   eval = lib.evalModules {
     modules = [ stubs ../../modules/lxgate.nix cases.${case} { _module.args.pkgs = pkgs; } ];
@@ -78,6 +79,7 @@ if failed != [ ] then { inherit failed; } else {
     // lib.mapAttrs' (n: u: lib.nameValuePair "${n}.timer" (lib.sort (a: b: a < b) (unitLines u (sectionLines "Timer" u.timerConfig)))) c.systemd.timers;
   nginxLocations = lib.attrNames vhost.locations;
   nginx = {
+    upstreams = lib.mapAttrs (_: u: { servers = lib.attrNames u.servers; lines = lib.filter (l: l != "") (lib.splitString "\n" u.extraConfig); }) c.services.nginx.upstreams;
     extraConfig = lib.filter (l: l != "") (lib.splitString "\n" vhost.extraConfig);
     locations = lib.mapAttrs (_: l: l.extraConfig) vhost.locations;
   };

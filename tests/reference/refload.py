@@ -7,9 +7,15 @@ every deviation is explicit and loud:
   each `old` must occur in the source, or the load fails (the reference changed).
 - `stub(name, **attrs)` registers a stand-in module for a Django settings/database
   piece. Never use it for conversion, envelope or validation logic.
+- `package(name)` registers a package without running its `__init__` (which re-exports
+  Django models and apps); its submodules still load from the unpacked wheel, unchanged.
+- `type_statement_shims(name)` lists the shims for PEP 695 `type X = ...` statements,
+  each rewritten to `typing_extensions.TypeAliasType`, the same object pydantic sees on
+  3.12. `load_all(names)` loads modules with those shims (and nothing else).
 Each test prints what it shimmed and stubbed (`report()`), so the log says it.
 """
 import importlib.util
+import re
 import sys
 import types
 
@@ -48,6 +54,113 @@ def load(name, shims=()):
     sys.modules[name] = module
     exec(compile(source, spec.origin, "exec"), module.__dict__)
     return module
+
+
+def package(name):
+    """A package whose `__init__` is not run; submodules load from its real directory."""
+    import os
+
+    parent, _, leaf = name.rpartition(".")
+    if parent and parent not in sys.modules:
+        package(parent)
+    if name in sys.modules:
+        return sys.modules[name]
+    if parent:
+        paths = [os.path.join(p, leaf) for p in sys.modules[parent].__path__]
+    else:
+        paths = [os.path.join(p, name) for p in sys.path if os.path.isdir(os.path.join(p, name))][:1]
+    if not paths or not os.path.isdir(paths[0]):
+        raise ImportError(f"reference package {name} not found on PYTHONPATH")
+    mod = types.ModuleType(name)
+    mod.__path__ = paths[:1]
+    mod.__package__ = name
+    sys.modules[name] = mod
+    if parent:
+        setattr(sys.modules[parent], leaf, mod)
+    _log.append(f"package shell {name} (its __init__ not run)")
+    return mod
+
+
+def _source_of(name):
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"reference module {name} not found on PYTHONPATH")
+    with open(spec.origin, encoding="utf-8") as f:
+        return f.read()
+
+
+def type_statement_shims(name):
+    """(old, new) pairs turning each top-level `type X = expr` into a TypeAliasType call."""
+    lines = _source_of(name).splitlines(keepends=True)
+    shims = []
+    i = 0
+    while i < len(lines):
+        m = re.match(r"type ([A-Za-z_][A-Za-z0-9_]*) = ", lines[i])
+        if not m:
+            i += 1
+            continue
+        j, depth = i, 0
+        while True:
+            depth += lines[j].count("(") + lines[j].count("[") - lines[j].count(")") - lines[j].count("]")
+            if depth <= 0:
+                break
+            j += 1
+        old = "".join(lines[i : j + 1])
+        body = old[m.end():].rstrip("\n")
+        # A `type` statement is evaluated lazily, so it may name itself unquoted;
+        # TypeAliasType evaluates at once, so such a self-reference gets quoted.
+        body = re.sub(rf'(?<!["\w]){m.group(1)}(?![\w"])', f'"{m.group(1)}"', body)
+        new = f"{m.group(1)} = __import__('typing_extensions').TypeAliasType({m.group(1)!r}, {body})\n"
+        shims.append((old, new))
+        i = j + 1
+    return shims
+
+
+class _ShimFinder:
+    """For modules under the given prefixes: compile as is; only when 3.11 cannot
+    compile a module, retry with its type-statement shims (logged like `load`)."""
+
+    def __init__(self, prefixes):
+        self.prefixes = tuple(prefixes)
+
+    def find_spec(self, name, path, target=None):
+        if not name.startswith(self.prefixes):
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec
+        spec.loader = _ShimLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
+import importlib.machinery as _machinery  # noqa: E402
+
+
+class _ShimLoader(_machinery.SourceFileLoader):
+    def source_to_code(self, data, path, *, _optimize=-1):
+        source = data.decode("utf-8") if isinstance(data, bytes) else data
+        try:
+            return compile(source, path, "exec", dont_inherit=True)
+        except SyntaxError:
+            pass
+        for old, new in type_statement_shims(self.name):
+            source = source.replace(old, new)
+            _log.append(f"shim {self.name}: {old.strip()!r} -> {new.strip()!r}")
+        return compile(source, path, "exec", dont_inherit=True)
+
+
+def install_syntax_shims(*prefixes):
+    """Import hook: reference modules that 3.11 cannot compile get their type-statement
+    shims, and nothing else."""
+    sys.meta_path.insert(0, _ShimFinder(prefixes))
+    _log.append(f"syntax shims armed for {', '.join(prefixes)} (applied only where 3.11 fails to compile)")
+
+
+def load_all(names):
+    """Load modules in order, each with its type-statement shims (if any)."""
+    return [load(n, type_statement_shims(n)) for n in names]
 
 
 def report():

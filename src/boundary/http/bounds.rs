@@ -44,7 +44,7 @@ pub fn shown(value: &str) -> String {
 pub async fn form(req: Request) -> Result<(Multipart, FormHead), ApiError> {
     let head = FormHead(Arc::new(HeadBudget {
         file: AtomicBool::new(false),
-        exceeded: AtomicBool::new(false),
+        held: AtomicBool::new(false),
     }));
     let (parts, body) = req.into_parts();
     let metered = Metered {
@@ -62,7 +62,10 @@ pub struct FormHead(Arc<HeadBudget>);
 
 struct HeadBudget {
     file: AtomicBool,
-    exceeded: AtomicBool,
+    /// The meter held back bytes past FORM_HEAD_MAX. multer reads ahead greedily, so this
+    /// alone is no refusal: the form is too large only if the parser then still cannot
+    /// go on with what it already holds.
+    held: AtomicBool,
 }
 
 impl FormHead {
@@ -70,15 +73,13 @@ impl FormHead {
         &self,
         multipart: &'a mut Multipart,
     ) -> Result<Option<Field<'a>>, ApiError> {
-        multipart
-            .next_field()
-            .await
-            .map_err(|e| self.0.refusal().unwrap_or_else(|| e.into()))
+        self.bounded(multipart.next_field()).await
     }
 
     /// From here on the bytes are the file's, bounded by the upload limit instead.
     pub fn file_follows(&self) {
         self.0.file.store(true, Ordering::Relaxed);
+        self.0.held.store(false, Ordering::Relaxed);
     }
 
     /// A text field's value, read chunk by chunk and refused past TEXT_FIELD_MAX bytes;
@@ -86,10 +87,9 @@ impl FormHead {
     pub async fn text(&self, mut field: Field<'_>, what: &str) -> Result<String, ApiError> {
         let mut value = Vec::new();
         loop {
-            let chunk = match field.chunk().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Err(self.0.refusal().unwrap_or_else(|| e.into())),
+            let chunk = match self.bounded(field.chunk()).await? {
+                Some(c) => c,
+                None => break,
             };
             if value.len() + chunk.len() > TEXT_FIELD_MAX {
                 return Err(ApiError::bad_request(
@@ -105,19 +105,34 @@ impl FormHead {
     }
 }
 
-impl HeadBudget {
-    fn refusal(&self) -> Option<ApiError> {
-        self.exceeded.load(Ordering::Relaxed).then(|| {
-            ApiError::bad_request(
-                "form_too_large",
-                format!("the form's parts before `file` exceed {FORM_HEAD_MAX} bytes: send the short text fields, then the file"),
-            )
+impl FormHead {
+    /// Drives one step of the parser. When it waits for more bytes while the meter holds
+    /// them back, the parts before the file need more than FORM_HEAD_MAX: refused, at the
+    /// same point however the bytes were split into chunks on the way.
+    async fn bounded<T, E: Into<ApiError>>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, ApiError> {
+        let mut step = std::pin::pin!(step);
+        std::future::poll_fn(|cx| match step.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map_err(Into::into)),
+            Poll::Pending if self.0.held.load(Ordering::Relaxed) => {
+                Poll::Ready(Err(ApiError::bad_request(
+                    "form_too_large",
+                    format!("the form's parts before `file` exceed {FORM_HEAD_MAX} bytes: send the short text fields, then the file"),
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         })
+        .await
     }
 }
 
-/// The body under a Form: fails once the parts before the file pass FORM_HEAD_MAX
-/// (a chunk that starts below the cap passes whole, so memory stays within one chunk).
+/// The body under a Form: past FORM_HEAD_MAX, and until the file part begins, it yields
+/// nothing more (a chunk that starts below the cap passes whole, so memory stays within
+/// one chunk). Its Pending registers no waker on purpose: the only poller is the handler's
+/// own step, which `FormHead::bounded` turns into a refusal or which `file_follows` lets
+/// through on the next poll.
 struct Metered {
     inner: BodyDataStream,
     seen: u64,
@@ -128,8 +143,8 @@ impl Stream for Metered {
     type Item = Result<Bytes, axum::Error>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if !self.head.file.load(Ordering::Relaxed) && self.seen > FORM_HEAD_MAX {
-            self.head.exceeded.store(true, Ordering::Relaxed);
-            return Poll::Ready(Some(Err(axum::Error::new("form head too large"))));
+            self.head.held.store(true, Ordering::Relaxed);
+            return Poll::Pending;
         }
         let next = self.inner.poll_next_unpin(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &next {
@@ -270,5 +285,84 @@ mod tests {
         // escaped, so a value cannot steer the message it appears in.
         assert!(shown(&"é".repeat(100)).starts_with("\"\\u{e9}\\u{e9}"));
         assert_eq!(shown("a\u{202e}b"), "\"a\\u{202e}b\"");
+    }
+
+    const BOUNDARY: &str = "XyZ";
+
+    fn part_head(name: &str, file: Option<&str>) -> Vec<u8> {
+        let disp = match file {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        format!("--{BOUNDARY}\r\nContent-Disposition: {disp}\r\n\r\n").into_bytes()
+    }
+
+    /// A form whose bytes arrive as `chunks`, split at the given sizes.
+    async fn open(body: Vec<u8>, sizes: &[usize]) -> (Multipart, FormHead) {
+        let mut chunks = Vec::new();
+        let mut rest = Bytes::from(body);
+        for &n in sizes {
+            chunks.push(Ok::<_, std::io::Error>(rest.split_to(n.min(rest.len()))));
+        }
+        chunks.push(Ok(rest));
+        let req = Request::builder()
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .unwrap();
+        match form(req).await {
+            Ok(f) => f,
+            Err(e) => panic!("{}", e.message),
+        }
+    }
+
+    /// The text fields, then a 300 KB file: however the bytes are chunked (one chunk
+    /// holding the fields and most of the file, as a reused upstream connection delivers
+    /// them), the form is accepted and the file read whole.
+    #[tokio::test]
+    async fn a_form_with_short_fields_passes_whatever_the_chunking() {
+        let mut body = Vec::new();
+        body.extend(part_head("center_key", None));
+        body.extend(b"A\r\n");
+        body.extend(part_head("kind", None));
+        body.extend(b"video\r\n");
+        body.extend(part_head("file", Some("a.mp4")));
+        body.extend(vec![7u8; 300_000]);
+        body.extend(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        for sizes in [&[250_000usize][..], &[100, 70_000, 70_000], &[8192; 40]] {
+            let (mut mp, head) = open(body.clone(), sizes).await;
+            for want in ["center_key", "kind"] {
+                let f = head.next_field(&mut mp).await.unwrap().unwrap();
+                assert_eq!(f.name(), Some(want));
+                head.text(f, want).await.unwrap();
+            }
+            let mut file = head.next_field(&mut mp).await.unwrap().unwrap();
+            assert_eq!(file.name(), Some("file"));
+            head.file_follows();
+            let mut n = 0;
+            while let Some(c) = file.chunk().await.unwrap() {
+                n += c.len();
+            }
+            assert_eq!(n, 300_000, "{sizes:?}");
+        }
+    }
+
+    /// A part header that never ends is refused once the parser needs more than
+    /// FORM_HEAD_MAX to go on, however it is chunked.
+    #[tokio::test]
+    async fn an_endless_part_header_is_refused_at_the_form_head_cap() {
+        let mut body =
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"kind\"\r\nX-Pad: ")
+                .into_bytes();
+        body.extend(vec![b'a'; 1_000_000]);
+        for sizes in [&[8192usize; 130][..], &[500_000]] {
+            let (mut mp, head) = open(body.clone(), sizes).await;
+            let Err(e) = head.next_field(&mut mp).await else {
+                panic!("{sizes:?}: an endless header was accepted");
+            };
+            assert_eq!(e.code, "form_too_large", "{sizes:?}: {}", e.message);
+        }
     }
 }

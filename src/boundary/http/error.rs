@@ -191,9 +191,21 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
+/// Every error answer's body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, for programs: `unauthenticated`, `not_found`, `too_large`, `rate_limited`, ...
+    code: &'static str,
+    /// For people: what is wrong and what to do.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         // Busy (every upload slot taken) or not ready yet: both pass in seconds.
         let retry_after = self

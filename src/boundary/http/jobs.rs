@@ -5,22 +5,43 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::time::Instant;
 use uuid::Uuid;
 
-use super::{authenticate, ApiError, AppState, Source};
+use super::{authenticate, bearer_hash, caller, unknown_token, ApiError, AppState, Source};
+use crate::access::media::{self, Caller, MediaObject, Refusal, Stored};
 use crate::access::tokens::Principal;
 use crate::ingest::{self, UploadJob, JOB_COLUMNS};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     status: Option<String>,
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     kind: Option<String>,
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     ingest_mode: Option<String>,
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     center_key: Option<String>,
+    /// At most this many, newest first (1-1000, default 100).
     limit: Option<i64>,
 }
 
+/// UploadJobs the token's center may see, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/upload-jobs/",
+    tag = "ingest",
+    security(("token" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = [crate::ingest::UploadJob]),
+        (status = 400, description = "An unknown parameter, a limit that is not a number, or a control character in a filter", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     source: Source,
@@ -91,22 +112,41 @@ async fn visible_job(
         .await?
         .get(0);
     if !p.sees_center(center_id) {
-        crate::audit::Event {
-            event: "cross_center",
-            outcome: "refused",
-            principal: Some(&p.label),
-            center: p.center.as_ref().map(|(_, k)| k.as_str()),
-            job: Some(&job.id.to_string()),
-            source: Some(&source.label()),
-            reason: Some("a job of another center"),
-            ..Default::default()
-        }
-        .emit();
-        return Err(ApiError::not_found());
+        return Err(cross_center(&p, id, source));
     }
     Ok((job, p))
 }
 
+/// A job of another center: audited, and answered as if it did not exist.
+fn cross_center(p: &Principal, job: Uuid, source: Source) -> ApiError {
+    crate::audit::Event {
+        event: "cross_center",
+        outcome: "refused",
+        principal: Some(&p.label),
+        center: p.center.as_ref().map(|(_, k)| k.as_str()),
+        job: Some(&job.to_string()),
+        source: Some(&source.label()),
+        reason: Some("a job of another center"),
+        ..Default::default()
+    }
+    .emit();
+    ApiError::not_found()
+}
+
+/// One UploadJob.
+#[utoipa::path(
+    get,
+    path = "/api/upload-jobs/{id}",
+    tag = "ingest",
+    security(("token" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The job", body = crate::ingest::UploadJob),
+        (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+        (status = 404, description = "No such job for this token", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     source: Source,
@@ -117,9 +157,116 @@ pub async fn get_one(
     Ok(Json(visible_job(&state, &headers, source, &id).await?.0))
 }
 
-/// No body: nginx serves the file from its `internal` /protected_media/ location with
-/// byte ranges. With `serve_media_directly` (dev, no nginx) the app streams it. A sealed
-/// object is always streamed by the app (sealed_media.rs).
+/// The one authorization decision of `GET /api/media/{id}`: the caller's token, the job
+/// and the center rule, in one database round trip, or none when the same token was
+/// allowed the same job within `[server] token_recheck_secs`. The object and how it is
+/// stored, or the refusal, audited: 401 for no valid token, 404 for a job that does not
+/// exist, has no object, or belongs to a center the caller does not see.
+///
+/// `media_download` is audited when access is decided, not for each range request a
+/// player sends on the strength of that decision: one line per token, job and window.
+/// The line cost the app about a fifth of its CPU per request (scripts/bench/media), and
+/// more in journald; nginx's access log still has every request.
+pub async fn authorize_media(
+    state: &AppState,
+    headers: &HeaderMap,
+    source: Source,
+    id: &str,
+) -> Result<(Principal, MediaObject), ApiError> {
+    let Ok(job) = id.parse::<Uuid>() else {
+        // Still 401 for a bad token, before the 404.
+        authenticate(state, headers, source).await?;
+        return Err(ApiError::not_found());
+    };
+    let hash = bearer_hash(headers, source)?;
+    if let Some((allowed, _)) = state.media_decisions.get(&(hash, job)) {
+        return Ok(allowed);
+    }
+    let caller = caller(state, hash, source)?;
+    // An answer is as old as the oldest question behind it.
+    let (asked, unverified) = match &caller {
+        Caller::Known(_, asked) => (*asked, false),
+        Caller::Unverified(_) => (Instant::now(), true),
+    };
+    let client = state.pool.get().await?;
+    let decision = media::decide(&client, caller, job).await?;
+    drop(client);
+    let confirmed = match &decision {
+        Ok((p, _)) | Err(Refusal::NoSuchJob(p) | Refusal::OtherCenter(p)) => Some(p),
+        Err(Refusal::UnknownToken) => None,
+    };
+    if let (true, Some(p)) = (unverified, confirmed) {
+        state.verified.insert(hash, p, asked);
+    }
+    match decision {
+        Ok(allowed) => {
+            state.media_decisions.insert((hash, job), &allowed, asked);
+            let (p, object) = &allowed;
+            crate::audit::Event {
+                event: "media_download",
+                outcome: "ok",
+                principal: Some(&p.label),
+                center: object.center_key.as_deref(),
+                job: Some(&object.job.to_string()),
+                source: Some(&source.label()),
+                ..Default::default()
+            }
+            .emit();
+            Ok(allowed)
+        }
+        Err(Refusal::UnknownToken) => Err(unknown_token(source)),
+        Err(Refusal::NoSuchJob(_)) => Err(ApiError::not_found()),
+        Err(Refusal::OtherCenter(p)) => Err(cross_center(&p, job, source)),
+    }
+}
+
+/// `GET /api/upload/{id}/status/`: the job as endoreg-db's `UploadJobStatusSerializer`
+/// shapes it, for the lx-annotate frontend's polling. Fields lxgate has no value for
+/// (no SensitiveMeta, no text extraction, no LLM jobs) are null.
+pub async fn status(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(id) = id?;
+    let (job, _) = visible_job(&state, &headers, source, &id).await?;
+    Ok(Json(serde_json::json!({
+        "status": job.status,
+        "error_detail": job.error_detail,
+        "sensitive_meta_id": null,
+        "id": job.id,
+        "source_center_key": job.center_key,
+        "source_system": job.source_system,
+        "ingest_mode": job.ingest_mode,
+        "text": null,
+        "anonymized_text": null,
+        "report_llm_job": null,
+    })))
+}
+
+/// A stored job's media. A plain object: behind nginx the answer is an internal redirect
+/// that nginx serves with byte ranges; without nginx (`serve_media_directly`) the app
+/// serves it. A sealed object is always streamed by the app (sealed_media.rs), after the
+/// same authorization.
+#[utoipa::path(
+    get,
+    path = "/api/media/{id}",
+    tag = "media",
+    security(("token" = [])),
+    params(
+        ("id" = String, Path, description = "The job's id (a UUID)"),
+        ("Range" = Option<String>, Header, description = "One byte range, `bytes=START-END`"),
+    ),
+    responses(
+        (status = 200, description = "The media", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+        (status = 404, description = "No such job for this token, or nothing stored", body = super::error::ErrorBody),
+        (status = 416, description = "The range lies outside the media"),
+    ),
+)]
 pub async fn media(
     State(state): State<AppState>,
     source: Source,
@@ -127,25 +274,21 @@ pub async fn media(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    let (job, p) = visible_job(&state, &headers, source, &id).await?;
-    let rel = job.storage_path.ok_or_else(ApiError::not_found)?;
-    crate::audit::Event {
-        event: "media_download",
-        outcome: "ok",
-        principal: Some(&p.label),
-        center: job.center_key.as_deref(),
-        job: Some(&job.id.to_string()),
-        source: Some(&source.label()),
-        ..Default::default()
+    let (_, object) = authorize_media(&state, &headers, source, &id).await?;
+    let rel = object.storage_path;
+    match object.stored {
+        // nginx cannot open age: a sealed object is opened and streamed by the app.
+        Stored::Sealed => super::sealed_media::serve(&state.storage, &rel, &headers).await,
+        Stored::Plain if state.config.server.serve_media_directly => {
+            serve_file(&state.storage.root().join(&rel), headers).await
+        }
+        Stored::Plain => x_accel(&rel),
     }
-    .emit();
-    // nginx cannot open age: a sealed object is opened and streamed by the app.
-    if job.stored_as == crate::ingest::at_rest::column(crate::ingest::at_rest::AtRest::Sealed) {
-        return super::sealed_media::serve(&state.storage, &rel, &headers).await;
-    }
-    if state.config.server.serve_media_directly {
-        return serve_file(&state.storage.root().join(&rel), headers).await;
-    }
+}
+
+/// The answer nginx turns into the object itself: its path under /protected_media/,
+/// each segment percent-encoded.
+fn x_accel(rel: &str) -> Result<Response, ApiError> {
     let encoded: String = rel
         .split('/')
         .map(|seg| {

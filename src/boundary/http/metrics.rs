@@ -5,12 +5,14 @@
 //! run in other processes (the watcher without any network), and only the database
 //! sees every ingest.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -84,11 +86,75 @@ impl Collector for JobCounts {
     }
 }
 
+/// State gauges read when scraped: hub exports by state (`retrying` is pending with an
+/// error from the last attempt) and the items waiting in quarantine.
+#[derive(Debug, Default)]
+struct Backlog(Mutex<BacklogCounts>);
+
+#[derive(Debug, Default, Clone)]
+struct BacklogCounts {
+    exports: Vec<(String, u64)>,
+    quarantined: u64,
+}
+
+impl Collector for Backlog {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.lock().expect("backlog lock").clone();
+        {
+            let mut family = encoder.encode_descriptor(
+                "lxgate_hub_exports",
+                "Jobs marked for hub export, by state: pending, retrying (the last attempt \
+                 failed and will be repeated), applied, failed (needs an operator, then \
+                 `lxgate hub-export retry`). Read from hub_exports when scraped.",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for state in ["pending", "retrying", "applied", "failed"] {
+                let n = counts
+                    .exports
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
+                ConstGauge::new(n as i64).encode(family.encode_family(&[("state", state)])?)?;
+            }
+        }
+        let family = encoder.encode_descriptor(
+            "lxgate_quarantine_items",
+            "Items in the quarantine folder (one .reason file each), when scraped.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        ConstGauge::new(counts.quarantined as i64).encode(family)?;
+        Ok(())
+    }
+}
+
+/// `.reason` files in `dir` and its direct subfolders (orphaned-objects/).
+fn quarantined(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".reason") {
+            n += 1;
+        } else if e.file_type().is_ok_and(|t| t.is_dir()) {
+            n += std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".reason"))
+                .count() as u64;
+        }
+    }
+    n
+}
+
 pub struct Metrics {
     registry: Registry,
+    backlog: Arc<Backlog>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     jobs: Arc<JobCounts>,
+    schema_ahead: Gauge,
 }
 
 impl Default for Metrics {
@@ -118,11 +184,21 @@ impl Metrics {
         );
         let jobs = Arc::new(JobCounts::default());
         registry.register_collector(Box::new(jobs.clone()));
+        let schema_ahead = Gauge::default();
+        registry.register(
+            "lxgate_schema_migrations_ahead",
+            "Applied migrations newer than this binary, each declared compatible with the release before it (this is an older release running on a newer schema), as of the last readiness check",
+            schema_ahead.clone(),
+        );
+        let backlog = Arc::new(Backlog::default());
+        registry.register_collector(Box::new(backlog.clone()));
         Metrics {
             registry,
+            backlog,
             requests,
             latency,
             jobs,
+            schema_ahead,
         }
     }
 
@@ -140,11 +216,33 @@ impl Metrics {
             .observe(secs);
     }
 
-    /// Read the ingest counts from the database, then render everything.
+    /// Returns the value before.
+    pub fn set_schema_ahead(&self, n: usize) -> i64 {
+        self.schema_ahead.set(n as i64)
+    }
+
+    /// Read the ingest counts and the backlogs from the database and the quarantine
+    /// folder, then render everything.
     pub async fn scrape(
         &self,
         client: &tokio_postgres::Client,
+        quarantine: &Path,
     ) -> Result<String, tokio_postgres::Error> {
+        let exports = client
+            .query(
+                "SELECT CASE WHEN state = 'pending' AND last_error IS NOT NULL THEN 'retrying'
+                        ELSE state END, count(*)
+                 FROM hub_exports GROUP BY 1",
+                &[],
+            )
+            .await?;
+        *self.backlog.0.lock().expect("backlog lock") = BacklogCounts {
+            exports: exports
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                .collect(),
+            quarantined: quarantined(quarantine),
+        };
         let rows = client
             .query(
                 "SELECT ingest_mode, status, count(*), coalesce(sum(size_bytes), 0)::bigint

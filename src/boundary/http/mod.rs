@@ -7,7 +7,9 @@ mod health;
 mod jobs;
 mod listen;
 mod metrics;
+pub mod openapi;
 mod ratelimit;
+mod request_id;
 mod sealed_media;
 mod transfers;
 mod upload;
@@ -25,8 +27,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use deadpool_postgres::Pool;
+use tracing::Instrument;
 
-use crate::access::tokens::{self, Principal};
+use crate::access::media::{Caller, Decisions};
+use crate::access::tokens::{self, Principal, TokenHash};
+use crate::access::verified::Verified;
 use crate::audit;
 use crate::config::Config;
 use crate::ingest::Storage;
@@ -39,6 +44,28 @@ pub struct AppState {
     pub uploads: bounds::Uploads,
     pub rate_limits: Arc<ratelimit::Limits>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Tokens the database confirmed within `[server] token_recheck_secs`.
+    pub verified: Arc<Verified>,
+    /// Media decisions it allowed within that window, by token and job.
+    pub media_decisions: Arc<Decisions>,
+}
+
+impl AppState {
+    /// 503 with `Retry-After` while a deploy window is open (crate::ingest::pause):
+    /// a file accepted now could be discarded by a rollback.
+    pub fn accepting(&self) -> Result<(), ApiError> {
+        if !crate::ingest::pause::is_paused(&self.config.paths.state) {
+            return Ok(());
+        }
+        Err(ApiError {
+            retry_after: Some(crate::ingest::pause::RETRY_AFTER_SECS),
+            ..ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ingest_paused",
+                "lxgate is being upgraded and takes no files until the new release has passed its checks; send the file again after the time in Retry-After",
+            )
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -48,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/openapi.json", get(openapi::served))
         // Bodies that stream into storage are bounded by UPLOAD_MAX_SIZE in staging, not
         // by axum's 2 MB default (which multipart bodies would otherwise hit); what a
         // refusal leaves unread is read before it is answered.
@@ -60,6 +88,7 @@ pub fn router(state: AppState) -> Router {
                     bounds::read_to_end,
                 )),
         )
+        .route("/api/upload/{id}/status/", get(jobs::status))
         .route("/api/upload-jobs/", get(jobs::list))
         .route("/api/upload-jobs/{id}", get(jobs::get_one))
         .route("/api/media/{id}", get(jobs::media))
@@ -96,19 +125,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// One span per request, named by its route pattern (never the raw path, query string
+/// or headers: they may carry patient names and tokens), with the request id that
+/// nginx sends as `X-Request-Id` (or a new one) and that the answer carries back; its
+/// latency goes to the route's histogram.
+async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let id = request_id::of(req.headers());
+    req.headers_mut()
+        .insert(request_id::HEADER, id.header_value());
+    let span = tracing::info_span!("request", route = %route, request_id = %id);
     let start = Instant::now();
-    let resp = next.run(req).await;
-    state.metrics.observe_request(
-        &route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let secs = start.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    state.metrics.observe_request(&route, status, secs);
+    resp.headers_mut()
+        .insert(request_id::HEADER, id.header_value());
+    span.in_scope(|| {
+        let ms = (secs * 1000.0).round() as u64;
+        // Probes and scrapes come every few seconds; the journal keeps them only at debug.
+        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") && status < 500 {
+            tracing::debug!(status, ms, "answered");
+        } else {
+            tracing::info!(status, ms, "answered");
+        }
+    });
     resp
 }
 
@@ -165,38 +211,72 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The hash of the bearer token, or 401 without one.
+fn bearer_hash(headers: &HeaderMap, source: Source) -> Result<TokenHash, ApiError> {
+    match bearer(headers) {
+        Some(token) => Ok(tokens::hash_token(token)),
+        None => {
+            auth_failed(source, "refused", "no bearer token");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// The token as a caller: its principal when the database confirmed it within the
+/// verified window, else its hash to look up. 429 past the source's rate of token
+/// lookups (a confirmed token costs no lookup, so a video player's range requests do
+/// not count against it; guessed tokens always do).
+fn caller(state: &AppState, hash: TokenHash, source: Source) -> Result<Caller, ApiError> {
+    if let Some((p, asked)) = state.verified.get(&hash) {
+        return Ok(Caller::Known(p, asked));
+    }
+    if let Err(e) = state.rate_limits.token.check(source.0) {
+        auth_failed(
+            source,
+            "rate_limited",
+            "too many token checks from this source",
+        );
+        return Err(e);
+    }
+    Ok(Caller::Unverified(hash))
+}
+
+/// A token the database does not know, or revoked: audited, 401.
+fn unknown_token(source: Source) -> ApiError {
+    auth_failed(source, "refused", "unknown or revoked token");
+    ApiError::unauthorized()
+}
+
+fn auth_failed(source: Source, outcome: &'static str, reason: &'static str) {
+    audit::Event {
+        event: "auth_failed",
+        outcome,
+        source: Some(&source.label()),
+        reason: Some(reason),
+        ..Default::default()
+    }
+    .emit()
+}
+
 /// Resolve the bearer token, or 401 (429 past the source's rate of token checks).
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     source: Source,
 ) -> Result<Principal, ApiError> {
-    let label = source.label();
-    let failed = |outcome, reason| {
-        audit::Event {
-            event: "auth_failed",
-            outcome,
-            source: Some(&label),
-            reason: Some(reason),
-            ..Default::default()
-        }
-        .emit()
+    let hash = bearer_hash(headers, source)?;
+    let hash = match caller(state, hash, source)? {
+        Caller::Known(p, _) => return Ok(p),
+        Caller::Unverified(hash) => hash,
     };
-    let Some(token) = bearer(headers) else {
-        failed("refused", "no bearer token");
-        return Err(ApiError::unauthorized());
-    };
-    if let Err(e) = state.rate_limits.token.check(source.0) {
-        failed("rate_limited", "too many token checks from this source");
-        return Err(e);
-    }
     let client = state.pool.get().await?;
-    match tokens::lookup(&client, token).await? {
-        Some(p) => Ok(p),
-        None => {
-            failed("refused", "unknown or revoked token");
-            Err(ApiError::unauthorized())
+    let asked = Instant::now();
+    match tokens::lookup(&client, &hash).await? {
+        Some(p) => {
+            state.verified.insert(hash, &p, asked);
+            Ok(p)
         }
+        None => Err(unknown_token(source)),
     }
 }
 
@@ -223,6 +303,7 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
     crate::systemd::spawn_watchdog();
     let listen = config.server.listen.clone();
     let limits = config.server.limits.clone();
+    let token_recheck = config.server.token_recheck;
     let rate_limits = Arc::new(ratelimit::Limits::new(&config));
     tokio::spawn(ratelimit::Limits::forget_idle_forever(rate_limits.clone()));
     let state = AppState {
@@ -232,6 +313,8 @@ pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<
         uploads: bounds::Uploads::new(limits.max_uploads),
         rate_limits,
         metrics: Arc::new(metrics::Metrics::new()),
+        verified: Arc::new(Verified::new(token_recheck)),
+        media_decisions: Arc::new(Decisions::new(token_recheck)),
     };
     let app = router(state.clone());
     let shutdown = async {

@@ -1,34 +1,61 @@
-//! The hub-transfer receiver (SPEC §8), wire-compatible with lx-annotate/endoreg-db:
-//! `POST /api/media/hub/transfers/` registers, `POST …/{key}/media/` delivers the
-//! processed media into the one ingest core, `GET …/{key}/status/` reports.
+//! The hub-transfer receiver (SPEC §8), speaking payload schema 7.0 as endoreg-db
+//! 1.6.2–1.6.5 does (`crate::hub::wire`): `POST /api/media/hub/transfers/` registers,
+//! `POST …/{key}/media/` takes the processed media as a `hub_media_envelope_v1`
+//! ciphertext and stores its plaintext through the one ingest core, `GET …/{key}/status/`
+//! reports. Answers and their order are the reference's: register validates the body
+//! (400) before the transport and node gates (403); status and media answer 404 for an
+//! unknown key before them. 201 is a new transfer, 200 only an exact replay, 409 any
+//! other reuse of a key.
 //!
-//! Gates, in order: transfers enabled (else 404), `X-Forwarded-Proto: https`, the
-//! proxy's mTLS attestation header, node key + secret, the pinned client certificate.
 //! The app trusts the proxy headers only because it listens where nothing but nginx
 //! reaches it and nginx overwrites any client-supplied copy (nix/contract.toml).
-//! Retries are safe: a known transfer key answers 409 with its status, and a media
-//! upload after `applied` answers 409 — never a second transfer or job.
+
+use std::sync::Mutex;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::bounds::{self, shown};
 use super::error::ApiError;
 use super::{AppState, Source};
 use crate::access::nodes::{self, Node};
 use crate::crypto::signing;
+use crate::hub::envelope::{Envelope, Identity, Opening, Receipt};
+use crate::hub::keys::Keyring;
+use crate::hub::wire::register::{self, Provenance, RegisterBody};
+use crate::hub::wire::reply::{self, Refusal, Rejection};
+use crate::hub::wire::status::StatusBody;
+use crate::hub::wire::{
+    decision, header as h, ResourceKind, TransferMode, TransferStatus, CASE_RESOLUTION_UNRESOLVED,
+    CLEANUP_NOT_REQUESTED, MAX_ENVELOPE_HEADER_BYTES, MEDIA_CONTENT_TYPE, MEDIA_ROLE_PROCESSED,
+};
 use crate::ingest::{self, Boundary, Kind, NewJob};
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+fn header<'a>(hs: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    hs.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// What the node check needs to know about a request: what a signature covers, and the
-/// body's real hash when the handler already has the whole body.
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn refused(r: Refusal) -> Response {
+    answer(StatusCode::BAD_REQUEST, r.body)
+}
+
+fn forbidden(detail: &str) -> Response {
+    answer(StatusCode::FORBIDDEN, reply::detail(detail))
+}
+
+fn not_found() -> Response {
+    answer(StatusCode::NOT_FOUND, reply::detail(reply::NOT_FOUND))
+}
+
+/// What a signature covers (lxgate-to-lxgate HMAC signing, optional both ends).
 struct Req<'a> {
     method: &'a str,
     path: &'a str,
@@ -36,145 +63,130 @@ struct Req<'a> {
     body_sha256: Option<String>,
 }
 
-/// A node that passed every gate, and the body hash its signature covers (if signed),
-/// which a streamed body must still match.
-struct Authenticated {
-    node: Node,
-    signed_body_sha256: Option<String>,
-}
-
-/// Every gate before a handler runs; the authenticated node. Refusals past the
-/// "transfers enabled" gate go to the audit log.
+/// The transport and node gates, in the reference's order, for a transfer whose source
+/// is `source_node_key` at `source_center_id`: https, the proxy's mTLS attestation, the
+/// node's key and secret (or an lxgate signature), lxgate's pinned certificate, the
+/// owning center. Refusals go to the audit log.
 async fn gate(
     state: &AppState,
-    h: &HeaderMap,
+    hs: &HeaderMap,
     source: Source,
+    source_node_key: &str,
+    source_center_id: i64,
     r: Req<'_>,
-) -> Result<Authenticated, ApiError> {
-    let result = gate_checks(state, h, source, r).await;
-    if let Err(e) = &result {
-        if e.status != StatusCode::NOT_FOUND && !e.status.is_server_error() {
-            // A claimed key is client text: bounded here, escaped by the log format.
-            let claimed: Option<String> =
-                header(h, "x-network-node-key").map(|k| k.chars().take(64).collect());
-            crate::audit::Event {
-                event: "auth_failed",
-                outcome: if e.status == StatusCode::TOO_MANY_REQUESTS {
-                    "rate_limited"
-                } else {
-                    "refused"
-                },
-                principal: claimed.as_deref(),
-                source: Some(&source.label()),
-                reason: Some(e.code),
-                ..Default::default()
-            }
-            .emit();
+) -> Result<Result<Node, Response>, ApiError> {
+    let result = gate_checks(state, hs, source, source_node_key, source_center_id, r).await?;
+    if let Err(resp) = &result {
+        let claimed: Option<String> = header(hs, h::NODE_KEY).map(|k| k.chars().take(64).collect());
+        crate::audit::Event {
+            event: "auth_failed",
+            outcome: if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limited"
+            } else {
+                "refused"
+            },
+            principal: claimed.as_deref(),
+            source: Some(&source.label()),
+            reason: Some("forbidden"),
+            ..Default::default()
         }
+        .emit();
     }
-    result
+    Ok(result)
 }
 
 async fn gate_checks(
     state: &AppState,
-    h: &HeaderMap,
+    hs: &HeaderMap,
     source: Source,
+    source_node_key: &str,
+    source_center_id: i64,
     r: Req<'_>,
-) -> Result<Authenticated, ApiError> {
+) -> Result<Result<Node, Response>, ApiError> {
     let t = &state.config.hub_receiver;
-    if !t.enabled {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_route",
-            "hub transfers are not enabled on this node",
-        ));
+    if t.require_secure_transport && header(hs, "x-forwarded-proto") != Some("https") {
+        return Ok(Err(forbidden(reply::INSECURE_TRANSPORT)));
     }
-    if t.require_secure_transport && header(h, "x-forwarded-proto") != Some("https") {
-        return Err(ApiError::forbidden(
-            "transfers must arrive over https through the hub's nginx (X-Forwarded-Proto: https)",
-        ));
+    if t.require_mtls && header(hs, &t.mtls_meta_key) != Some(t.mtls_meta_value.as_str()) {
+        return Ok(Err(forbidden(reply::NO_MTLS)));
     }
-    if t.require_mtls && header(h, &t.mtls_meta_key) != Some(t.mtls_meta_value.as_str()) {
-        return Err(ApiError::forbidden(
-            "no verified client certificate: connect through the hub's nginx with the site's certificate",
-        ));
+    let key = header(hs, h::NODE_KEY).unwrap_or("");
+    if key.is_empty() || key != source_node_key {
+        return Ok(Err(forbidden(reply::BAD_CREDENTIALS)));
     }
-    let Some(key) = header(h, "x-network-node-key") else {
-        return Err(unauthenticated());
-    };
     // Before any hash: an unsigned request costs ~25 ms of PBKDF2.
-    state.rate_limits.hub.check(source.0)?;
+    if let Err(e) = state.rate_limits.hub.check(source.0) {
+        return Ok(Err(e.into_response()));
+    }
     let client = state.pool.get().await?;
-    let (node, signed_body_sha256) = if let Some(signature) = header(h, signing::SIGNATURE) {
-        let (node, declared) = check_signature(&client, h, key, signature, &r).await?;
-        (node, Some(declared))
-    } else if let Some(secret) = header(h, "x-network-node-secret") {
-        if t.require_signed_requests {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unsigned",
-                "this hub accepts only signed transfer requests (X-Lxgate-Signature): run lxgate hub-export with [hub] sign_requests = true",
-            ));
+    let node = if let Some(signature) = header(hs, signing::SIGNATURE) {
+        match check_signature(&client, hs, key, signature, &r).await? {
+            Ok(n) => n,
+            Err(resp) => return Ok(Err(resp)),
         }
-        let node = nodes::authenticate(&client, key, secret)
-            .await?
-            .ok_or_else(unauthenticated)?;
-        (node, None)
+    } else if let Some(secret) = header(hs, h::NODE_SECRET).filter(|s| !s.is_empty()) {
+        if t.require_signed_requests {
+            return Ok(Err(forbidden(
+                "this hub accepts only signed transfer requests (X-Lxgate-Signature): run lxgate hub-export with [hub] sign_requests = true",
+            )));
+        }
+        match nodes::authenticate(&client, key, secret).await? {
+            Some(n) => n,
+            None => return Ok(Err(forbidden(reply::BAD_CREDENTIALS))),
+        }
     } else {
-        return Err(unauthenticated());
+        return Ok(Err(forbidden(reply::BAD_CREDENTIALS)));
     };
     if let Some(pinned) = &node.cert_fingerprint {
-        let presented = header(h, "x-client-cert-fingerprint").map(nodes::normalize_fingerprint);
+        let presented = header(hs, "x-client-cert-fingerprint").map(nodes::normalize_fingerprint);
         if presented.as_deref() != Some(pinned.as_str()) {
             tracing::warn!(node = %node.key, "client certificate does not match the pinned fingerprint");
-            return Err(ApiError::forbidden(
+            return Ok(Err(forbidden(
                 "this node's client certificate is not the one pinned for it: use the node's own certificate, or re-pin with `lxgate node add`",
-            ));
+            )));
         }
     }
-    Ok(Authenticated {
-        node,
-        signed_body_sha256,
-    })
+    if node.center_id != source_center_id {
+        return Ok(Err(forbidden(reply::OUT_OF_SCOPE)));
+    }
+    Ok(Ok(node))
 }
 
-/// A signed request: fresh, its declared body hash true where the body is known, and
-/// the signature made with the node's key. The node and the declared body hash.
+/// A signed request (lxgate senders with `sign_requests`): fresh, its declared body
+/// hash true where the body is known, signed with the node's key, seen once.
 async fn check_signature(
     client: &tokio_postgres::Client,
-    h: &HeaderMap,
+    hs: &HeaderMap,
     key: &str,
     signature: &str,
     r: &Req<'_>,
-) -> Result<(Node, String), ApiError> {
-    let refuse = |msg: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", msg);
-    let timestamp = header(h, signing::TIMESTAMP)
-        .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| refuse("a signed request needs X-Lxgate-Timestamp (unix seconds)".into()))?;
+) -> Result<Result<Node, Response>, ApiError> {
+    let refuse = |msg: String| Ok(Err(forbidden(&msg)));
+    let Some(timestamp) = header(hs, signing::TIMESTAMP).and_then(|v| v.parse::<i64>().ok()) else {
+        return refuse("a signed request needs X-Lxgate-Timestamp (unix seconds)".into());
+    };
     let now = chrono::Utc::now().timestamp();
     if !signing::fresh(timestamp, now) {
-        return Err(refuse(format!(
+        return refuse(format!(
             "the request's timestamp is {} s away from the hub's clock (allowed: {} s); check the site's time (NTP)",
             signing::skew(timestamp, now),
             signing::WINDOW_SECS
-        )));
-    }
-    let nonce = header(h, signing::NONCE);
-    if nonce.is_some_and(|n| !signing::valid_nonce(n)) {
-        return Err(refuse(
-            "X-Lxgate-Nonce must be 16 to 64 hex digits, new for every request".into(),
         ));
     }
-    let declared = header(h, signing::CONTENT_SHA256)
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| refuse("a signed request needs X-Lxgate-Content-Sha256".into()))?;
-    if let Some(actual) = &r.body_sha256 {
-        if *actual != declared {
-            return Err(refuse(
-                "the body does not hash to X-Lxgate-Content-Sha256: it changed after signing"
-                    .into(),
-            ));
-        }
+    let nonce = header(hs, signing::NONCE);
+    if nonce.is_some_and(|n| !signing::valid_nonce(n)) {
+        return refuse("X-Lxgate-Nonce must be 16 to 64 hex digits, new for every request".into());
+    }
+    let Some(declared) = header(hs, signing::CONTENT_SHA256).map(str::to_ascii_lowercase) else {
+        return refuse("a signed request needs X-Lxgate-Content-Sha256".into());
+    };
+    if r.body_sha256
+        .as_ref()
+        .is_some_and(|actual| *actual != declared)
+    {
+        return refuse(
+            "the body does not hash to X-Lxgate-Content-Sha256: it changed after signing".into(),
+        );
     }
     let signed = signing::Signed {
         method: r.method,
@@ -184,138 +196,217 @@ async fn check_signature(
         body_sha256: &declared,
         nonce,
     };
-    match nodes::authenticate_signed(client, key, &signed, signature).await? {
+    Ok(match nodes::authenticate_signed(client, key, &signed, signature).await? {
         nodes::SignedAuth::Node(n, sig) => {
             if !crate::access::replay::first_use(client, &n.key, &sig, timestamp).await? {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "replayed",
+                Err(forbidden(
                     "this signed request was already accepted once: sign every request anew, with a new X-Lxgate-Nonce (lxgate hub-export does)",
-                ));
+                ))
+            } else {
+                Ok(n)
             }
-            Ok((n, declared))
         }
-        nodes::SignedAuth::Refused => Err(unauthenticated()),
-        nodes::SignedAuth::NotSigningCapable => Err(refuse(format!(
+        nodes::SignedAuth::Refused => Err(forbidden(reply::BAD_CREDENTIALS)),
+        nodes::SignedAuth::NotSigningCapable => Err(forbidden(&format!(
             "node {key:?} was registered before signed requests: re-key it on the hub with `lxgate node add {key} --center …` and give the site the new secret"
         ))),
-    }
-}
-
-fn unauthenticated() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        "missing or unknown node credentials: send X-Network-Node-Key and X-Network-Node-Secret of a node registered with `lxgate node add`",
-    )
-}
-
-fn valid_transfer_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 128
-        && k.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(&c))
-}
-
-/// Where in `v` a NUL character is, if anywhere (PostgreSQL stores none, in text or jsonb).
-fn nul_at(v: &Value, at: &str) -> Option<String> {
-    match v {
-        Value::String(s) if s.contains('\0') => Some(at.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
-        Value::Object(m) => m.iter().find_map(|(k, x)| {
-            let at = format!("{at}.{}", crate::ingest::name::escaped_prefix(k));
-            if k.contains('\0') {
-                Some(at)
-            } else {
-                nul_at(x, &at)
-            }
-        }),
-        _ => None,
-    }
-}
-
-fn text(v: &Value, field: &'static str) -> Result<String, ApiError> {
-    match v.get(field) {
-        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(ApiError::bad_request(
-            "bad_transfer",
-            format!("field `{field}` contains a control character (such as NUL): send plain text"),
-        )),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        _ => Err(ApiError::bad_request(
-            "bad_transfer",
-            format!("field `{field}` is missing or not a non-empty string"),
-        )),
-    }
-}
-
-struct Transfer {
-    key: String,
-    status: String,
-    detail: Option<String>,
-    job: Option<uuid::Uuid>,
-    kind: String,
-    resource_hash: String,
-    target_node_key: String,
-    schema: String,
-}
-
-impl Transfer {
-    fn body(&self) -> Value {
-        json!({
-            "transfer_key": self.key,
-            "transfer_status": self.status,
-            "detail": self.detail.clone().unwrap_or_default(),
-            "upload_job_id": self.job,
-        })
-    }
-}
-
-/// The transfer, if it exists and belongs to `node` (another node's looks absent).
-async fn load(state: &AppState, node: &Node, key: &str) -> Result<Transfer, ApiError> {
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT transfer_status, detail, upload_job_id, resource_kind, resource_hash,
-                    target_node_key, payload_schema_version
-             FROM transfers WHERE transfer_key = $1 AND source_node_key = $2",
-            &[&key, &node.key],
-        )
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Transfer {
-        key: key.to_string(),
-        status: row.get(0),
-        detail: row.get(1),
-        job: row.get(2),
-        kind: row.get(3),
-        resource_hash: row.get(4),
-        target_node_key: row.get(5),
-        schema: row.get(6),
     })
 }
 
-async fn set_status(
-    state: &AppState,
-    key: &str,
-    status: &str,
-    detail: &str,
+/// A transfer as the hub keeps it.
+struct Transfer {
+    id: uuid::Uuid,
+    key: String,
+    source_node_key: String,
+    target_node_key: String,
+    source_center_key: String,
+    center_id: Option<i64>,
+    kind: String,
+    resource_hash: String,
+    transfer_mode: String,
+    status: String,
+    processing_policy: String,
+    processing_intent: String,
+    processing_decision: String,
+    cleanup_policy: String,
+    schema: String,
+    detail: Option<String>,
+    resource_rows: Value,
+    processing_snapshot: Value,
+    provenance: Value,
+    receipt: Option<Value>,
     job: Option<uuid::Uuid>,
-) -> Result<(), ApiError> {
-    let client = state.pool.get().await?;
-    client
-        .execute(
-            "UPDATE transfers SET transfer_status = $2, detail = $3,
-                 upload_job_id = COALESCE($4, upload_job_id), updated_at = now()
-             WHERE transfer_key = $1",
-            &[&key, &status, &detail, &job],
-        )
-        .await?;
-    Ok(())
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
 }
 
+const COLUMNS: &str = "t.transfer_id, t.transfer_key, t.source_node_key, t.target_node_key,
+    t.source_center_key, c.id, t.resource_kind, t.resource_hash, t.transfer_mode,
+    t.transfer_status, t.processing_policy, t.processing_intent, t.processing_decision,
+    t.cleanup_policy, t.payload_schema_version, t.detail, t.resource_rows,
+    t.processing_snapshot, t.provenance, t.envelope_receipt, t.upload_job_id, t.created_at,
+    t.updated_at";
+
+impl Transfer {
+    fn from_row(r: &tokio_postgres::Row) -> Transfer {
+        Transfer {
+            id: r.get(0),
+            key: r.get(1),
+            source_node_key: r.get(2),
+            target_node_key: r.get(3),
+            source_center_key: r.get(4),
+            center_id: r.get(5),
+            kind: r.get(6),
+            resource_hash: r.get(7),
+            transfer_mode: r.get(8),
+            status: r.get(9),
+            processing_policy: r.get(10),
+            processing_intent: r.get(11),
+            processing_decision: r.get(12),
+            cleanup_policy: r.get(13),
+            schema: r.get(14),
+            detail: r.get(15),
+            resource_rows: r.get(16),
+            processing_snapshot: r.get(17),
+            provenance: r.get(18),
+            receipt: r.get(19),
+            job: r.get(20),
+            created_at: r.get(21),
+            updated_at: r.get(22),
+        }
+    }
+
+    fn resource_kind(&self) -> ResourceKind {
+        if self.kind == "report" {
+            ResourceKind::Report
+        } else {
+            ResourceKind::Video
+        }
+    }
+
+    fn processed_media_hash(&self) -> String {
+        register::processed_media_hash(self.resource_kind(), &self.resource_rows)
+    }
+
+    /// The status body (endoreg-db `TransferJobStatusSerializer` + receipt).
+    fn body(&self) -> StatusBody {
+        StatusBody {
+            id: self.id.to_string(),
+            transfer_key: self.key.clone(),
+            source_node_key: self.source_node_key.clone(),
+            target_node_key: self.target_node_key.clone(),
+            source_center_key: Some(self.source_center_key.clone()),
+            resource_kind: self.kind.clone(),
+            resource_hash: self.resource_hash.clone(),
+            processed_media_hash: self.processed_media_hash(),
+            transfer_mode: self.transfer_mode.clone(),
+            transfer_status: self.status.clone(),
+            processing_policy: self.processing_policy.clone(),
+            processing_intent: self.processing_intent.clone(),
+            processing_decision: self.processing_decision.clone(),
+            cleanup_policy: self.cleanup_policy.clone(),
+            cleanup_status: CLEANUP_NOT_REQUESTED.into(),
+            payload_schema_version: self.schema.clone(),
+            status_detail: self.detail.clone().unwrap_or_default(),
+            target_object_id: self.job.map(|j| Value::String(j.to_string())),
+            linked_patient_id: None,
+            linked_patient_examination_id: None,
+            case_resolution_status: CASE_RESOLUTION_UNRESOLVED.into(),
+            created_at: self
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            updated_at: self
+                .updated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            envelope_receipt: self.receipt.clone(),
+            detail: None,
+        }
+    }
+
+    fn json(&self) -> Value {
+        serde_json::to_value(self.body()).expect("the status body serializes")
+    }
+
+    fn identity(&self) -> Identity {
+        Identity {
+            transfer_key: self.key.clone(),
+            source_node_key: self.source_node_key.clone(),
+            source_center_key: self.source_center_key.clone(),
+            target_node_key: self.target_node_key.clone(),
+            resource_kind: self.kind.clone(),
+            resource_hash: self.resource_hash.clone(),
+            processed_media_hash: self.processed_media_hash(),
+        }
+    }
+}
+
+async fn load(state: &AppState, key: &str) -> Result<Option<Transfer>, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(client
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS} FROM transfers t
+                 LEFT JOIN centers c ON c.center_key = t.source_center_key
+                 WHERE t.transfer_key = $1"
+            ),
+            &[&key],
+        )
+        .await?
+        .map(|r| Transfer::from_row(&r)))
+}
+
+/// The registered site node (any center), as the serializer's lookup finds it.
+async fn site_node(state: &AppState, key: &str) -> Result<Option<(i64, String)>, ApiError> {
+    let client = state.pool.get().await?;
+    Ok(client
+        .query_opt(
+            "SELECT c.id, c.center_key FROM nodes n JOIN centers c ON c.id = n.center_id
+             WHERE n.node_key = $1 AND n.role = 'site_node'",
+            &[&key],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+fn wire_str<T: serde::Serialize>(t: &T) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The provenance the hub keeps: the site's, with node, center, mode and policies
+/// overwritten by what the hub resolved (as endoreg-db does).
+fn kept_provenance(b: &RegisterBody, p: &Provenance, target: &str, center: &str) -> Value {
+    let mut p = p.clone();
+    p.source_node_key = Some(b.source_node_key.clone());
+    p.target_node_key = Some(target.into());
+    p.source_center_key = Some(center.into());
+    p.transfer_mode = Some(b.transfer_mode.as_str().into());
+    p.processing_policy = Some(wire_str(&b.processing_policy));
+    p.cleanup_policy = Some(wire_str(&b.cleanup_policy));
+    if p.entrypoint.is_none() {
+        p.entrypoint = Some("transfer".into());
+    }
+    serde_json::to_value(p).expect("provenance serializes")
+}
+
+/// Register a transfer (hub role): a payload schema 7.0 body (src/hub/wire).
+#[utoipa::path(
+    post,
+    path = "/api/media/hub/transfers/",
+    tag = "hub",
+    security(("node_key" = [], "node_secret" = []), ("node_key" = [], "node_signature" = [])),
+    request_body = super::openapi::TransferRegistration,
+    responses(
+        (status = 201, description = "Registered; send the media next", body = super::openapi::TransferStatus),
+        (status = 200, description = "An exact replay of an earlier registration: its status", body = super::openapi::TransferStatus),
+        (status = 409, description = "The transfer key was used for another payload", body = super::openapi::Refusal),
+        super::openapi::NodeRefusals,
+        (status = 413, description = "The body is larger than a registration can be", body = super::error::ErrorBody),
+        (status = 503, description = "Ingest is paused for an upgrade; see Retry-After", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     source: Source,
@@ -323,135 +414,218 @@ pub async fn register(
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let hub = &state.config.hub_receiver;
+    if !hub.enabled {
+        return Ok(not_found());
+    }
     let body = body?;
-    // Parsed once; a body that is not JSON is refused below, after the gates. The
-    // signature covers the transfer key it names.
-    let parsed = serde_json::from_slice::<Value>(&body);
-    let signed_key = parsed
-        .as_ref()
-        .ok()
-        .and_then(|v| v.get("transfer_key")?.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let node = gate(
+    let raw: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(answer(
+                StatusCode::BAD_REQUEST,
+                reply::detail(&format!("JSON parse error - {e}")),
+            ))
+        }
+    };
+    let b = match register::parse(&raw) {
+        Ok(b) => b,
+        Err(r) => return Ok(refused(r)),
+    };
+    let Some((node_center_id, node_center_key)) = site_node(&state, &b.source_node_key).await?
+    else {
+        return Ok(refused(Refusal::field(
+            "source_node_key",
+            format!(
+                "Unknown active source_node_key: {}",
+                crate::ingest::name::escaped_prefix(&b.source_node_key)
+            ),
+        )));
+    };
+    if let Err(r) = b.check_scope(&raw) {
+        return Ok(refused(r));
+    }
+    // This hub is the only central_hub it knows: blank names it, anything else is unknown.
+    let target = if b.target_node_key.is_empty() {
+        hub.node_key.clone()
+    } else {
+        b.target_node_key.clone()
+    };
+    if target != hub.node_key {
+        return Ok(refused(Refusal::field(
+            "target_node_key",
+            format!(
+                "Unknown active target_node_key: {}",
+                crate::ingest::name::escaped_prefix(&target)
+            ),
+        )));
+    }
+    let center = if b.source_center_key.is_empty() {
+        node_center_key.clone()
+    } else {
+        b.source_center_key.clone()
+    };
+    if center != node_center_key {
+        let client = state.pool.get().await?;
+        let known = client
+            .query_opt("SELECT 1 FROM centers WHERE center_key = $1", &[&center])
+            .await?
+            .is_some();
+        return Ok(refused(Refusal::field(
+            "source_center_key",
+            if known {
+                "source_center_key must match the authenticated source node owning center"
+                    .to_string()
+            } else {
+                format!(
+                    "Unknown center_key: {}",
+                    crate::ingest::name::escaped_prefix(&center)
+                )
+            },
+        )));
+    }
+    if let Err(r) = b.check_rows() {
+        return Ok(refused(r));
+    }
+    let node = match gate(
         &state,
         &headers,
         source,
+        &b.source_node_key,
+        node_center_id,
         Req {
             method: "POST",
             path: uri.path(),
-            transfer_key: &signed_key,
+            transfer_key: &b.transfer_key,
             body_sha256: Some(signing::sha256_hex(&body)),
         },
     )
     .await?
-    .node;
-    let v = parsed
-        .map_err(|e| ApiError::bad_request("bad_transfer", format!("the body is not JSON: {e}")))?;
-    if let Some(at) = nul_at(&v, "body") {
-        return Err(ApiError::bad_request(
-            "bad_transfer",
-            format!("{at} contains a NUL character (\\u0000), which cannot be stored: remove it"),
-        ));
-    }
-    let key = text(&v, "transfer_key")?;
-    if !valid_transfer_key(&key) {
-        return Err(ApiError::bad_request(
-            "bad_transfer",
-            "transfer_key must be 1-128 letters, digits or . _ : -",
-        ));
-    }
+    {
+        Ok(n) => n,
+        Err(resp) => return Ok(resp),
+    };
+    // A deploy window: nothing new is accepted that a rollback could discard.
+    state.accepting()?;
+    // endoreg-db checks provenance at the model save: after the gates, as `{error, details}`.
+    let provenance: Provenance =
+        match serde_json::from_value(raw.get("provenance").cloned().unwrap_or_else(|| json!({}))) {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(refused(Refusal::payload_invalid(
+                    json!({ "provenance": [format!("provenance: {e}")] }),
+                )))
+            }
+        };
+    let kept = kept_provenance(&b, &provenance, &target, &center);
+    let snapshot = serde_json::to_value(&b.processing_snapshot).expect("serializes");
+    let status = TransferStatus::AwaitingMedia.as_str();
+    let client = state.pool.get().await?;
+    let inserted = client
+        .execute(
+            "INSERT INTO transfers (transfer_key, source_node_key, target_node_key, source_center_key,
+                 resource_kind, resource_hash, payload_schema_version, transfer_status,
+                 transfer_mode, processing_policy, processing_intent, cleanup_policy,
+                 processing_decision, resource_rows, processing_snapshot, provenance)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (transfer_key) DO NOTHING",
+            &[
+                &b.transfer_key,
+                &b.source_node_key,
+                &target,
+                &center,
+                &b.resource_kind.as_str(),
+                &b.resource_hash,
+                &b.payload_schema_version,
+                &status,
+                &b.transfer_mode.as_str(),
+                &wire_str(&b.processing_policy),
+                &wire_str(&b.processing_intent),
+                &wire_str(&b.cleanup_policy),
+                &decision::WAIT_FOR_MISSING_MEDIA,
+                &b.resource_rows,
+                &snapshot,
+                &kept,
+            ],
+        )
+        .await?;
+    drop(client);
+    let t = load(&state, &b.transfer_key)
+        .await?
+        .ok_or_else(|| ApiError::internal("a transfer vanished", &b.transfer_key))?;
     let label = source.label();
     let audit = |event, outcome, reason| crate::audit::Event {
         event,
         outcome,
         principal: Some(&node.key),
         center: Some(&node.center_key),
-        transfer: Some(&key),
+        transfer: Some(&b.transfer_key),
         source: Some(&label),
         reason,
         ..Default::default()
     };
-    let claimed = text(&v, "source_node_key")?;
-    if claimed != node.key {
-        audit(
-            "cross_center",
-            "refused",
-            Some("source_node_key is another node"),
-        )
-        .emit();
-        return Err(ApiError::forbidden(format!(
-            "source_node_key {} is not the authenticated node {:?}",
-            crate::ingest::name::escaped_prefix(&claimed),
-            node.key
-        )));
+    if inserted == 1 {
+        audit("transfer_registered", "ok", None).emit();
+        return Ok(answer(StatusCode::CREATED, t.json()));
     }
-    let center = text(&v, "source_center_key")?;
-    if center != node.center_key {
-        audit(
-            "cross_center",
-            "refused",
-            Some("source_center_key is another center"),
-        )
-        .emit();
-        return Err(ApiError::forbidden(format!(
-            "source_center_key {} is not the center that owns node {:?}",
-            crate::ingest::name::escaped_prefix(&center),
-            node.key
-        )));
+    // Exact replay: every registered field equal, provenance in its kept form.
+    let exact = t.source_node_key == b.source_node_key
+        && t.target_node_key == target
+        && t.kind == b.resource_kind.as_str()
+        && t.resource_hash == b.resource_hash
+        && t.source_center_key == center
+        && t.transfer_mode == b.transfer_mode.as_str()
+        && t.processing_policy == wire_str(&b.processing_policy)
+        && t.processing_intent == wire_str(&b.processing_intent)
+        && t.cleanup_policy == wire_str(&b.cleanup_policy)
+        && t.schema == b.payload_schema_version
+        && t.resource_rows == b.resource_rows
+        && t.processing_snapshot == snapshot
+        && t.provenance == kept;
+    if exact {
+        return Ok(answer(StatusCode::OK, t.json()));
     }
-    let target = text(&v, "target_node_key")?;
-    let kind = text(&v, "resource_kind")?;
-    if Kind::parse(&kind).is_none() || kind == "preanonymized" {
-        return Err(ApiError::bad_request(
-            "bad_transfer",
-            "resource_kind must be video or report",
-        ));
-    }
-    let hash = text(&v, "resource_hash")?.to_ascii_lowercase();
-    if hash.len() != 64 || !hash.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(
-            "bad_transfer",
-            "resource_hash must be the sha256 of the media, 64 hex digits",
-        ));
-    }
-    let schema = match v.get("payload_schema_version") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "bad_transfer",
-                "field `payload_schema_version` is missing",
-            ))
-        }
-    };
-    let metadata = v.get("metadata").cloned().unwrap_or_else(|| json!([]));
-    let client = state.pool.get().await?;
-    let inserted = client
-        .execute(
-            "INSERT INTO transfers (transfer_key, source_node_key, target_node_key, source_center_key,
-                 resource_kind, resource_hash, payload_schema_version, transfer_status, metadata)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'awaiting_media', $8)
-             ON CONFLICT (transfer_key) DO NOTHING",
-            &[&key, &node.key, &target, &center, &kind, &hash, &schema, &metadata],
-        )
-        .await?;
-    drop(client);
-    if inserted == 0 {
-        // A retry, or another node's key: only the owner learns the status.
-        return match load(&state, &node, &key).await {
-            Ok(t) => Ok((StatusCode::CONFLICT, Json(t.body())).into_response()),
-            Err(_) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "transfer_key_taken",
-                "this transfer_key is registered by another node; choose a new key",
-            )),
-        };
-    }
-    audit("transfer_registered", "ok", None).emit();
-    let t = load(&state, &node, &key).await?;
-    Ok((StatusCode::CREATED, Json(t.body())).into_response())
+    audit("transfer_conflict", "refused", Some("transfer_key reused")).emit();
+    Ok(answer(StatusCode::CONFLICT, reply::key_conflict()))
 }
 
+/// The transfer and its authenticated node, or the answer that ends the request.
+async fn known_transfer(
+    state: &AppState,
+    headers: &HeaderMap,
+    source: Source,
+    key: &str,
+    r: Req<'_>,
+) -> Result<Result<(Transfer, Node), Response>, ApiError> {
+    if !state.config.hub_receiver.enabled {
+        return Ok(Err(not_found()));
+    }
+    let Some(t) = load(state, key).await? else {
+        return Ok(Err(not_found()));
+    };
+    let Some(center_id) = t.center_id else {
+        return Ok(Err(forbidden(reply::OUT_OF_SCOPE)));
+    };
+    Ok(
+        match gate(state, headers, source, &t.source_node_key, center_id, r).await? {
+            Ok(n) => Ok((t, n)),
+            Err(resp) => Err(resp),
+        },
+    )
+}
+
+/// A transfer's status (hub role), with the envelope receipt once applied.
+#[utoipa::path(
+    get,
+    path = "/api/media/hub/transfers/{key}/status/",
+    tag = "hub",
+    security(("node_key" = [], "node_secret" = []), ("node_key" = [], "node_signature" = [])),
+    params(("key" = String, Path, description = "The transfer key")),
+    responses(
+        (status = 200, description = "The transfer's state", body = super::openapi::TransferStatus),
+        super::openapi::NodeRefusals,
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     source: Source,
@@ -460,50 +634,87 @@ pub async fn status(
     key: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(key) = key?;
-    let node = gate(
-        &state,
-        &headers,
-        source,
-        Req {
-            method: "GET",
-            path: uri.path(),
-            transfer_key: &key,
-            body_sha256: Some(signing::sha256_hex(b"")),
+    let r = Req {
+        method: "GET",
+        path: uri.path(),
+        transfer_key: &key,
+        body_sha256: Some(signing::sha256_hex(b"")),
+    };
+    Ok(
+        match known_transfer(&state, &headers, source, &key, r).await? {
+            Ok((t, _)) => answer(StatusCode::OK, t.json()),
+            Err(resp) => resp,
         },
     )
-    .await?
-    .node;
-    Ok(Json(load(&state, &node, &key).await?.body()).into_response())
 }
 
-/// The hub's age identity when the media says it is sealed (`media_encryption=age`);
-/// plain media only where the hub allows it.
-fn opener(
-    state: &AppState,
-    encryption: Option<&str>,
-) -> Result<Option<std::sync::Arc<crate::crypto::age::Identity>>, ApiError> {
-    match encryption {
-        Some("age") => {
-            crate::crypto::age::Identity::from_file(&state.config.host.master_key)
-                .map(|id| Some(std::sync::Arc::new(id)))
-                .map_err(|e| ApiError::internal("reading the hub's master identity", e))
+/// Transfers whose media is being received in this process: a second upload of the
+/// same key meanwhile is a 409, as endoreg-db's lease makes it.
+static RECEIVING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Lease(String);
+
+impl Lease {
+    fn take(key: &str) -> Option<Lease> {
+        let mut set = RECEIVING.lock().unwrap_or_else(|e| e.into_inner());
+        if set.iter().any(|k| k == key) {
+            return None;
         }
-        Some(other) => Err(ApiError::bad_request(
-            "bad_media_encryption",
-            format!(
-                "media_encryption {} is not supported; send age, or leave it out",
-                shown(other)
-            ),
-        )),
-        None if state.config.hub_receiver.require_sealed_media => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unsealed",
-            "this hub accepts only media sealed with age to its recipient (media_encryption=age): set [hub] hub_recipient on the site",
-        )),
-        None => Ok(None),
+        set.push(key.to_string());
+        Some(Lease(key.to_string()))
     }
 }
 
+impl Drop for Lease {
+    fn drop(&mut self) {
+        RECEIVING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| *k != self.0);
+    }
+}
+
+async fn set_status(
+    state: &AppState,
+    key: &str,
+    status: TransferStatus,
+    decision: &str,
+    detail: &str,
+) -> Result<(), ApiError> {
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            "UPDATE transfers SET transfer_status = $2, processing_decision = $3, detail = $4,
+                 updated_at = now() WHERE transfer_key = $1",
+            &[&key, &status.as_str(), &decision, &detail],
+        )
+        .await?;
+    Ok(())
+}
+
+fn envelope_refused(r: Rejection) -> Response {
+    answer(StatusCode::BAD_REQUEST, r.body())
+}
+
+/// Deliver a registered transfer's media (hub role): the hub_media_envelope_v1
+/// ciphertext as application/octet-stream, the envelope in X-Hub-Media-Envelope.
+#[utoipa::path(
+    post,
+    path = "/api/media/hub/transfers/{key}/media/",
+    tag = "hub",
+    security(("node_key" = [], "node_secret" = []), ("node_key" = [], "node_signature" = [])),
+    params(("key" = String, Path, description = "The transfer key")),
+    request_body(content(("application/octet-stream"))),
+    responses(
+        (status = 200, description = "Applied (or applied before): the media is an UploadJob", body = super::openapi::TransferStatus),
+        (status = 409, description = "Not awaiting media", body = super::openapi::Refusal),
+        super::openapi::NodeRefusals,
+        (status = 413, description = "Larger than the hub's limit", body = super::error::ErrorBody),
+        (status = 415, description = "Not application/octet-stream", body = super::openapi::Refusal),
+        (status = 503, description = "Every upload slot is taken, or ingest is paused; see Retry-After", body = super::error::ErrorBody),
+        (status = 507, description = "Managed storage is full", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn media(
     State(state): State<AppState>,
     source: Source,
@@ -512,122 +723,263 @@ pub async fn media(
 ) -> Result<Response, ApiError> {
     let Path(key) = key?;
     let path = req.uri().path().to_string();
-    let Authenticated {
-        node,
-        signed_body_sha256,
-    } = gate(
-        &state,
-        req.headers(),
-        source,
-        Req {
-            method: "POST",
-            path: &path,
-            transfer_key: &key,
-            // For media the signature covers the file's sha256, checked once staged.
-            body_sha256: None,
-        },
-    )
-    .await?;
-    let fingerprint = header(req.headers(), "x-client-cert-fingerprint").map(str::to_string);
-    let t = load(&state, &node, &key).await?;
-    if t.status == "applied" {
-        return Ok((StatusCode::CONFLICT, Json(t.body())).into_response());
-    }
-    let _slot = state.uploads.admit()?;
-    // A refusal from here on is answered once the body is read to its end
-    // (bounds::read_to_end), so the site hears it instead of nginx's 502.
-    let (mut mp, head) = bounds::form(req).await?;
-    let mut role: Option<String> = None;
-    let mut encryption: Option<String> = None;
-    let (staged, name) = loop {
-        let field = head.next_field(&mut mp).await?.ok_or_else(|| {
-            ApiError::bad_request("missing_file", "multipart body has no `file` field")
-        })?;
-        match field.name() {
-            Some("media_role") => role = Some(head.text(field, "media_role field").await?),
-            Some("media_encryption") => {
-                encryption = Some(head.text(field, "media_encryption field").await?)
-            }
-            Some("file") => {
-                let limit = state.config.hub_receiver.max_media_size;
-                if role.as_deref() != Some("processed") {
-                    return Err(ApiError::bad_request(
-                        "bad_media_role",
-                        "send media_role=processed before the file field",
-                    ));
-                }
-                let opener = opener(&state, encryption.as_deref())?;
-                let name = field.file_name().unwrap_or(&key);
-                let name = super::upload::validate_name("file field's filename", Some(name))?;
-                head.file_follows();
-                // Stored in the form the policy keeps this kind in (a report sealed to
-                // the hub's master identity), whatever it travelled in.
-                let kind = Kind::parse(&t.kind).unwrap_or(Kind::Video);
-                let staged = crate::ingest::stream::stage_opening(
-                    &state.storage.for_kind(kind),
-                    field,
-                    limit,
-                    opener,
-                )
-                .await
-                .map_err(|e| match e {
-                    crate::ingest::IngestError::Sealed(why) => {
-                        tracing::warn!(transfer = %key, node = %node.key, "sealed media does not open: {why}");
-                        ApiError::from(crate::ingest::IngestError::Sealed(why))
-                    }
-                    crate::ingest::IngestError::TooLarge { limit } => ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        format!("the media exceeds this hub's limit of {limit} bytes ([hub] max_media_size)"),
-                    ),
-                    other => ApiError::from(other),
-                })?;
-                break (staged, name);
-            }
-            _ => {}
-        }
+    let hs = req.headers().clone();
+    let envelope_text = header(&hs, h::MEDIA_ENVELOPE).unwrap_or("").to_string();
+    let r = Req {
+        method: "POST",
+        path: &path,
+        transfer_key: &key,
+        // The signature covers the envelope's ciphertext as the header names it.
+        body_sha256: None,
     };
-    if staged.sha256 != t.resource_hash {
-        let detail = format!(
-            "media sha256 {} does not match the registered resource_hash {}",
-            staged.sha256, t.resource_hash
-        );
-        staged.discard();
-        set_status(&state, &key, "inconsistent", &detail, None).await?;
-        tracing::warn!(transfer = %key, node = %node.key, "{detail}");
-        let t = load(&state, &node, &key).await?;
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(t.body())).into_response());
-    }
-    if signed_body_sha256.is_some_and(|d| d != staged.sha256) {
-        staged.discard();
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "the media does not hash to the signed X-Lxgate-Content-Sha256: it changed after signing",
+    let (t, node) = match known_transfer(&state, &hs, source, &key, r).await? {
+        Ok(x) => x,
+        Err(resp) => return Ok(resp),
+    };
+    state.accepting()?;
+    let content_type = header(&hs, "content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if content_type != MEDIA_CONTENT_TYPE {
+        let shown = if content_type.is_empty() {
+            "missing".to_string()
+        } else {
+            content_type
+        };
+        return Ok(answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            reply::detail(&format!(
+                "Unsupported media type \"{}\" in request.",
+                crate::ingest::name::escaped_prefix(&shown)
+            )),
         ));
     }
+    let size = header(&hs, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let Some(size) = size.filter(|s| *s > 0) else {
+        return Ok(refused(Refusal::media(
+            "content_length",
+            "A positive fixed ciphertext length is required.",
+        )));
+    };
+    if header(&hs, h::MEDIA_ROLE)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+        != Some(MEDIA_ROLE_PROCESSED)
+    {
+        return Ok(refused(Refusal::media(
+            "media_role",
+            "Only anonymized processed media may be uploaded for transfers.",
+        )));
+    }
+    if envelope_text.is_empty() {
+        return Ok(refused(Refusal::media(
+            "envelope",
+            "A typed recipient-encrypted media envelope is required; plaintext uploads are prohibited.",
+        )));
+    }
+    if envelope_text.len() > MAX_ENVELOPE_HEADER_BYTES {
+        return Ok(refused(Refusal::media(
+            "envelope",
+            "Hub media envelope metadata exceeds the header limit.",
+        )));
+    }
+    let limit = state.config.hub_receiver.max_media_size;
+    if limit == 0 || size > limit {
+        return Ok(refused(Refusal::media(
+            "file",
+            "Uploaded media exceeds the configured size limit.",
+        )));
+    }
+    let status = TransferStatus::parse(&t.status);
+    if status == Some(TransferStatus::Inconsistent) {
+        return Ok(refused(Refusal::media(
+            "detail",
+            "Media cannot be attached to an inconsistent or rejected transfer.",
+        )));
+    }
+    if t.transfer_mode != TransferMode::MetadataAndProcessedMedia.as_str() {
+        return Ok(refused(Refusal::media(
+            "detail",
+            "Processed media upload requires metadata_and_processed_media transfer mode.",
+        )));
+    }
+    let envelope = match Envelope::parse(&envelope_text) {
+        Ok(e) => e,
+        Err(r) => return Ok(envelope_refused(r)),
+    };
+    if !envelope.identity_mismatches(&t.identity()).is_empty() {
+        return Ok(envelope_refused(Rejection::IdentityMismatch));
+    }
+    if size != envelope.plaintext_size {
+        return Ok(envelope_refused(Rejection::CiphertextSizeMismatch));
+    }
+    let Some(_lease) = Lease::take(&key) else {
+        let mut body = t.json();
+        body["detail"] = json!(reply::MEDIA_IN_PROGRESS);
+        return Ok(answer(StatusCode::CONFLICT, body));
+    };
+    let files = state.config.hub_receiver.recipient_key_files.clone();
+    let keyring = match tokio::task::spawn_blocking(move || Keyring::load(&files, true)).await {
+        Ok(Ok(k)) => k,
+        Ok(Err(e)) => {
+            tracing::error!("the hub's recipient keys do not load: {e}");
+            return Ok(envelope_refused(
+                Rejection::RecipientKeyConfigurationInvalid,
+            ));
+        }
+        Err(e) => return Err(ApiError::internal("loading the recipient keys", e)),
+    };
+    let opening = match Opening::start(&envelope, &keyring) {
+        Ok(o) => o,
+        Err(r) => return Ok(envelope_refused(r)),
+    };
+    let _slot = state.uploads.admit()?;
+    let kind = if t.kind == "report" {
+        Kind::Report
+    } else {
+        Kind::Video
+    };
+    // Decrypted on the way into staging: the ingest core hashes the plaintext and stores
+    // it in the form the policy keeps this kind in (a report sealed to the hub's master
+    // identity), and nothing is committed until the tag checked out.
+    let opening = std::sync::Arc::new(Mutex::new(Some(opening)));
+    let o = opening.clone();
+    let body = req.into_body().into_data_stream().map(move |chunk| {
+        chunk.map(|c| {
+            let mut buf = bytes::BytesMut::from(&c[..]);
+            if let Some(o) = o.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                o.update(&mut buf);
+            }
+            buf.freeze()
+        })
+    });
+    let staged = ingest::stream::stage(&state.storage.for_kind(kind), Box::pin(body), size).await;
+    let opening = opening
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .expect("the opening is taken once");
+    let staged = match staged {
+        Ok(s) => s,
+        Err(ingest::IngestError::TooLarge { .. }) => {
+            return Ok(envelope_refused(Rejection::CiphertextSizeMismatch))
+        }
+        Err(ingest::IngestError::Source(why)) => {
+            tracing::warn!(boundary = "transfer", outcome = "refused", transfer_key = %key, "the media body broke off: {why}");
+            return Ok(envelope_refused(Rejection::StreamIncomplete));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let opened = match opening.finish() {
+        Ok(o) => o,
+        Err(r) => {
+            staged.discard();
+            tracing::warn!(boundary = "transfer", outcome = "refused", transfer_key = %key, node = %node.key, code = r.code(), "media envelope refused");
+            return Ok(envelope_refused(r));
+        }
+    };
+    // A signed upload (lxgate senders) declared the ciphertext's hash; the signature
+    // checked out in the gate, so the header is the site's own statement.
+    if header(&hs, signing::SIGNATURE).is_some()
+        && header(&hs, signing::CONTENT_SHA256).map(str::to_ascii_lowercase)
+            != Some(opened.ciphertext_sha256.clone())
+    {
+        staged.discard();
+        return Ok(forbidden(
+            "the ciphertext does not hash to X-Lxgate-Content-Sha256: it changed after signing",
+        ));
+    }
+    if status == Some(TransferStatus::Applied) {
+        staged.discard();
+        let exact = t
+            .receipt
+            .as_ref()
+            .and_then(|r| serde_json::from_value::<Receipt>(r.clone()).ok())
+            .is_some_and(|r| {
+                r.envelope_fingerprint_sha256 == opened.fingerprint
+                    && r.ciphertext_sha256 == opened.ciphertext_sha256
+                    && r.ciphertext_size == opened.ciphertext_size
+            });
+        if exact {
+            return Ok(answer(StatusCode::OK, t.json()));
+        }
+        let detail = "Applied Hub media transfer received a conflicting envelope replay; the previously authenticated artifact was preserved";
+        set_status(
+            &state,
+            &key,
+            TransferStatus::Inconsistent,
+            decision::MARK_INCONSISTENT,
+            detail,
+        )
+        .await?;
+        let t = load(&state, &key).await?.expect("the transfer exists");
+        let mut body = t.json();
+        body["detail"] = json!(detail);
+        return Ok(answer(StatusCode::CONFLICT, body));
+    }
+    let suffix = t.resource_rows["video_file"]["suffix"]
+        .as_str()
+        .filter(|s| {
+            s.len() <= 9 && s.starts_with('.') && s[1..].bytes().all(|c| c.is_ascii_alphanumeric())
+        })
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| {
+            if kind == Kind::Report {
+                ".pdf".into()
+            } else {
+                ".mp4".into()
+            }
+        });
     let job = NewJob {
         boundary: Boundary::HubTransfer,
         source_system: format!("hub:{}", node.key),
         center_id: node.center_id,
-        original_name: name,
-        kind: Kind::parse(&t.kind).unwrap_or(Kind::Video),
+        // The hub sees no original file name (it may name a patient): the processed hash.
+        original_name: format!("{}{suffix}", t.processed_media_hash()),
+        kind,
         idempotency_key: Some(key.clone()),
         metadata_hash: None,
         provenance: json!({
             "boundary": "hub_transfer",
             "transfer_key": key,
+            "transfer_id": t.id,
             "source_node_key": node.key,
             "target_node_key": t.target_node_key,
             "payload_schema_version": t.schema,
-            "client_cert_fingerprint": fingerprint,
+            "resource_hash": t.resource_hash,
+            "envelope_fingerprint_sha256": opened.fingerprint,
+            "client_cert_fingerprint": header(&hs, "x-client-cert-fingerprint"),
         }),
     };
     match ingest::commit(&state.pool, &state.storage, staged, job).await {
         Ok(outcome) => {
             let id = outcome.job().id;
-            set_status(&state, &key, "applied", "", Some(id)).await?;
-            tracing::info!(transfer = %key, job = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
+            let receipt = Receipt::for_envelope(
+                &envelope,
+                &opened,
+                &t.id.to_string(),
+                decision::SKIP_PRESERVED_STATE,
+            );
+            let client = state.pool.get().await?;
+            client
+                .execute(
+                    "UPDATE transfers SET transfer_status = 'applied', processing_decision = $2,
+                         detail = '', upload_job_id = $3, envelope_receipt = $4, updated_at = now()
+                     WHERE transfer_key = $1",
+                    &[
+                        &key,
+                        &decision::SKIP_PRESERVED_STATE,
+                        &id,
+                        &serde_json::to_value(&receipt).expect("serializes"),
+                    ],
+                )
+                .await?;
+            drop(client);
+            tracing::info!(boundary = "transfer", outcome = "applied", transfer_key = %key, job_id = %id, dedupe = outcome.is_dedupe(), "hub transfer applied");
             crate::audit::Event {
                 event: "transfer_applied",
                 outcome: "ok",
@@ -639,12 +991,20 @@ pub async fn media(
                 ..Default::default()
             }
             .emit();
-            Ok(Json(load(&state, &node, &key).await?.body()).into_response())
+            let t = load(&state, &key).await?.expect("the transfer exists");
+            Ok(answer(StatusCode::OK, t.json()))
         }
         Err(e) => {
             let err: ApiError = e.into();
             let detail = format!("storing the media failed on the hub: {}", err.message);
-            set_status(&state, &key, "failed", &detail, None).await?;
+            set_status(
+                &state,
+                &key,
+                TransferStatus::Failed,
+                decision::WAIT_FOR_MISSING_MEDIA,
+                &detail,
+            )
+            .await?;
             Err(err)
         }
     }

@@ -1,16 +1,26 @@
-//! Tables → preanonymized pairs (text + sidecar), as endoreg-db's importer groups them:
-//! rows by (PatientNr, FallNr); one pair per text-bearing row (cwd, briefe,
-//! radiologie); a case with no text-bearing row gets one pair from its
-//! highest-priority anchor row.
+//! Rows → preanonymized pairs (text + sidecar), exactly as endoreg-db 1.6.5's
+//! converter (`services/interoperability/sap_ish_import.py`) builds them:
+//! rows grouped by case (PatientNr, FallNr), a patient's case-less rows joined to each
+//! of their cases; per case one pair for each text row (cwd, briefe, radiologie), or
+//! one from its anchor row with a case summary; then one pair per patient without any
+//! case. Pairs are numbered over the whole bundle.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use chrono::NaiveDateTime;
 
-use super::tables::{parse_datetime, Table};
+use super::sidecar::Json;
+use super::tables::Row;
+use super::values;
 
-/// Anchor tables for cases without text, highest priority first.
-const ANCHOR_PRIORITY: &[&str] = &[
+/// Table types whose rows carry report text.
+const TEXT_TYPES: &[&str] = &["cwd", "briefe", "radiologie"];
+
+/// Anchor priority, highest first; also the order of the case summary's sections.
+const ANCHOR_TYPES: &[&str] = &[
+    "cwd",
+    "briefe",
+    "radiologie",
     "pathodocs",
     "prozeduren",
     "diagnosen",
@@ -18,268 +28,315 @@ const ANCHOR_PRIORITY: &[&str] = &[
     "bewegungen",
     "meona_medikamente",
     "stammdaten",
+    "patienten",
 ];
+
+/// A row's timestamp: the first of these columns that holds one.
+const TIMESTAMP_FIELDS: &[&str] = &[
+    "dokumentzeit",
+    "date_erstellzeit",
+    "zugangszeit",
+    "diagnosezeit",
+    "beginnzeit",
+    "apply_date",
+    "prepare_date",
+    "creation_date",
+];
+
+/// The report text columns, in the order the first non-blank one is taken.
+const TEXT_FIELDS: &[&str] = &["pmd_anam", "str_text", "befund", "kurbefund", "beurteilung"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pair {
     pub stem: String,
+    /// The carrier `.txt`: the text and one newline.
     pub text: String,
-    pub sidecar: BTreeMap<String, Value>,
+    /// The sidecar `.json`, byte for byte.
+    pub sidecar: String,
 }
 
+/// The center written into every sidecar.
 pub struct Center<'a> {
     pub key: &'a str,
     pub name: &'a str,
 }
 
-/// Lowercase ASCII letters and digits; every other run of characters becomes one '-'.
-pub fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let t = out.trim_matches('-').to_string();
-    if t.is_empty() {
-        "x".into()
-    } else {
-        t
-    }
+/// The longest file name Linux takes, in bytes; the sidecar's temporary name
+/// (`.<stem>.json.tmp`) is the longest one lxgate writes.
+const NAME_MAX: usize = 255;
+
+fn row_time(row: &Row) -> Option<NaiveDateTime> {
+    TIMESTAMP_FIELDS.iter().find_map(|f| row.time(f))
 }
 
-fn gender(g: &str) -> &'static str {
-    match g.trim().to_ascii_lowercase().as_str() {
-        "m" | "male" | "männlich" | "maennlich" => "male",
-        "w" | "f" | "female" | "weiblich" => "female",
-        "d" | "x" | "other" | "divers" => "other",
-        _ => "unknown",
-    }
+fn preferred_text(row: &Row) -> Option<&str> {
+    TEXT_FIELDS.iter().find_map(|f| row.text(f))
 }
 
-fn text_of(t: &Table, row: &[String]) -> Option<String> {
-    let text = match t.kind {
-        "cwd" => t.get(row, "pmdAnam").to_string(),
-        "briefe" => t.get(row, "strText").to_string(),
-        "radiologie" => ["kurbefund", "befund", "beurteilung"]
-            .iter()
-            .map(|c| t.get(row, c))
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-        _ => return None,
-    };
-    // SAP exports escape line breaks inside a cell.
-    let text = text.replace("\\n", "\n");
-    (!text.trim().is_empty()).then_some(text)
-}
-
-fn date_column(kind: &str) -> &'static str {
-    match kind {
-        "briefe" => "dateErstellzeit",
-        "prozeduren" | "bewegungen" => "Beginnzeit",
-        "meona_medikamente" => "Verabreichungszeit",
-        _ => "Dokumentzeit",
-    }
-}
-
-/// A case summary for anchors without free text: one `column: value` line per column.
-fn summary_of(t: &Table, row: &[String]) -> String {
-    t.header
+fn anchor_rank(t: &str) -> usize {
+    ANCHOR_TYPES
         .iter()
-        .zip(row)
-        .filter(|(h, v)| {
-            !v.trim().is_empty()
-                && !h.eq_ignore_ascii_case("PatientNr")
-                && !h.eq_ignore_ascii_case("FallNr")
+        .position(|x| *x == t)
+        .unwrap_or(ANCHOR_TYPES.len())
+}
+
+/// `_pick_anchor_row`: by type priority, earliest timestamp (none sorts last), file
+/// name, row number; the first of equals.
+fn anchor<'a>(rows: &[&'a Row]) -> &'a Row {
+    rows.iter()
+        .min_by(|a, b| {
+            (
+                anchor_rank(a.document_type),
+                row_time(a).unwrap_or_else(values::latest),
+                &a.source_file,
+                a.row_number,
+            )
+                .cmp(&(
+                    anchor_rank(b.document_type),
+                    row_time(b).unwrap_or_else(values::latest),
+                    &b.source_file,
+                    b.row_number,
+                ))
         })
-        .map(|(h, v)| format!("{h}: {}", v.trim()))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .copied()
+        .expect("a group has rows")
 }
 
-/// One pair to be: the case it belongs to, its document type and text, and the row
-/// it came from.
-struct Source<'a> {
-    patient: String,
-    case: String,
-    doctype: &'static str,
-    text: String,
-    table: &'a Table,
-    row: &'a [String],
+fn seconds(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-pub fn pairs(tables: &[Table], center: &Center) -> Vec<Pair> {
-    // Genders by patient from stammdaten/patienten.
-    let mut genders: BTreeMap<String, &'static str> = BTreeMap::new();
-    for t in tables
-        .iter()
-        .filter(|t| t.kind == "stammdaten" || t.kind == "patienten")
-    {
-        for r in &t.rows {
-            genders.insert(
-                t.get(r, "PatientNr").to_string(),
-                gender(t.get(r, "Geschlecht")),
-            );
-        }
+/// The per-type details of one summary line.
+fn details(row: &Row) -> Vec<String> {
+    let mut d = Vec::new();
+    if let Some(t) = row_time(row) {
+        d.push(seconds(t));
     }
-    let mut out: Vec<Source> = Vec::new();
-    let mut cases_with_text = std::collections::BTreeSet::new();
-    for t in tables {
-        for r in &t.rows {
-            if let Some(text) = text_of(t, r) {
-                let key = (
-                    t.get(r, "PatientNr").to_string(),
-                    t.get(r, "FallNr").to_string(),
-                );
-                cases_with_text.insert(key.clone());
-                out.push(Source {
-                    patient: key.0,
-                    case: key.1,
-                    doctype: t.kind,
-                    text,
-                    table: t,
-                    row: r,
-                });
-            }
+    let v = |f: &str| row.text(f).map(str::to_string);
+    match row.document_type {
+        "diagnosen" => d.extend(v("diagnoseschluessel_1").map(|c| format!("code={c}"))),
+        "labor" => {
+            d.extend(v("leistungstext").or_else(|| v("leistung")));
+            d.extend(v("messwert").map(|m| format!("value={m}")));
         }
+        "prozeduren" => d.extend(v("op_code").map(|c| format!("op_code={c}"))),
+        "bewegungen" => {
+            d.extend(v("behandlungsort"));
+            d.extend(v("fachabteilung"));
+            d.extend(v("zimmer").map(|r| format!("room={r}")));
+        }
+        "pathodocs" => {
+            d.extend(v("dokumentnummer").map(|x| format!("document_id={x}")));
+            d.extend(v("dokumenttyp_id").map(|x| format!("type={x}")));
+        }
+        "meona_medikamente" => {
+            d.extend(v("tradename"));
+            d.extend(v("actual_dose").map(|x| format!("dose={x}")));
+            d.extend(v("unit_dose_name"));
+        }
+        _ => {}
     }
-    // Cases without a text-bearing row: one pair from the best anchor row.
-    let mut anchors: BTreeMap<(String, String), (usize, &Table, &Vec<String>)> = BTreeMap::new();
-    for t in tables {
-        let Some(prio) = ANCHOR_PRIORITY.iter().position(|k| *k == t.kind) else {
+    d
+}
+
+/// `_build_case_summary`: the text of a pair whose row has no report text.
+fn case_summary(rows: &[&Row]) -> String {
+    let a = anchor(rows);
+    let mut lines = Vec::new();
+    let (patient, case) = (a.text("patient_nr"), a.text("fall_nr"));
+    if patient.is_some() || case.is_some() {
+        lines.push("Case summary generated from SAP IS-H tabular export".to_string());
+        lines.extend(patient.map(|p| format!("PatientNr: {p}")));
+        lines.extend(case.map(|c| format!("FallNr: {c}")));
+    }
+    for t in ANCHOR_TYPES {
+        let of_type: Vec<&Row> = rows
+            .iter()
+            .copied()
+            .filter(|r| r.document_type == *t)
+            .collect();
+        if of_type.is_empty() {
             continue;
+        }
+        lines.push(format!("{t}: {} row(s)", of_type.len()));
+        for r in of_type.iter().take(5) {
+            let d = details(r);
+            if !d.is_empty() {
+                lines.push(format!("- {}", d.join(" | ")));
+            }
+        }
+    }
+    values::strip(&lines.join("\n")).to_string()
+}
+
+fn columns(cols: &[(String, Option<String>)]) -> Json {
+    Json::Obj(
+        cols.iter()
+            .map(|(k, v)| (k.clone(), v.clone().map(Json::Str).unwrap_or(Json::Null)))
+            .collect(),
+    )
+}
+
+/// `_build_enriched_raw_columns`.
+fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
+    let mut by_type: BTreeMap<String, Json> = BTreeMap::new();
+    for r in related {
+        let entry = Json::Obj(BTreeMap::from([
+            ("source_file".into(), Json::Str(r.source_file.clone())),
+            ("row_number".into(), Json::Int(r.row_number as u64)),
+            ("raw_columns".into(), columns(&r.raw_columns)),
+            ("unknown_columns".into(), columns(&r.unknown_columns)),
+        ]));
+        match by_type
+            .entry(r.document_type.to_string())
+            .or_insert_with(|| Json::Arr(Vec::new()))
+        {
+            Json::Arr(v) => v.push(entry),
+            _ => unreachable!("only arrays are inserted"),
+        }
+    }
+    let files: std::collections::BTreeSet<&str> =
+        related.iter().map(|r| r.source_file.as_str()).collect();
+    Json::Obj(BTreeMap::from([
+        (
+            "primary_row".into(),
+            Json::Obj(BTreeMap::from([
+                (
+                    "document_type".into(),
+                    Json::Str(primary.document_type.into()),
+                ),
+                ("source_file".into(), Json::Str(primary.source_file.clone())),
+                ("row_number".into(), Json::Int(primary.row_number as u64)),
+                ("raw_columns".into(), columns(&primary.raw_columns)),
+            ])),
+        ),
+        ("related_rows_by_type".into(), Json::Obj(by_type)),
+        (
+            "source_files".into(),
+            Json::Arr(files.into_iter().map(|f| Json::Str(f.into())).collect()),
+        ),
+    ]))
+}
+
+/// `build_preanonymized_payload` plus `_build_payload_for_case`: the sidecar and the text.
+fn payload(primary: &Row, related: &[&Row], center: &Center) -> (BTreeMap<String, Json>, String) {
+    let mut p: BTreeMap<String, Json> = BTreeMap::new();
+    fn put(p: &mut BTreeMap<String, Json>, k: &str, v: Option<&str>) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            p.insert(k.to_string(), Json::Str(v.to_string()));
+        }
+    }
+    let mut put = |k: &str, v: Option<&str>| put(&mut p, k, v);
+    let external_id = primary
+        .text("patient_nr")
+        .or_else(|| primary.text("source_patient_id"));
+    put("external_id", external_id);
+    put("casenumber", primary.text("fall_nr"));
+    put("source_system", Some("sap_ish"));
+    put(
+        "original_document_id",
+        primary
+            .text("dokumentnummer")
+            .or_else(|| primary.text("main_order_id"))
+            .or_else(|| primary.text("medication_row_id")),
+    );
+    put("original_document_version", primary.text("dokumentversion"));
+    put("center_name", Some(center.name));
+    put("center_key", Some(center.key));
+    let origin = if center.key.is_empty() {
+        "sap_ish".to_string()
+    } else {
+        format!("sap_ish:{}", center.key)
+    };
+    put("external_id_origin", Some(&origin));
+    let text = match preferred_text(primary) {
+        Some(t) => t.to_string(),
+        None => case_summary(related),
+    };
+    put("anonymized_text", Some(&text));
+    put("text", Some(&text));
+    let gender = values::gender(primary.text("geschlecht")).or_else(|| {
+        related
+            .iter()
+            .find_map(|r| values::gender(r.text("geschlecht")))
+    });
+    put("patient_gender", gender.as_deref());
+    let when = row_time(primary).or_else(|| related.iter().filter_map(|r| row_time(r)).min());
+    if let Some(t) = when {
+        put("examination_date", Some(&t.format("%Y-%m-%d").to_string()));
+        put("examination_time", Some(&t.format("%H:%M:%S").to_string()));
+    }
+    p.insert("raw_columns".into(), raw_columns(primary, related));
+    p.insert(
+        "source_document_type".into(),
+        Json::Str(primary.document_type.into()),
+    );
+    (p, text)
+}
+
+fn pair(index: usize, primary: &Row, related: &[&Row], center: &Center) -> Result<Pair, String> {
+    let (sidecar, text) = payload(primary, related, center);
+    let token = |k: &str, fallback: &str| {
+        let v = match sidecar.get(k) {
+            Some(Json::Str(s)) => Some(s.as_str()),
+            _ => None,
         };
-        for r in &t.rows {
-            let key = (
-                t.get(r, "PatientNr").to_string(),
-                t.get(r, "FallNr").to_string(),
-            );
-            if key.1.is_empty() || cases_with_text.contains(&key) {
-                continue;
-            }
-            let better = anchors.get(&key).is_none_or(|(p, _, _)| prio < *p);
-            if better {
-                anchors.insert(key, (prio, t, r));
+        values::slug(v, fallback)
+    };
+    let stem = format!(
+        "sap_ish_{index:04}_{}_{}_{}",
+        values::slug(Some(primary.document_type), "document"),
+        token("external_id", "patient"),
+        token("casenumber", &format!("case_{index:04}"))
+    );
+    if ".".len() + stem.len() + ".json.tmp".len() > NAME_MAX {
+        return Err(format!(
+            "pair {index} would be named {stem:?}, longer than a file name may be ({NAME_MAX} bytes); shorten the patient or case numbers in the export"
+        ));
+    }
+    Ok(Pair {
+        stem,
+        text: format!("{}\n", values::strip(&text)),
+        sidecar: Json::Obj(sidecar).to_python(),
+    })
+}
+
+/// All pairs of a bundle's rows (rows in the reference's file and row order).
+pub fn pairs(rows: &[Row], center: &Center) -> Result<Vec<Pair>, String> {
+    let mut cases: BTreeMap<(&str, &str), Vec<&Row>> = BTreeMap::new();
+    let mut patients: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        match (r.text("patient_nr"), r.text("fall_nr")) {
+            (Some(p), Some(c)) => cases.entry((p, c)).or_default().push(r),
+            (p, _) => {
+                if let Some(p) = p.or_else(|| r.text("source_patient_id")) {
+                    patients.entry(p).or_default().push(r);
+                }
             }
         }
     }
-    for ((patient, case), (_, t, r)) in anchors {
-        out.push(Source {
-            patient,
-            case,
-            doctype: t.kind,
-            text: summary_of(t, r),
-            table: t,
-            row: r,
-        });
-    }
-    out.into_iter()
-        .enumerate()
-        .map(
-            |(
-                i,
-                Source {
-                    patient,
-                    case,
-                    doctype,
-                    text,
-                    table: t,
-                    row: r,
-                },
-            )| {
-                let mut sc: BTreeMap<String, Value> = BTreeMap::new();
-                let mut put = |k: &str, v: &str| {
-                    if !v.trim().is_empty() {
-                        sc.insert(k.to_string(), Value::String(v.to_string()));
-                    }
-                };
-                put("external_id", &patient);
-                put("external_id_origin", &format!("sap_ish:{}", center.key));
-                put("casenumber", &case);
-                put("text", &text);
-                put("anonymized_text", &text);
-                put(
-                    "patient_gender",
-                    genders.get(&patient).copied().unwrap_or("unknown"),
-                );
-                put("source_system", "sap_ish");
-                put("source_document_type", doctype);
-                put("original_document_id", t.get(r, "Dokumentnummer"));
-                put("original_document_version", t.get(r, "Dokumentversion"));
-                put("center_key", center.key);
-                put("center_name", center.name);
-                if let Some((d, time)) = parse_datetime(t.get(r, date_column(t.kind))) {
-                    put("examination_date", &d);
-                    put("examination_time", time.as_deref().unwrap_or(""));
-                }
-                let raw: serde_json::Map<String, Value> = t
-                    .header
-                    .iter()
-                    .zip(r.iter())
-                    .filter(|(_, v)| !v.trim().is_empty())
-                    .map(|(h, v)| (h.clone(), Value::String(v.trim().to_string())))
-                    .collect();
-                if !raw.is_empty() {
-                    sc.insert("raw_columns".into(), Value::Object(raw));
-                }
-                Pair {
-                    stem: format!(
-                        "sap_ish_{:04}_{}_{}_{}",
-                        i + 1,
-                        slug(doctype),
-                        slug(&patient),
-                        slug(&case)
-                    ),
-                    text,
-                    sidecar: sc,
-                }
-            },
-        )
-        .collect()
-}
-
-/// Sorted keys, two-space indent, every non-ASCII character escaped (`\uXXXX`, with
-/// surrogate pairs): the shape of Python's `json.dumps(sort_keys=True, indent=2)`.
-pub fn sidecar_json(sc: &BTreeMap<String, Value>) -> String {
-    let pretty = serde_json::to_string_pretty(sc).expect("strings serialize");
-    let mut out = String::with_capacity(pretty.len());
-    for c in pretty.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut buf = [0u16; 2];
-            for unit in c.encode_utf16(&mut buf) {
-                out.push_str(&format!("\\u{unit:04x}"));
-            }
+    let mut out = Vec::new();
+    for ((patient, _), case_rows) in &cases {
+        let mut related = case_rows.clone();
+        related.extend(patients.get(patient).into_iter().flatten());
+        let mut primaries: Vec<&Row> = related
+            .iter()
+            .copied()
+            .filter(|r| TEXT_TYPES.contains(&r.document_type) && preferred_text(r).is_some())
+            .collect();
+        if primaries.is_empty() {
+            primaries.push(anchor(&related));
+        }
+        for primary in primaries {
+            out.push(pair(out.len() + 1, primary, &related, center)?);
         }
     }
-    out.push('\n');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sidecar_is_ascii_sorted_and_round_trips() {
-        let mut sc = BTreeMap::new();
-        sc.insert("text".to_string(), Value::String("Größe 😀".into()));
-        sc.insert("casenumber".to_string(), Value::String("7".into()));
-        let j = sidecar_json(&sc);
-        assert!(j.is_ascii());
-        assert!(j.find("casenumber").unwrap() < j.find("text").unwrap());
-        assert!(j.contains("\\u00df") && j.contains("\\ud83d\\ude00"), "{j}");
-        let back: BTreeMap<String, Value> = serde_json::from_str(&j).unwrap();
-        assert_eq!(back, sc);
+    let with_cases: std::collections::BTreeSet<&str> = cases.keys().map(|(p, _)| *p).collect();
+    for (patient, related) in &patients {
+        if with_cases.contains(patient) {
+            continue;
+        }
+        out.push(pair(out.len() + 1, anchor(related), related, center)?);
     }
-
-    #[test]
-    fn slugs() {
-        assert_eq!(slug("P-00 12/ä"), "p-00-12");
-        assert_eq!(slug("///"), "x");
-    }
+    Ok(out)
 }

@@ -5,7 +5,10 @@
 pub mod bundle;
 pub mod convert;
 pub mod sample;
+pub mod sidecar;
 pub mod tables;
+pub mod templates;
+pub mod values;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::durable::sync_dir;
 use crate::ingest::settle;
+use crate::progress::{Progress, Total};
 pub use bundle::Limits;
 pub use convert::{Center, Pair};
 
@@ -31,6 +35,7 @@ pub struct MatchedTable {
 #[derive(Debug, serde::Serialize)]
 pub struct SkippedTable {
     pub file: String,
+    pub reason: String,
     pub header: Vec<String>,
 }
 
@@ -43,21 +48,36 @@ pub struct Conversion {
 
 /// Bytes of a bundle → pairs, or the reason it is refused. Pure: no filesystem.
 pub fn convert_bundle(bytes: &[u8], limits: Limits, center: &Center) -> Result<Conversion, String> {
-    let (entries, others) = bundle::read(bytes, limits).map_err(|e| e.to_string())?;
-    let mut found = Vec::new();
+    let contents = bundle::read(bytes, limits).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut matched = Vec::new();
     let mut skipped = Vec::new();
-    for e in &entries {
-        match tables::parse(&e.name, &e.bytes)? {
-            tables::Matched::Table(t) => found.push(t),
-            tables::Matched::Skipped { file, header } => {
-                skipped.push(SkippedTable { file, header })
+    for e in &contents.tables {
+        match tables::parse(e)? {
+            tables::Parsed::Table {
+                document_type,
+                encoding,
+                rows: r,
+            } => {
+                matched.push(MatchedTable {
+                    file: e.name.clone(),
+                    table: document_type,
+                    encoding,
+                    rows: r.len(),
+                });
+                rows.extend(r);
             }
+            tables::Parsed::Skipped { reason, header } => skipped.push(SkippedTable {
+                file: e.name.clone(),
+                reason,
+                header,
+            }),
         }
     }
-    if found.is_empty() {
-        let expected = tables::TABLE_TYPES
+    if matched.is_empty() {
+        let expected = templates::TEMPLATES
             .iter()
-            .map(|t| format!("{} ({})", t.name, t.required.join(", ")))
+            .map(|t| format!("{} ({})", t.document_type, t.required.join(", ")))
             .collect::<Vec<_>>()
             .join("; ");
         let seen = if skipped.is_empty() {
@@ -65,26 +85,17 @@ pub fn convert_bundle(bytes: &[u8], limits: Limits, center: &Center) -> Result<C
         } else {
             skipped
                 .iter()
-                .map(|s| format!("{}: [{}]", s.file, s.header.join(", ")))
+                .map(|s| format!("{}: [{}] ({})", s.file, s.header.join(", "), s.reason))
                 .collect::<Vec<_>>()
                 .join("; ")
         };
         return Err(format!("no supported table in the bundle. Expected a header with the columns of one of: {expected}. Headers seen: {seen}"));
     }
-    let matched = found
-        .iter()
-        .map(|t| MatchedTable {
-            file: t.file.clone(),
-            table: t.kind,
-            encoding: t.encoding,
-            rows: t.rows.len(),
-        })
-        .collect();
     Ok(Conversion {
-        pairs: convert::pairs(&found, center),
+        pairs: convert::pairs(&rows, center)?,
         matched,
         skipped,
-        others,
+        others: contents.others,
     })
 }
 
@@ -153,25 +164,25 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             manifest["other_entries"] = serde_json::to_value(&conv.others).unwrap_or_default();
             let taken = taken_by_others(&d.manifests, &sha);
             let mut written: Vec<String> = Vec::new();
+            let progress = Progress::start(
+                format!("sap-import {name}"),
+                Total {
+                    files: 2 * conv.pairs.len() as u64,
+                    bytes: None,
+                },
+            );
             for p in &conv.pairs {
                 let stem = if taken.contains(&p.stem) {
                     format!("{}__{sha8}", p.stem)
                 } else {
                     p.stem.clone()
                 };
-                // The carrier first, the sidecar last: the watcher never sees half a pair.
-                let res = write_atomic(
-                    &d.output,
-                    &format!("{stem}.txt"),
-                    format!("{}\n", p.text).as_bytes(),
-                )
-                .and_then(|_| {
-                    write_atomic(
-                        &d.output,
-                        &format!("{stem}.json"),
-                        convert::sidecar_json(&p.sidecar).as_bytes(),
-                    )
-                });
+                // The sidecar first, the carrier last: a carrier without a sidecar is a
+                // valid drop of its own, so the watcher must never see this one alone.
+                let res = write_atomic(&d.output, &format!("{stem}.json"), p.sidecar.as_bytes())
+                    .and_then(|_| {
+                        write_atomic(&d.output, &format!("{stem}.txt"), p.text.as_bytes())
+                    });
                 written.push(stem);
                 if let Err(e) = res {
                     for s in &written {
@@ -182,8 +193,10 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
                         "writing pairs failed: {e}; nothing was kept, the bundle can be retried"
                     ));
                 }
+                progress.add(2, (p.text.len() + p.sidecar.len()) as u64);
             }
             sync_dir(&d.output);
+            progress.finish();
             Ok(written)
         });
     match result {
@@ -197,7 +210,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             let dest = unique_dest(&d.processed, &name, sha8);
             std::fs::rename(path, &dest)?;
             sync_dir(&d.processed);
-            tracing::info!(zip = %name, pairs = stems.len(), outcome = "converted", "sap-import");
+            tracing::info!(boundary = "sap_import", zip = %name, pairs = stems.len(), outcome = "converted", "sap-import");
         }
         Err(reason) => {
             manifest["error"] = serde_json::Value::String(reason.clone());
@@ -211,7 +224,7 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
             std::fs::write(&reason_file, format!("{}\n", reason.replace('\n', " ")))?;
             std::fs::rename(path, &dest)?;
             sync_dir(&d.failed);
-            tracing::warn!(zip = %name, outcome = "failed", reason = %reason, "sap-import");
+            tracing::warn!(boundary = "sap_import", zip = %name, outcome = "failed", reason = %reason, "sap-import");
         }
     }
     Ok(())
@@ -272,11 +285,8 @@ pub fn run(
         .context(
             "no center for SAP sidecars: set [sap_import] center_key or LX_ANNOTATE_DEFAULT_CENTER",
         )?;
-    let center_name = cfg
-        .sap_import
-        .center_name
-        .clone()
-        .unwrap_or_else(|| center_key.clone());
+    // Like the reference's `--center_name`: written only when set.
+    let center_name = cfg.sap_import.center_name.clone().unwrap_or_default();
     let center = Center {
         key: &center_key,
         name: &center_name,

@@ -1,96 +1,20 @@
-//! Tab-separated tables: decoding, header matching against the known table types
-//! (SPEC §6; docs/sap-import.md lists them), and rows.
+//! Tab-separated tables as the reference reads them: decoded (UTF-8 with or without
+//! BOM, cp1252, latin-1), newlines unified, split by Python's `csv` rules (tab
+//! delimiter, `"` quoting with `""` escapes and embedded newlines), turned into records
+//! like `csv.DictReader`, matched against the templates, and normalised per row.
 
-/// A known table type: its name and the columns a header must contain.
-pub struct TableType {
-    pub name: &'static str,
-    pub required: &'static [&'static str],
-}
+use std::collections::{BTreeMap, BTreeSet};
 
-pub const TABLE_TYPES: &[TableType] = &[
-    TableType {
-        name: "cwd",
-        required: &[
-            "PatientNr",
-            "FallNr",
-            "Dokumentzeit",
-            "Dokumentnummer",
-            "Dokumentversion",
-            "pmdAnam",
-        ],
-    },
-    TableType {
-        name: "briefe",
-        required: &["PatientNr", "FallNr", "dateErstellzeit", "strText"],
-    },
-    TableType {
-        name: "radiologie",
-        required: &[
-            "PatientNr",
-            "FallNr",
-            "Dokumentzeit",
-            "Dokumentnummer",
-            "Dokumentversion",
-            "kurbefund",
-            "befund",
-            "beurteilung",
-        ],
-    },
-    TableType {
-        name: "pathodocs",
-        required: &[
-            "PatientNr",
-            "FallNr",
-            "Dokumentzeit",
-            "Dokumentnummer",
-            "Befundtext",
-        ],
-    },
-    TableType {
-        name: "prozeduren",
-        required: &["PatientNr", "FallNr", "OPCode", "Beginnzeit"],
-    },
-    TableType {
-        name: "diagnosen",
-        required: &["PatientNr", "FallNr", "Diagnosecode", "Diagnosetext"],
-    },
-    TableType {
-        name: "labor",
-        required: &[
-            "PatientNr",
-            "FallNr",
-            "Dokumentzeit",
-            "Leistung",
-            "Leistungstext",
-            "Messwert",
-        ],
-    },
-    TableType {
-        name: "bewegungen",
-        required: &["PatientNr", "FallNr", "Bewegungsart", "Beginnzeit"],
-    },
-    TableType {
-        name: "meona_medikamente",
-        required: &["PatientNr", "FallNr", "Medikament", "Verabreichungszeit"],
-    },
-    TableType {
-        name: "stammdaten",
-        required: &["PatientNr", "FallNr", "PatientAlter", "Geschlecht"],
-    },
-    TableType {
-        name: "patienten",
-        required: &["PatientNr", "PatientAlter", "Geschlecht"],
-    },
-];
+use chrono::NaiveDateTime;
 
-/// Decode in the reference's order: UTF-8 with BOM, UTF-8, cp1252, latin-1.
+use super::bundle::Entry;
+use super::templates::{Kind, Template, TEMPLATES};
+use super::values;
+
+/// Decode in the reference's order: UTF-8 (a leading BOM dropped), cp1252, latin-1.
 pub fn decode(bytes: &[u8]) -> (String, &'static str) {
-    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        if let Ok(s) = std::str::from_utf8(rest) {
-            return (s.to_string(), "utf-8-sig");
-        }
-    }
-    if let Ok(s) = std::str::from_utf8(bytes) {
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if let Ok(s) = std::str::from_utf8(body) {
         return (s.to_string(), "utf-8");
     }
     if let Some(s) = cp1252(bytes) {
@@ -115,107 +39,369 @@ fn cp1252(bytes: &[u8]) -> Option<String> {
         .collect()
 }
 
-#[derive(Debug, Clone)]
-pub struct Table {
-    pub file: String,
-    pub kind: &'static str,
-    pub encoding: &'static str,
-    pub header: Vec<String>,
-    pub rows: Vec<Vec<String>>,
+/// Python's text mode ("universal newlines"): `\r\n` and a lone `\r` become `\n`.
+fn unify_newlines(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\r', "\n")
 }
 
-impl Table {
-    /// Column value by name (case-insensitive), empty when absent.
-    pub fn get<'a>(&self, row: &'a [String], col: &str) -> &'a str {
-        self.header
-            .iter()
-            .position(|h| h.eq_ignore_ascii_case(col))
-            .and_then(|i| row.get(i))
-            .map(|s| s.trim())
-            .unwrap_or("")
+/// Python's `csv` field size limit (`csv.field_size_limit()`), in characters.
+pub const FIELD_LIMIT: usize = 131_072;
+
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    StartRecord,
+    StartField,
+    InField,
+    InQuoted,
+    QuoteInQuoted,
+    EatNewline,
+}
+
+/// A character, or the end of a line (`None`), as `_csv.c` feeds its state machine.
+struct Parser {
+    state: State,
+    fields: Vec<String>,
+    field: String,
+    len: usize,
+}
+
+impl Parser {
+    fn save(&mut self) {
+        self.fields.push(std::mem::take(&mut self.field));
+        self.len = 0;
     }
-}
 
-pub enum Matched {
-    Table(Table),
-    Skipped { file: String, header: Vec<String> },
-}
-
-/// Match a table's header: a type matches when every required column is present
-/// (case-insensitive); the best is the one with most required columns; a tie is an error.
-pub fn parse(file: &str, bytes: &[u8]) -> Result<Matched, String> {
-    let (text, encoding) = decode(bytes);
-    let mut lines = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty());
-    let Some(head) = lines.next() else {
-        return Ok(Matched::Skipped {
-            file: file.to_string(),
-            header: vec![],
-        });
-    };
-    let header: Vec<String> = head.split('\t').map(|h| h.trim().to_string()).collect();
-    let has = |c: &str| header.iter().any(|h| h.eq_ignore_ascii_case(c));
-    let mut best: Vec<&TableType> = Vec::new();
-    for t in TABLE_TYPES
-        .iter()
-        .filter(|t| t.required.iter().all(|c| has(c)))
-    {
-        match best.first() {
-            Some(b) if b.required.len() > t.required.len() => {}
-            Some(b) if b.required.len() == t.required.len() => best.push(t),
-            _ => best = vec![t],
+    fn add(&mut self, c: char) -> Result<(), String> {
+        if self.len >= FIELD_LIMIT {
+            return Err(format!("field larger than field limit ({FIELD_LIMIT})"));
         }
+        self.field.push(c);
+        self.len += 1;
+        Ok(())
     }
-    match best.as_slice() {
-        [] => Ok(Matched::Skipped {
-            file: file.to_string(),
-            header,
-        }),
-        [t] => Ok(Matched::Table(Table {
-            file: file.to_string(),
-            kind: t.name,
-            encoding,
-            rows: lines
-                .map(|l| l.split('\t').map(str::to_string).collect())
-                .collect(),
-            header,
-        })),
+
+    fn end_of(&mut self, eol: bool) {
+        self.save();
+        self.state = if eol {
+            State::StartRecord
+        } else {
+            State::EatNewline
+        };
+    }
+
+    fn feed(&mut self, c: Option<char>) -> Result<(), String> {
+        let newline = matches!(c, Some('\n' | '\r'));
+        let eol = c.is_none();
+        match self.state {
+            State::StartRecord if eol => {}
+            State::StartRecord if newline => self.state = State::EatNewline,
+            State::StartRecord | State::StartField => {
+                self.state = State::StartField;
+                match c {
+                    _ if eol || newline => self.end_of(eol),
+                    Some('"') => self.state = State::InQuoted,
+                    Some('\t') => self.save(),
+                    Some(c) => {
+                        self.add(c)?;
+                        self.state = State::InField;
+                    }
+                    None => unreachable!("handled as eol"),
+                }
+            }
+            State::InField => match c {
+                _ if eol || newline => self.end_of(eol),
+                Some('\t') => {
+                    self.save();
+                    self.state = State::StartField;
+                }
+                Some(c) => self.add(c)?,
+                None => unreachable!("handled as eol"),
+            },
+            State::InQuoted => match c {
+                None => {}
+                Some('"') => self.state = State::QuoteInQuoted,
+                Some(c) => self.add(c)?,
+            },
+            State::QuoteInQuoted => match c {
+                Some('"') => {
+                    self.add('"')?;
+                    self.state = State::InQuoted;
+                }
+                Some('\t') => {
+                    self.save();
+                    self.state = State::StartField;
+                }
+                _ if eol || newline => self.end_of(eol),
+                Some(c) => {
+                    self.add(c)?;
+                    self.state = State::InField;
+                }
+                None => unreachable!("handled as eol"),
+            },
+            State::EatNewline => match c {
+                _ if newline => {}
+                None => self.state = State::StartRecord,
+                Some(_) => {
+                    return Err("new-line character seen in unquoted field".into());
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Records as `csv.reader(..., delimiter="\t")` yields them, blank lines as `[]`.
+pub fn records(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut p = Parser {
+        state: State::StartRecord,
+        fields: Vec::new(),
+        field: String::new(),
+        len: 0,
+    };
+    let mut out = Vec::new();
+    let mut lines = text.split_inclusive('\n').peekable();
+    while lines.peek().is_some() {
+        // One record: lines until the state machine is back at a record start.
+        loop {
+            let Some(line) = lines.next() else {
+                // The input ended inside a quoted field: Python keeps what it has.
+                if p.len != 0 || p.state == State::InQuoted {
+                    p.save();
+                    out.push(std::mem::take(&mut p.fields));
+                }
+                return Ok(out);
+            };
+            for c in line.chars() {
+                p.feed(Some(c))?;
+            }
+            p.feed(None)?;
+            if p.state == State::StartRecord {
+                break;
+            }
+        }
+        out.push(std::mem::take(&mut p.fields));
+        p.len = 0;
+    }
+    Ok(out)
+}
+
+/// A header-keyed record: keys in first-seen order, later duplicates overwrite.
+type Record = Vec<(String, Option<String>)>;
+
+fn put(rec: &mut Record, key: &str, value: Option<String>) {
+    match rec.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => rec.push((key.to_string(), value)),
+    }
+}
+
+/// A row of a matched table, normalised as `normalize_document_row` does.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub document_type: &'static str,
+    pub source_file: String,
+    pub row_number: usize,
+    /// Template columns present, keyed by the original header, raw values.
+    pub raw_columns: Vec<(String, Option<String>)>,
+    /// The other columns, keyed by the original header, raw values.
+    pub unknown_columns: Vec<(String, Option<String>)>,
+    texts: BTreeMap<&'static str, Option<String>>,
+    times: BTreeMap<&'static str, Option<NaiveDateTime>>,
+}
+
+impl Row {
+    /// A text column's canonical value: stripped, blank as absent.
+    pub fn text(&self, target: &str) -> Option<&str> {
+        self.texts.get(target).and_then(|v| v.as_deref())
+    }
+
+    /// A timestamp column's canonical value.
+    pub fn time(&self, target: &str) -> Option<NaiveDateTime> {
+        self.times.get(target).copied().flatten()
+    }
+}
+
+/// What became of one `.txt` file.
+pub enum Parsed {
+    Table {
+        document_type: &'static str,
+        encoding: &'static str,
+        rows: Vec<Row>,
+    },
+    Skipped {
+        reason: String,
+        header: Vec<String>,
+    },
+}
+
+/// The best template for a header, as `resolve_document_template` ranks them: every
+/// required column present; most known columns, then fewest unknown ones; a tie is
+/// ambiguous.
+fn resolve(header: &[String]) -> Result<&'static Template, String> {
+    let keys: BTreeSet<String> = header.iter().map(|h| values::header_key(h)).collect();
+    let mut scored = Vec::new();
+    for t in TEMPLATES {
+        if !t
+            .required
+            .iter()
+            .all(|r| keys.contains(&values::header_key(r)))
+        {
+            continue;
+        }
+        let known: BTreeSet<String> = t.columns.iter().map(|c| values::header_key(c.0)).collect();
+        let matched = keys.iter().filter(|k| known.contains(*k)).count();
+        scored.push((t, matched, keys.len() - matched));
+    }
+    let Some(&(_, m, u)) = scored
+        .iter()
+        .max_by_key(|(_, m, u)| (*m, std::cmp::Reverse(*u)))
+    else {
+        return Err("No known tabular import template matches the provided headers".into());
+    };
+    let tied: Vec<_> = scored
+        .iter()
+        .filter(|(_, m2, u2)| *m2 == m && *u2 == u)
+        .map(|(t, _, _)| t.document_type)
+        .collect();
+    match tied.as_slice() {
+        [_] => Ok(scored
+            .iter()
+            .find(|(_, m2, u2)| *m2 == m && *u2 == u)
+            .map(|(t, _, _)| *t)
+            .expect("one")),
         many => Err(format!(
-            "{file}: header matches {} equally well; the bundle is ambiguous",
-            many.iter()
-                .map(|t| t.name)
-                .collect::<Vec<_>>()
-                .join(" and ")
+            "Ambiguous tabular import headers; matched: {}",
+            many.join(", ")
         )),
     }
 }
 
-/// `2024-03-01 10:00:00`, `01.03.2024 10:00`, `2024-03-01`, `01.03.2024` → (date, time).
-pub fn parse_datetime(s: &str) -> Option<(String, Option<String>)> {
-    use chrono::{NaiveDate, NaiveDateTime};
-    let s = s.trim();
-    for f in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%d.%m.%Y %H:%M:%S",
-        "%d.%m.%Y %H:%M",
-        "%Y-%m-%dT%H:%M:%S",
-    ] {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
-            return Some((
-                dt.date().format("%Y-%m-%d").to_string(),
-                Some(dt.time().format("%H:%M:%S").to_string()),
-            ));
+/// Where a template's columns sit in a file's records: computed once per file, since
+/// every record of a file has the same keys in the same order.
+struct Plan {
+    template: &'static Template,
+    /// (record index, canonical name, kind) per template column present. The last
+    /// header of a given key wins, as in the reference's lookup dict.
+    known: Vec<(usize, &'static str, Kind)>,
+    unknown: Vec<usize>,
+}
+
+impl Plan {
+    fn new(template: &'static Template, rec: &Record) -> Plan {
+        let keys: Vec<String> = rec.iter().map(|(k, _)| values::header_key(k)).collect();
+        let known = template
+            .columns
+            .iter()
+            .filter_map(|&(column, target, kind)| {
+                let want = values::header_key(column);
+                keys.iter()
+                    .rposition(|k| *k == want)
+                    .map(|i| (i, target, kind))
+            })
+            .collect();
+        let names: BTreeSet<String> = template
+            .columns
+            .iter()
+            .map(|c| values::header_key(c.0))
+            .collect();
+        let unknown = (0..keys.len())
+            .filter(|&i| !names.contains(&keys[i]))
+            .collect();
+        Plan {
+            template,
+            known,
+            unknown,
         }
     }
-    for f in ["%Y-%m-%d", "%d.%m.%Y"] {
-        if let Ok(d) = NaiveDate::parse_from_str(s, f) {
-            return Some((d.format("%Y-%m-%d").to_string(), None));
+
+    /// `normalize_document_row`: canonical values, template columns, unknown columns.
+    fn row(&self, rec: &Record, source_file: &str, row_number: usize) -> Row {
+        let mut raw_columns = Vec::with_capacity(self.known.len());
+        let mut texts = BTreeMap::new();
+        let mut times = BTreeMap::new();
+        for &(i, target, kind) in &self.known {
+            let (key, v) = &rec[i];
+            match kind {
+                Kind::Str => {
+                    texts.insert(target, values::text(v.as_deref()));
+                }
+                Kind::Datetime => {
+                    times.insert(target, values::timestamp(v.as_deref()));
+                }
+                // Ages and diagnosis flags reach no output.
+                Kind::Int | Kind::Bool => {}
+            }
+            raw_columns.push((key.clone(), v.clone()));
+        }
+        Row {
+            document_type: self.template.document_type,
+            source_file: source_file.to_string(),
+            row_number,
+            raw_columns,
+            unknown_columns: self.unknown.iter().map(|&i| rec[i].clone()).collect(),
+            texts,
+            times,
         }
     }
-    None
+}
+
+/// One `.txt` file: its rows under the matching template, or why it is skipped. An
+/// error refuses the whole bundle (the reference's reader raises there too).
+pub fn parse(entry: &Entry) -> Result<Parsed, String> {
+    let (text, encoding) = decode(&entry.bytes);
+    let mut recs = records(&unify_newlines(&text))
+        .map_err(|e| format!("{}: {e}", entry.name))?
+        .into_iter();
+    let header = recs.next().unwrap_or_default();
+    if header.is_empty() {
+        return Ok(Parsed::Skipped {
+            reason: "no header row".into(),
+            header,
+        });
+    }
+    let mut rows = Vec::new();
+    let mut plan: Option<Plan> = None;
+    let mut row_number = 1;
+    for fields in recs.filter(|r| !r.is_empty()) {
+        row_number += 1;
+        let mut rec: Record = Vec::with_capacity(header.len());
+        for (k, v) in header.iter().zip(&fields) {
+            put(&mut rec, k, Some(v.clone()));
+        }
+        for k in header.iter().skip(fields.len()) {
+            put(&mut rec, k, None);
+        }
+        // Columns with a blank header are dropped; so are surplus cells.
+        rec.retain(|(k, _)| !values::strip(k).is_empty());
+        if rec
+            .iter()
+            .all(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+        {
+            continue;
+        }
+        let plan = match &plan {
+            Some(p) => p,
+            None => {
+                let keys: Vec<String> = rec.iter().map(|(k, _)| k.clone()).collect();
+                match resolve(&keys) {
+                    Ok(t) => plan.insert(Plan::new(t, &rec)),
+                    Err(reason) => return Ok(Parsed::Skipped { reason, header }),
+                }
+            }
+        };
+        rows.push(plan.row(&rec, entry.file_name(), row_number));
+    }
+    match plan {
+        Some(p) => Ok(Parsed::Table {
+            document_type: p.template.document_type,
+            encoding,
+            rows,
+        }),
+        None => Ok(Parsed::Skipped {
+            reason: "no data rows".into(),
+            header,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -223,54 +409,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn docs_list_every_table_with_its_columns() {
-        let doc = include_str!("../../../docs/sap-import.md");
-        for t in TABLE_TYPES {
-            let row = format!("| `{}` | {} |", t.name, t.required.join(", "));
-            assert!(doc.contains(&row), "docs/sap-import.md lacks the row {row}");
-        }
-    }
-
-    #[test]
     fn encodings_in_order() {
-        assert_eq!(decode("\u{feff}Müller".as_bytes()).1, "utf-8-sig");
+        assert_eq!(
+            decode("\u{feff}Müller".as_bytes()),
+            ("Müller".into(), "utf-8")
+        );
         assert_eq!(decode("Müller".as_bytes()), ("Müller".into(), "utf-8"));
         assert_eq!(decode(b"M\xfcller \x80"), ("Müller €".into(), "cp1252"));
         assert_eq!(decode(b"M\xfcller \x81").1, "latin-1");
     }
 
     #[test]
-    fn dates_in_each_accepted_form() {
+    fn records_follow_python_csv() {
+        let r = records("a\t\"b\nc\"\td\n\n\"x\"\"y\"z\t\"open\n").unwrap();
         assert_eq!(
-            parse_datetime("2024-03-01 10:00:00"),
-            Some(("2024-03-01".into(), Some("10:00:00".into())))
+            r,
+            vec![
+                vec!["a".to_string(), "b\nc".into(), "d".into()],
+                vec![],
+                vec!["x\"yz".into(), "open\n".into()],
+            ]
         );
+        assert!(records(&"x".repeat(FIELD_LIMIT + 1)).is_err());
         assert_eq!(
-            parse_datetime("01.03.2024 10:00"),
-            Some(("2024-03-01".into(), Some("10:00:00".into())))
+            records(&"x".repeat(FIELD_LIMIT)).unwrap()[0][0].len(),
+            FIELD_LIMIT
         );
-        assert_eq!(
-            parse_datetime("2024-03-01"),
-            Some(("2024-03-01".into(), None))
-        );
-        assert_eq!(parse_datetime("gestern"), None);
-    }
-
-    #[test]
-    fn stammdaten_and_patienten_are_told_apart() {
-        let Matched::Table(t) = parse(
-            "a.txt",
-            b"PatientNr\tFallNr\tPatientAlter\tGeschlecht\n1\t2\t40\tW\n",
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(t.kind, "stammdaten");
-        let Matched::Table(t) =
-            parse("b.txt", b"patientnr\tPatientAlter\tGESCHLECHT\n1\t40\tW\n").unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(t.kind, "patienten");
     }
 }

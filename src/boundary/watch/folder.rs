@@ -8,7 +8,7 @@ pub struct Folder {
     pub name: &'static str,
     pub kind: Kind,
     pub extensions: &'static [&'static str],
-    /// Carriers need a `NAME.json` sidecar.
+    /// Carriers may come with a sidecar (`NAME.json`, `.yaml`, `.yml`).
     pub paired: bool,
 }
 
@@ -22,7 +22,8 @@ pub const FOLDERS: &[Folder] = &[
     Folder {
         name: "report_import",
         kind: Kind::Report,
-        extensions: &["pdf"],
+        // .txt as lx-annotate 1.6.4 accepts it (text/plain reports).
+        extensions: &["pdf", "txt"],
         paired: false,
     },
     Folder {
@@ -44,14 +45,18 @@ pub enum Entry {
     },
 }
 
+/// lx-annotate's `should_ignore_file` for one name: in-progress names are matched on
+/// the lower-cased name (a copy tool may write `CLIP.MP4.PART`), `.lock` as written.
 pub fn ignored_name(name: &str) -> bool {
     const PARTIAL: &[&str] = &[".tmp", ".part", ".partial", ".crdownload", ".download"];
+    let lower = name.to_lowercase();
     name.starts_with('.')
         || name.starts_with('~')
+        || name == "_processing"
         || name.ends_with(".lock")
-        || PARTIAL.iter().any(|s| name.ends_with(s))
-        || name.contains(".tmp.")
-        || name.contains(".part.")
+        || PARTIAL.iter().any(|s| lower.ends_with(s))
+        || lower.contains(".tmp.")
+        || lower.contains(".part.")
 }
 
 pub fn classify(folder: &Folder, name: &str, meta: &std::fs::Metadata) -> Entry {
@@ -82,7 +87,7 @@ pub fn classify(folder: &Folder, name: &str, meta: &std::fs::Metadata) -> Entry 
         Some((s, e)) if !s.is_empty() => (s.to_string(), e.to_ascii_lowercase()),
         _ => (name.to_string(), String::new()),
     };
-    if folder.paired && ext == "json" {
+    if folder.paired && crate::ingest::sidecar::SIDECAR_SUFFIXES.contains(&ext.as_str()) {
         return Entry::Candidate {
             is_sidecar: true,
             stem,
@@ -101,7 +106,7 @@ pub fn classify(folder: &Folder, name: &str, meta: &std::fs::Metadata) -> Entry 
         .collect::<Vec<_>>()
         .join(" ");
     let pair = if folder.paired {
-        ", each with a NAME.json sidecar"
+        ", each with an optional NAME.json, NAME.yaml or NAME.yml sidecar"
     } else {
         ""
     };
@@ -123,10 +128,20 @@ mod tests {
             "a.part.3",
             "a.crdownload",
             "b.mp4.download",
+            "Clip.MP4.PART",
+            "Report.PDF.CRDOWNLOAD",
+            "a.TMP.pdf",
+            "_processing",
         ] {
             assert!(ignored_name(n), "{n}");
         }
-        for n in ["clip.mp4", "partial_report.pdf", "tmp.pdf"] {
+        for n in [
+            "clip.mp4",
+            "partial_report.pdf",
+            "tmp.pdf",
+            "a.LOCK",
+            "CLIP.MP4",
+        ] {
             assert!(!ignored_name(n), "{n}");
         }
     }

@@ -69,6 +69,14 @@ impl Watcher {
         Duration::from_millis(self.cfg.watcher.settle_ms)
     }
 
+    /// The wait before a settling file is looked at again.
+    fn poll(&self) -> Duration {
+        match self.cfg.watcher.poll_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => self.settle() / 2 + Duration::from_millis(10),
+        }
+    }
+
     /// One pass over every watched folder: returns how many files are still waiting,
     /// as (not yet settled, half of a pair within its timeout).
     pub async fn scan(&mut self) -> (usize, usize) {
@@ -83,8 +91,7 @@ impl Watcher {
                 tracing::error!(dir = %dir.display(), "watched folder missing: run systemd-tmpfiles --create (lxgate doctor names it)");
                 continue;
             };
-            let mut stable_pairs: HashMap<String, (Option<PathBuf>, Option<PathBuf>)> =
-                HashMap::new();
+            let mut stable_pairs: HashMap<String, (Option<PathBuf>, Vec<PathBuf>)> = HashMap::new();
             // A burst of 100k drops is worked off in slices of `max_per_scan`, so memory
             // does not grow with the burst; what is left counts as still waiting.
             for (considered, e) in rd.flatten().enumerate() {
@@ -135,7 +142,7 @@ impl Watcher {
                         }
                         let slot = stable_pairs.entry(stem).or_default();
                         if is_sidecar {
-                            slot.1 = Some(path);
+                            slot.1.push(path);
                         } else {
                             slot.0 = Some(path);
                         }
@@ -143,28 +150,62 @@ impl Watcher {
                 }
             }
             let timeout = Duration::from_secs(self.cfg.watcher.pair_timeout_secs);
-            for (stem, pair) in stable_pairs {
-                match pair {
-                    (Some(c), Some(s)) => work.push(Work::Ingest {
+            for (stem, (carrier, mut sidecars)) in stable_pairs {
+                sidecars.sort_by_key(|p| sidecar_rank(p));
+                match (carrier, sidecars.len()) {
+                    (Some(c), 0) => {
+                        // The sidecar is optional (as in endoreg-db), but one that exists
+                        // and is still settling, or lies beyond this scan's slice, is
+                        // waited for: a carrier must never be stored without it.
+                        if sidecar_on_disk(&dir, &stem) {
+                            lone_halves += 1;
+                            continue;
+                        }
+                        work.push(Work::Ingest {
+                            folder,
+                            carrier: c,
+                            sidecar: None,
+                        });
+                    }
+                    (Some(c), 1) => work.push(Work::Ingest {
                         folder,
                         carrier: c,
-                        sidecar: Some(s),
+                        sidecar: sidecars.pop(),
                     }),
-                    (half_c, half_s) => {
-                        let half = half_c.clone().or(half_s.clone()).expect("one half");
+                    (Some(c), _) => {
+                        let listed = sidecars
+                            .iter()
+                            .filter_map(|p| p.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let reason = format!(
+                            "more than one sidecar for the carrier ({listed}): keep one and drop the pair again"
+                        );
+                        let mut files = vec![c];
+                        files.extend(sidecars);
+                        work.push(Work::Quarantine {
+                            files,
+                            kind: folder.kind,
+                            reason,
+                        });
+                    }
+                    (None, _) => {
+                        let half = sidecars.swap_remove(0);
                         let first = self.seen.get(&half).map(|s| s.first).unwrap_or(now);
                         if now.duration_since(first) < timeout {
                             lone_halves += 1;
                             continue;
                         }
-                        let reason = if half_s.is_some() {
-                            format!(
-                                "sidecar {stem}.json waited {}s for its carrier ({stem}.txt, {stem}.pdf or {stem}.mp4); drop the carrier, then the sidecar",
-                                timeout.as_secs()
-                            )
-                        } else {
-                            format!("carrier waited {}s for its sidecar {stem}.json; drop the sidecar next to it", timeout.as_secs())
-                        };
+                        let name = half
+                            .file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned();
+                        let reason = format!(
+                            "sidecar {name} waited {}s for its carrier ({stem}.txt, {stem}.pdf or {stem}.mp4); drop the carrier, then the sidecar",
+                            timeout.as_secs()
+                        );
                         work.push(Work::Quarantine {
                             files: vec![half],
                             kind: folder.kind,
@@ -236,27 +277,24 @@ async fn ingest_one(
             }
         },
     };
-    let (parsed, metadata_hash) = match parsed {
-        Some((v, h)) => (Some(v), Some(h)),
-        None => (None, None),
-    };
-    let center_key = parsed
-        .as_ref()
-        .and_then(|v| v.get("center_key"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .or_else(|| cfg.server.default_center.clone());
-    let Some(center_key) = center_key else {
-        tracing::error!(file = %carrier.display(), "no center: the sidecar names none and LX_ANNOTATE_DEFAULT_CENTER is unset; left in place");
-        return;
-    };
+    let declared = |k: &str| parsed.as_ref().and_then(|p| p.text(k)).map(str::to_string);
     let center_id = match pool.get().await {
-        Ok(c) => match crate::access::tokens::center_id(&c, &center_key).await {
-            Ok(Some(id)) => id,
-            Ok(None) => {
-                let reason = format!("unknown center_key {center_key:?}: create it (lxgate center add) or fix the sidecar, then drop the files again");
+        Ok(c) => match drop_center(
+            &c,
+            declared("center_key").as_deref(),
+            declared("center_name").as_deref(),
+            cfg.server.default_center.as_deref(),
+        )
+        .await
+        {
+            Ok(DropCenter::Id(id)) => id,
+            Ok(DropCenter::Refused(reason)) => {
+                let reason = format!("{reason}; then drop the files again");
                 quarantine::put(cfg, pool, &files, folder.kind, None, &reason).await;
                 return;
+            }
+            Ok(DropCenter::NoneConfigured) => {
+                return tracing::error!(file = %carrier.display(), "no center: the sidecar names none and LX_ANNOTATE_DEFAULT_CENTER is unset; left in place");
             }
             Err(e) => return tracing::warn!(error = %e, "center lookup failed; retrying later"),
         },
@@ -292,12 +330,14 @@ async fn ingest_one(
         original_name: name.clone(),
         kind: folder.kind,
         idempotency_key: Some(format!("{}:{}:{}", carrier.display(), id.3, id.2)),
-        metadata_hash,
+        metadata_hash: parsed.as_ref().map(|p| p.sha256.clone()),
         provenance: serde_json::json!({
             "boundary": "watcher",
             "folder": folder.name,
             "source_path": carrier.display().to_string(),
-            "sidecar": parsed.map(|v| shown_sidecar(v, kept.at_rest())),
+            "sidecar_file": sidecar.as_ref().and_then(|s| s.file_name()).map(|n| n.to_string_lossy().into_owned()),
+            "sidecar": parsed.as_ref().map(|p| shown_sidecar(&p.value, kept.at_rest())),
+            "sidecar_unknown_keys": parsed.as_ref().map(|p| &p.unknown_keys),
         }),
     };
     match ingest::commit_pair(pool, storage, staged, side, job).await {
@@ -316,7 +356,7 @@ async fn ingest_one(
             } else {
                 "accepted"
             };
-            tracing::info!(file = %carrier.display(), outcome = outcome_s, job = %outcome.job().id, sha256 = outcome.job().content_hash.as_deref().unwrap_or(""), "watcher");
+            tracing::info!(boundary = "watcher", file = %carrier.display(), outcome = outcome_s, job_id = %outcome.job().id, sha256 = outcome.job().content_hash.as_deref().unwrap_or(""), "watcher");
         }
         Err(IngestError::Empty) => {}
         Err(e) if e.is_retryable() => {
@@ -330,11 +370,11 @@ async fn ingest_one(
 /// preanonymized pairs are kept plain; when they are sealed, only its keys and the
 /// fields that identify no patient (its text and identifiers stay in the sealed object).
 fn shown_sidecar(
-    v: serde_json::Value,
+    v: &serde_json::Value,
     at_rest: Option<ingest::at_rest::AtRest>,
 ) -> serde_json::Value {
     if at_rest != Some(ingest::at_rest::AtRest::Sealed) {
-        return v;
+        return v.clone();
     }
     let keys: Vec<&String> = v
         .as_object()
@@ -354,6 +394,58 @@ fn shown_sidecar(
     shown
 }
 
+/// endoreg-db's order of sidecar suffixes: `.json`, `.yaml`, `.yml`.
+fn sidecar_rank(p: &std::path::Path) -> usize {
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    crate::ingest::sidecar::SIDECAR_SUFFIXES
+        .iter()
+        .position(|s| *s == ext)
+        .unwrap_or(usize::MAX)
+}
+
+/// Whether a sidecar for `stem` exists in `dir`, settled or not.
+fn sidecar_on_disk(dir: &std::path::Path, stem: &str) -> bool {
+    crate::ingest::sidecar::SIDECAR_SUFFIXES.iter().any(|x| {
+        [x.to_string(), x.to_ascii_uppercase()]
+            .iter()
+            .any(|x| std::fs::symlink_metadata(dir.join(format!("{stem}.{x}"))).is_ok())
+    })
+}
+
+enum DropCenter {
+    Id(i64),
+    Refused(String),
+    NoneConfigured,
+}
+
+/// The center of a drop: the one its sidecar declares, else the default center (a key,
+/// else a name, as endoreg-db's `resolve_local_center` reads `LX_ANNOTATE_DEFAULT_CENTER`).
+async fn drop_center(
+    c: &tokio_postgres::Client,
+    key: Option<&str>,
+    name: Option<&str>,
+    default: Option<&str>,
+) -> Result<DropCenter, crate::access::tokens::AuthError> {
+    use crate::access::tokens::{self, CenterMatch};
+    match tokens::declared_center(c, key, name).await? {
+        Ok(Some(id)) => return Ok(DropCenter::Id(id)),
+        Err(reason) => return Ok(DropCenter::Refused(reason)),
+        Ok(None) => {}
+    }
+    let Some(default) = default else {
+        return Ok(DropCenter::NoneConfigured);
+    };
+    let m = tokens::center_by_key_or_name(c, default).await?;
+    Ok(match (&m, tokens::default_center_problem(default, &m)) {
+        (CenterMatch::Found(id), _) => DropCenter::Id(*id),
+        (_, Some(reason)) => DropCenter::Refused(reason),
+        (_, None) => DropCenter::NoneConfigured,
+    })
+}
+
 /// Run until SIGTERM (or, with `once`, until nothing is left but files still waiting
 /// for a pair).
 pub async fn run(cfg: Config, once: bool) -> Result<()> {
@@ -362,8 +454,15 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
         .iter()
         .map(|f| cfg.paths.import().join(f.name))
         .collect();
+    let state = cfg.paths.state.clone();
     let mut w = Watcher::new(cfg)?;
     if once {
+        if let Some(window) = crate::ingest::pause::current(&state) {
+            anyhow::bail!(
+                "ingest is paused since {} ({}: {}); drops stay in place: run again when the deploy is over",
+                window.since, window.by, window.reason
+            );
+        }
         loop {
             // Decided from this scan's own classification: files that were still
             // settling when it looked are looked at again, however long the work took.
@@ -371,7 +470,7 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
             if unsettled == 0 {
                 return Ok(());
             }
-            tokio::time::sleep(w.settle() / 2 + Duration::from_millis(10)).await;
+            tokio::time::sleep(w.poll()).await;
         }
     }
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -392,10 +491,27 @@ pub async fn run(cfg: Config, once: bool) -> Result<()> {
     crate::systemd::spawn_watchdog();
     // Type=notify: ready once the folders are watched, as the first scan starts.
     crate::systemd::ready();
+    let mut paused = false;
     loop {
+        // A deploy window: drops stay where they are until it closes. The marker lies
+        // outside the watched folders, so its removal wakes nothing; poll it.
+        if crate::ingest::pause::is_paused(&state) {
+            if !paused {
+                tracing::warn!("ingest paused for a deploy: drops stay in place until it is over");
+                paused = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                _ = term.recv() => return Ok(()),
+            }
+        }
+        if paused {
+            tracing::info!("deploy over: ingesting drops again");
+            paused = false;
+        }
         let (unsettled, lone_halves) = w.scan().await;
         let next = if unsettled + lone_halves > 0 {
-            w.settle() / 2 + Duration::from_millis(10)
+            w.poll()
         } else {
             rescan
         };

@@ -55,7 +55,7 @@ pub async fn put(
         }
     }
     sync_dir(&q);
-    tracing::warn!(file = ?files.first().map(|f| f.display().to_string()).unwrap_or_default(), outcome = "quarantined", reason = %reason_line, "watcher");
+    tracing::warn!(boundary = "watcher", file = ?files.first().map(|f| f.display().to_string()).unwrap_or_default(), outcome = "quarantined", reason = %reason_line, "watcher");
     let rejected = Rejected {
         boundary: Boundary::Watcher,
         center_id,

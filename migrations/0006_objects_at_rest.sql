@@ -1,3 +1,4 @@
+-- previous release: incompatible (its columns have defaults, but a release before it does not know sealed objects: it would serve their age ciphertext as the media, audit them as damaged and send them to the hub as they lie)
 -- How each stored object is kept at rest (nix/contract.toml [storage]): 'plain' on the
 -- LUKS data root, served by nginx; 'age' sealed to the master identity whose recipient
 -- is sealed_to, opened by the app. A sealed object's path ends in `.age`, so the same

@@ -1,0 +1,1128 @@
+//! The register body (`POST …/transfers/`) and the receiver's rules for it, in the
+//! order endoreg-db's `TransferJobCreateSerializer` applies them. The hub's own lookups
+//! (source node, target node, owning center) sit between `parse`/`check_scope` and
+//! `check_rows`, where the reference makes them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::reply::Refusal;
+use super::{
+    CleanupPolicy, ProcessingIntent, ProcessingPolicy, ResourceKind, TransferMode, MAX_KEY_LEN,
+    PAYLOAD_SCHEMA_VERSION,
+};
+
+/// The register body as both sides see it. `resource_rows` stays JSON: the hub keeps
+/// exactly what the site sent (an exact replay compares it), and `check_rows` reads
+/// it into the typed rows below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterBody {
+    pub transfer_key: String,
+    pub source_node_key: String,
+    #[serde(default)]
+    pub target_node_key: String,
+    #[serde(default)]
+    pub source_center_key: String,
+    pub resource_kind: ResourceKind,
+    pub resource_hash: String,
+    #[serde(default)]
+    pub transfer_mode: TransferMode,
+    #[serde(default)]
+    pub processing_policy: ProcessingPolicy,
+    #[serde(default)]
+    pub processing_intent: ProcessingIntent,
+    #[serde(default)]
+    pub cleanup_policy: CleanupPolicy,
+    pub payload_schema_version: String,
+    #[serde(default)]
+    pub resource_rows: Value,
+    #[serde(default)]
+    pub processing_snapshot: ProcessingSnapshot,
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingSnapshot {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_processing_success: Option<bool>,
+}
+
+/// The provenance keys endoreg-db's model accepts; any other key is a 400 at save.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_node_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_node_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_center_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_frame_provenance: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_provenance_recovery: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_marker: Option<String>,
+}
+
+// ---- resource_rows (endoreg-db `schemas/persisted_json.py`, extra="forbid") ----
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoRows {
+    pub video_file: VideoFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive_meta: Option<SensitiveMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_state: Option<VideoState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_history: Option<ProcessingHistory>,
+    #[serde(default)]
+    pub frame_annotations: Vec<FrameAnnotation>,
+    /// Segments carry provenance timeline coordinates (lx-dtypes); the hub keeps them
+    /// as sent after the linkage checks endoreg-db makes on its side of the row.
+    #[serde(default)]
+    pub video_segments: Vec<Map<String, Value>>,
+    #[serde(default)]
+    pub reports: Vec<ReportRow>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoFile {
+    pub raw_video_hash: String,
+    #[serde(default)]
+    pub processed_video_hash: Option<String>,
+    #[serde(default)]
+    pub fps: Option<f64>,
+    #[serde(default)]
+    pub duration: Option<f64>,
+    #[serde(default)]
+    pub frame_count: Option<u64>,
+    #[serde(default)]
+    pub width: Option<u64>,
+    #[serde(default)]
+    pub height: Option<u64>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+}
+
+/// The processing flags of a video (`VideoState`); four must be true to transfer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_extracted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_initialized: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_meta_extracted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_meta_extracted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_prediction_completed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lvs_created: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_annotations_generated: Option<bool>,
+    #[serde(default)]
+    pub sensitive_meta_processed: Option<bool>,
+    #[serde(default)]
+    pub anonymized: Option<bool>,
+    #[serde(default)]
+    pub anonymization_validated: Option<bool>,
+    #[serde(default)]
+    pub outside_segments_removed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_error: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_started: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_annotations_created: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_annotations_validated: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was_created: Option<bool>,
+    #[serde(default)]
+    pub processed_file_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRows {
+    pub raw_pdf_file: RawPdfFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive_meta: Option<SensitiveMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_pdf_state: Option<RawPdfState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_history: Option<ProcessingHistory>,
+    #[serde(default)]
+    pub reports: Vec<ReportRow>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPdfFile {
+    pub pdf_hash: String,
+    pub anonymized_text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_report_processing_required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_report_processed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPdfState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_meta_extracted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_prediction_completed: Option<bool>,
+    #[serde(default)]
+    pub sensitive_meta_processed: Option<bool>,
+    #[serde(default)]
+    pub anonymized: Option<bool>,
+    #[serde(default)]
+    pub anonymization_validated: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_started: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_error: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was_created: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pdf_meta_extracted: Option<bool>,
+    #[serde(default)]
+    pub processed_file_sha256: Option<String>,
+}
+
+/// Hub-scoped pseudonyms (UUID version 8), never local ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensitiveMeta {
+    pub patient_uuid: uuid::Uuid,
+    pub examination_uuid: uuid::Uuid,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingHistory {
+    #[serde(default)]
+    pub file_hash: Option<String>,
+    #[serde(default)]
+    pub success: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameAnnotation {
+    pub annotation_id: IntOrText,
+    #[serde(default)]
+    pub annotator: Option<String>,
+    #[serde(default)]
+    pub raw_video_hash: Option<String>,
+    pub frame_number: u64,
+    pub frame_relative_path: String,
+    #[serde(default)]
+    pub frame_timestamp: Option<f64>,
+    pub label_name: String,
+    pub value: bool,
+    #[serde(default)]
+    pub float_value: Option<f64>,
+    pub information_source_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrText {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRow {
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub patient_examination: Option<u64>,
+    pub template_name: String,
+    #[serde(default)]
+    pub template_version: Option<IntOrText>,
+    #[serde(default)]
+    pub template_hash: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub editor_payload: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub rendered_text: Option<String>,
+    #[serde(default)]
+    pub version: Option<u64>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    #[serde(default)]
+    pub finalized_at: Option<String>,
+}
+
+/// The typed rows of a checked body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rows {
+    Video(VideoRows),
+    Report(ReportRows),
+}
+
+impl Rows {
+    /// The hash of the media the site will upload (the plaintext of the envelope).
+    pub fn processed_media_hash(&self) -> Option<&str> {
+        match self {
+            Rows::Video(v) => v.video_file.processed_video_hash.as_deref(),
+            Rows::Report(r) => r
+                .raw_pdf_state
+                .as_ref()
+                .and_then(|s| s.processed_file_sha256.as_deref()),
+        }
+    }
+}
+
+/// The processed hash the status body reports, read from the rows as the hub keeps
+/// them (blank when absent, as endoreg-db's serializer gives it).
+pub fn processed_media_hash(kind: ResourceKind, rows: &Value) -> String {
+    let v = match kind {
+        ResourceKind::Video => &rows["video_file"]["processed_video_hash"],
+        _ => &rows["raw_pdf_state"]["processed_file_sha256"],
+    };
+    v.as_str().unwrap_or("").trim().to_string()
+}
+
+// ---- the receiver's rules ----
+
+const FIELDS: [&str; 14] = [
+    "transfer_key",
+    "source_node_key",
+    "target_node_key",
+    "source_center_key",
+    "resource_kind",
+    "resource_hash",
+    "transfer_mode",
+    "processing_policy",
+    "processing_intent",
+    "cleanup_policy",
+    "payload_schema_version",
+    "resource_rows",
+    "processing_snapshot",
+    "provenance",
+];
+
+/// A DRF `CharField`: a string (or a number, as DRF takes it), trimmed, within `max`.
+fn char_field(
+    v: &Map<String, Value>,
+    name: &str,
+    max: usize,
+    required: bool,
+    allow_blank: bool,
+    errors: &mut Map<String, Value>,
+) -> Option<String> {
+    let text = match v.get(name) {
+        None if required => {
+            errors.insert(name.into(), "This field is required.".into());
+            return None;
+        }
+        None => return Some(String::new()),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Null) => {
+            errors.insert(name.into(), "This field may not be null.".into());
+            return None;
+        }
+        Some(_) => {
+            errors.insert(name.into(), "Not a valid string.".into());
+            return None;
+        }
+    };
+    if text.is_empty() && !allow_blank {
+        errors.insert(name.into(), "This field may not be blank.".into());
+        return None;
+    }
+    if text.chars().count() > max {
+        errors.insert(
+            name.into(),
+            format!("Ensure this field has no more than {max} characters.").into(),
+        );
+        return None;
+    }
+    // PostgreSQL stores no NUL; the reference's database refuses it too.
+    if text.contains('\0') {
+        errors.insert(name.into(), "Null characters are not allowed.".into());
+        return None;
+    }
+    Some(text)
+}
+
+/// Field-level validation: types, required fields, choices, the schema version. A
+/// DRF-shaped error dict on failure (each message in a list).
+pub fn parse(body: &Value) -> Result<RegisterBody, Refusal> {
+    let Some(obj) = body.as_object() else {
+        return Err(Refusal::non_field(
+            "Invalid data. Expected a dictionary, but got a different type.",
+        ));
+    };
+    let mut errors = Map::new();
+    let key = char_field(obj, "transfer_key", MAX_KEY_LEN, true, false, &mut errors);
+    let source = char_field(
+        obj,
+        "source_node_key",
+        MAX_KEY_LEN,
+        true,
+        false,
+        &mut errors,
+    );
+    let target = char_field(
+        obj,
+        "target_node_key",
+        MAX_KEY_LEN,
+        false,
+        true,
+        &mut errors,
+    );
+    let center = char_field(
+        obj,
+        "source_center_key",
+        MAX_KEY_LEN,
+        false,
+        true,
+        &mut errors,
+    );
+    let hash = char_field(obj, "resource_hash", MAX_KEY_LEN, true, false, &mut errors);
+    let version = match obj.get("payload_schema_version") {
+        None => Some("1.0".to_string()),
+        Some(_) => char_field(obj, "payload_schema_version", 32, true, false, &mut errors),
+    };
+    if let Some(v) = &version {
+        if v != PAYLOAD_SCHEMA_VERSION {
+            errors.insert(
+                "payload_schema_version".into(),
+                format!(
+                    "Only privacy-preserving hub payload_schema_version '{PAYLOAD_SCHEMA_VERSION}' is accepted."
+                )
+                .into(),
+            );
+        }
+    }
+    fn choice<T: serde::de::DeserializeOwned + Default>(
+        obj: &Map<String, Value>,
+        name: &str,
+        required: bool,
+        errors: &mut Map<String, Value>,
+    ) -> Option<T> {
+        match obj.get(name) {
+            None if required => {
+                errors.insert(name.into(), "This field is required.".into());
+                None
+            }
+            None => Some(T::default()),
+            Some(v) => match serde_json::from_value::<T>(v.clone()) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    let shown = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    errors.insert(
+                        name.into(),
+                        format!(
+                            "\"{}\" is not a valid choice.",
+                            crate::ingest::name::escaped_prefix(&shown)
+                        )
+                        .into(),
+                    );
+                    None
+                }
+            },
+        }
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(transparent)]
+    struct Kind(Option<ResourceKind>);
+    let kind = choice::<Kind>(obj, "resource_kind", true, &mut errors).and_then(|k| k.0);
+    let mode = choice::<TransferMode>(obj, "transfer_mode", false, &mut errors);
+    let policy = choice::<ProcessingPolicy>(obj, "processing_policy", false, &mut errors);
+    let intent = choice::<ProcessingIntent>(obj, "processing_intent", false, &mut errors);
+    let cleanup = choice::<CleanupPolicy>(obj, "cleanup_policy", false, &mut errors);
+    let json_field = |name: &str| obj.get(name).cloned().unwrap_or(Value::Object(Map::new()));
+    if !errors.is_empty() {
+        return Err(Refusal::fields(errors));
+    }
+    // PostgreSQL stores no NUL, in text or jsonb: say where, rather than fail the insert.
+    for name in ["resource_rows", "processing_snapshot", "provenance"] {
+        if let Some(at) = obj.get(name).and_then(|v| nul_at(v, name)) {
+            return Err(Refusal::field(
+                name,
+                format!(
+                    "{at} contains a NUL character (\\u0000), which cannot be stored: remove it"
+                ),
+            ));
+        }
+    }
+    let (
+        Some(transfer_key),
+        Some(source_node_key),
+        Some(target_node_key),
+        Some(source_center_key),
+        Some(resource_kind),
+        Some(resource_hash),
+        Some(transfer_mode),
+        Some(processing_policy),
+        Some(processing_intent),
+        Some(cleanup_policy),
+        Some(payload_schema_version),
+    ) = (
+        key, source, target, center, kind, hash, mode, policy, intent, cleanup, version,
+    )
+    else {
+        return Err(Refusal::non_field("the transfer body is incomplete"));
+    };
+    // Unknown top-level fields are ignored, as DRF ignores them; the three JSON fields
+    // are checked by `check_rows` (rows, snapshot) and at save (provenance).
+    let _ = FIELDS;
+    Ok(RegisterBody {
+        transfer_key,
+        source_node_key,
+        target_node_key,
+        source_center_key,
+        resource_kind,
+        resource_hash,
+        transfer_mode,
+        processing_policy,
+        processing_intent,
+        cleanup_policy,
+        payload_schema_version,
+        resource_rows: json_field("resource_rows"),
+        processing_snapshot: ProcessingSnapshot::default(),
+        provenance: Provenance::default(),
+    })
+    .map(|mut b| {
+        b.processing_snapshot =
+            serde_json::from_value(json_field("processing_snapshot")).unwrap_or_default();
+        b
+    })
+}
+
+/// Where in `v` a NUL character is, if anywhere.
+fn nul_at(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_at(x, &format!("{at}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let at = format!("{at}.{}", crate::ingest::name::escaped_prefix(k));
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                nul_at(x, &at)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// The identity-hash refusal message endoreg-db gives (and lx-annotate recognises).
+pub const IDENTITY_HASH_REFUSED: &str = "Patient identity hashes must remain on the source node";
+
+const IDENTITY_MARKERS: [&str; 7] = [
+    "patienthash",
+    "examinationhash",
+    "casehash",
+    "examinerhash",
+    "identityfingerprint",
+    "patientpseudonym",
+    "casepseudonym",
+];
+
+/// Whether a key or string value names a patient identity hash (endoreg-db
+/// `reject_identity_hash_fields`): `_`, `-` and spaces dropped, case folded, then
+/// exactly `hash`, or ending in a marker with an optional `s`, `es` or `display`.
+pub fn names_identity_hash(field: &str) -> bool {
+    let n: String = field
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect();
+    n == "hash"
+        || IDENTITY_MARKERS.iter().any(|m| {
+            ["", "s", "es", "display"]
+                .iter()
+                .any(|suffix| n.ends_with(&format!("{m}{suffix}")))
+        })
+}
+
+/// Every key and string value anywhere in `v`.
+pub fn carries_identity_hash(v: &Value) -> bool {
+    match v {
+        Value::String(s) => names_identity_hash(s),
+        Value::Array(a) => a.iter().any(carries_identity_hash),
+        Value::Object(m) => m
+            .iter()
+            .any(|(k, x)| names_identity_hash(k) || carries_identity_hash(x)),
+        _ => false,
+    }
+}
+
+impl RegisterBody {
+    /// The serializer's first object-level checks: identity hashes anywhere in the
+    /// body, then the transfer mode. `raw` is the body as received.
+    pub fn check_scope(&self, raw: &Value) -> Result<(), Refusal> {
+        if carries_identity_hash(raw) {
+            return Err(Refusal::non_field(IDENTITY_HASH_REFUSED));
+        }
+        if matches!(
+            self.transfer_mode,
+            TransferMode::MetadataAndRawMedia | TransferMode::MetadataRawAndProcessedMedia
+        ) {
+            return Err(Refusal::field(
+                "transfer_mode",
+                "Raw media transfer is not permitted. Only anonymized metadata or anonymized processed media may be transferred.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The row rules, after the hub resolved nodes and center: privacy boundary,
+    /// hashes, eligibility, the strict row schemas, segment linkage, pseudonyms.
+    pub fn check_rows(&self) -> Result<Rows, Refusal> {
+        let rows_obj = self.resource_rows.as_object();
+        if let Some(meta) = rows_obj.and_then(|r| r.get("sensitive_meta")?.as_object()) {
+            let mut direct: Vec<&str> = meta
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !matches!(*k, "patient_uuid" | "examination_uuid"))
+                .collect();
+            direct.sort_unstable();
+            if !direct.is_empty() {
+                return Err(Refusal::field(
+                    "resource_rows",
+                    format!(
+                        "Direct identity fields are prohibited in hub transfers: {}",
+                        direct.join(", ")
+                    ),
+                ));
+            }
+        }
+        if rows_obj
+            .and_then(|r| r.get("raw_pdf_file")?.as_object())
+            .is_some_and(|f| f.contains_key("text"))
+        {
+            return Err(Refusal::field(
+                "resource_rows",
+                "Raw report text is prohibited in hub transfers; use only validated anonymized_text.",
+            ));
+        }
+        let processed = self.transfer_mode == TransferMode::MetadataAndProcessedMedia;
+        let rows = match self.resource_kind {
+            ResourceKind::Video => Rows::Video(self.check_video(processed)?),
+            ResourceKind::Report => Rows::Report(self.check_report(processed)?),
+            ResourceKind::Study => return Err(Refusal::field(
+                "resource_kind",
+                "this hub accepts video and report transfers; study ledgers are not stored here",
+            )),
+        };
+        if let Err(e) = serde_json::from_value::<ProcessingSnapshot>(self.processing_snapshot_raw())
+        {
+            return Err(Refusal::field(
+                "resource_rows",
+                format!("processing_snapshot: {e}"),
+            ));
+        }
+        Ok(rows)
+    }
+
+    fn processing_snapshot_raw(&self) -> Value {
+        serde_json::to_value(&self.processing_snapshot).unwrap_or_default()
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T, Refusal> {
+        serde_json::from_value(self.resource_rows.clone())
+            .map_err(|e| Refusal::field("resource_rows", format!("resource_rows: {e}")))
+    }
+
+    fn check_video(&self, processed: bool) -> Result<VideoRows, Refusal> {
+        let file = self
+            .resource_rows
+            .get("video_file")
+            .filter(|f| !f.is_null())
+            .ok_or_else(|| {
+                Refusal::field(
+                    "resource_rows",
+                    "resource_rows.video_file is required for video transfers",
+                )
+            })?;
+        let raw = file
+            .get("raw_video_hash")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("");
+        if raw.is_empty() {
+            return Err(Refusal::field(
+                "resource_rows",
+                "resource_rows.video_file.raw_video_hash is required",
+            ));
+        }
+        if raw != self.resource_hash {
+            return Err(Refusal::field(
+                "resource_hash",
+                "resource_hash must match resource_rows.video_file.raw_video_hash",
+            ));
+        }
+        if processed
+            && file
+                .get("processed_video_hash")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.trim().is_empty())
+        {
+            return Err(Refusal::field(
+                "resource_rows",
+                "resource_rows.video_file.processed_video_hash is required when processed video media will be uploaded",
+            ));
+        }
+        let state = self
+            .resource_rows
+            .get("video_state")
+            .cloned()
+            .unwrap_or_default();
+        let flag = |k: &str| state.get(k) == Some(&Value::Bool(true));
+        eligible(
+            "video",
+            !flag("processing_error") && flag("anonymization_validated"),
+            &[
+                "anonymized",
+                "sensitive_meta_processed",
+                "anonymization_validated",
+                "outside_segments_removed",
+            ],
+            &flag,
+        )?;
+        processed_state_hash(&state, processed, "video_state")?;
+        let rows: VideoRows = self.typed()?;
+        check_video_values(&rows)?;
+        for s in &rows.video_segments {
+            if s.get("source_node_key").and_then(Value::as_str) != Some(&self.source_node_key) {
+                return Err(Refusal::field(
+                    "resource_rows",
+                    "video segment source_node_key must match transfer source_node_key",
+                ));
+            }
+        }
+        check_pseudonyms(rows.sensitive_meta.as_ref())?;
+        Ok(rows)
+    }
+
+    fn check_report(&self, processed: bool) -> Result<ReportRows, Refusal> {
+        let file = self
+            .resource_rows
+            .get("raw_pdf_file")
+            .filter(|f| !f.is_null())
+            .ok_or_else(|| {
+                Refusal::field(
+                    "resource_rows",
+                    "resource_rows.raw_pdf_file is required for report transfers",
+                )
+            })?;
+        let pdf_hash = file
+            .get("pdf_hash")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or("");
+        if pdf_hash.is_empty() {
+            return Err(Refusal::field(
+                "resource_rows",
+                "resource_rows.raw_pdf_file.pdf_hash is required",
+            ));
+        }
+        if pdf_hash != self.resource_hash {
+            return Err(Refusal::field(
+                "resource_hash",
+                "resource_hash must match resource_rows.raw_pdf_file.pdf_hash",
+            ));
+        }
+        let state = self
+            .resource_rows
+            .get("raw_pdf_state")
+            .cloned()
+            .unwrap_or_default();
+        let flag = |k: &str| state.get(k) == Some(&Value::Bool(true));
+        eligible(
+            "report",
+            !flag("processing_error") && flag("anonymization_validated"),
+            &[
+                "anonymized",
+                "sensitive_meta_processed",
+                "anonymization_validated",
+            ],
+            &flag,
+        )?;
+        processed_state_hash(&state, processed, "raw_pdf_state")?;
+        let rows: ReportRows = self.typed()?;
+        if rows.raw_pdf_file.anonymized_text.trim().is_empty() {
+            return Err(Refusal::field(
+                "resource_rows",
+                "anonymized_text must not be blank",
+            ));
+        }
+        if let Some(h) = rows
+            .raw_pdf_state
+            .as_ref()
+            .and_then(|s| s.processed_file_sha256.as_deref())
+        {
+            sha256_hex(h, "processed_file_sha256")?;
+        }
+        check_report_rows(&rows.reports)?;
+        check_pseudonyms(rows.sensitive_meta.as_ref())?;
+        Ok(rows)
+    }
+}
+
+/// endoreg-db's derived anonymization state must be `validated` (no processing error,
+/// validation done), and each named flag literally `true`.
+fn eligible(
+    kind: &str,
+    validated: bool,
+    required: &[&str],
+    flag: &dyn Fn(&str) -> bool,
+) -> Result<(), Refusal> {
+    if !validated {
+        return Err(Refusal::field(
+            "resource_rows",
+            format!("{kind} transfer is only allowed for anonymized data that was explicitly validated."),
+        ));
+    }
+    if required.iter().any(|f| !flag(f)) {
+        return Err(Refusal::field(
+            "resource_rows",
+            format!(
+                "{kind} transfer requires completed and validated anonymization stages: {}",
+                required.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn processed_state_hash(state: &Value, processed: bool, path: &str) -> Result<(), Refusal> {
+    let h = state
+        .get("processed_file_sha256")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim();
+    if processed && h.is_empty() {
+        return Err(Refusal::field(
+            "resource_rows",
+            format!("resource_rows.{path}.processed_file_sha256 is required for processed-media transfer"),
+        ));
+    }
+    Ok(())
+}
+
+fn sha256_hex(v: &str, field: &str) -> Result<(), Refusal> {
+    let v = v.trim();
+    if v.len() != 64 || !v.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Refusal::field(
+            "resource_rows",
+            format!("{field} must be a 64-character SHA-256 hex digest"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_video_values(rows: &VideoRows) -> Result<(), Refusal> {
+    let f = &rows.video_file;
+    let bad = |what: &str| {
+        Err(Refusal::field(
+            "resource_rows",
+            format!("video_file.{what}"),
+        ))
+    };
+    if f.fps.is_some_and(|x| x < 0.0) {
+        return bad("fps must be >= 0");
+    }
+    if f.duration.is_some_and(|x| x < 0.0) {
+        return bad("duration must be >= 0");
+    }
+    if f.width == Some(0) {
+        return bad("width must be >= 1");
+    }
+    if f.height == Some(0) {
+        return bad("height must be >= 1");
+    }
+    if let Some(h) = rows
+        .video_state
+        .as_ref()
+        .and_then(|s| s.processed_file_sha256.as_deref())
+    {
+        sha256_hex(h, "processed_file_sha256")?;
+    }
+    for a in &rows.frame_annotations {
+        if a.frame_timestamp.is_some_and(|t| t < 0.0)
+            || [
+                &a.frame_relative_path,
+                &a.label_name,
+                &a.information_source_name,
+            ]
+            .iter()
+            .any(|s| s.trim().is_empty())
+        {
+            return Err(Refusal::field(
+                "resource_rows",
+                "frame annotation fields must not be blank and frame_timestamp must be >= 0",
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &rows.video_segments {
+        if s.get("raw_video_hash").and_then(Value::as_str) != Some(f.raw_video_hash.trim()) {
+            return Err(Refusal::field(
+                "resource_rows",
+                "video segment raw_video_hash must match video_file",
+            ));
+        }
+        let Some(frames) = f.frame_count.filter(|n| *n > 0) else {
+            return Err(Refusal::field(
+                "resource_rows",
+                "video_file.frame_count is required when video_segments are present",
+            ));
+        };
+        let end = s.get("end_frame_number_exclusive").and_then(Value::as_u64);
+        if end.is_none_or(|e| e > frames) {
+            return Err(Refusal::field(
+                "resource_rows",
+                "video segment end_frame_number_exclusive exceeds video frame_count",
+            ));
+        }
+        let id = (
+            s.get("source_node_key")
+                .cloned()
+                .unwrap_or_default()
+                .to_string(),
+            s.get("source_segment_id")
+                .cloned()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if !seen.insert(id) {
+            return Err(Refusal::field(
+                "resource_rows",
+                "video segment source identity must be unique",
+            ));
+        }
+    }
+    check_report_rows(&rows.reports)
+}
+
+fn check_report_rows(reports: &[ReportRow]) -> Result<(), Refusal> {
+    for r in reports {
+        if r.template_name.trim().is_empty()
+            || r.status.as_deref().is_some_and(|s| s != "final")
+            || r.is_active == Some(false)
+            || r.version == Some(0)
+            || r.id == Some(0)
+            || r.patient_examination == Some(0)
+        {
+            return Err(Refusal::field(
+                "resource_rows",
+                "reports rows need a template_name, status \"final\", is_active true and ids >= 1",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_pseudonyms(meta: Option<&SensitiveMeta>) -> Result<(), Refusal> {
+    if let Some(m) = meta {
+        if [m.patient_uuid, m.examination_uuid]
+            .iter()
+            .any(|u| u.get_version_num() != 8)
+        {
+            return Err(Refusal::field(
+                "resource_rows",
+                "Hub records require site-salted UUIDv8 pseudonyms, not local UUIDs",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hash(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    pub(crate) fn video_body() -> Value {
+        json!({
+            "transfer_key": format!("site-a__video__{}__processed_v1", hash('a')),
+            "source_node_key": "site-a",
+            "target_node_key": "hub",
+            "source_center_key": "A",
+            "resource_kind": "video",
+            "resource_hash": hash('a'),
+            "transfer_mode": "metadata_and_processed_media",
+            "processing_policy": "preserve_processing_state",
+            "processing_intent": "sender_requests_state_preservation",
+            "cleanup_policy": "retain_all",
+            "payload_schema_version": "7.0",
+            "resource_rows": {
+                "video_file": {"raw_video_hash": hash('a'), "processed_video_hash": hash('b'),
+                    "fps": 25.0, "duration": 2.0, "frame_count": 50, "width": 64, "height": 48, "suffix": ".mp4"},
+                "video_state": {"anonymized": true, "sensitive_meta_processed": true,
+                    "anonymization_validated": true, "outside_segments_removed": true,
+                    "processed_file_sha256": hash('b')},
+                "processing_history": {"file_hash": hash('b'), "success": true}
+            },
+            "processing_snapshot": {"sender_processing_success": true},
+            "provenance": {"entrypoint": "lxgate_sender"}
+        })
+    }
+
+    fn check(v: &Value) -> Result<Rows, Value> {
+        let b = parse(v).map_err(|r| r.body)?;
+        b.check_scope(v).map_err(|r| r.body)?;
+        b.check_rows().map_err(|r| r.body)
+    }
+
+    #[test]
+    fn a_sender_body_passes_and_names_its_processed_hash() {
+        let rows = check(&video_body()).unwrap();
+        assert_eq!(rows.processed_media_hash(), Some(hash('b').as_str()));
+        assert_eq!(
+            processed_media_hash(ResourceKind::Video, &video_body()["resource_rows"]),
+            hash('b')
+        );
+    }
+
+    #[test]
+    fn the_schema_version_is_seven_point_oh_as_a_string() {
+        for v in [json!(1), json!("2.0"), json!("7"), json!(null)] {
+            let mut b = video_body();
+            b["payload_schema_version"] = v.clone();
+            let e = check(&b).unwrap_err();
+            assert!(e.get("payload_schema_version").is_some(), "{v}: {e}");
+        }
+        let mut b = video_body();
+        b.as_object_mut().unwrap().remove("payload_schema_version");
+        assert!(check(&b).unwrap_err()["payload_schema_version"][0]
+            .as_str()
+            .unwrap()
+            .contains("'7.0'"));
+    }
+
+    #[test]
+    fn identity_hashes_are_refused_anywhere_in_the_body() {
+        for (path, key) in [
+            ("provenance", "patient_hash"),
+            ("resource_rows", "examinationHashes"),
+            ("processing_snapshot", "Case-Hash-Display"),
+        ] {
+            let mut b = video_body();
+            b[path][key] = json!("x");
+            assert_eq!(
+                check(&b).unwrap_err()["non_field_errors"][0],
+                IDENTITY_HASH_REFUSED,
+                "{key}"
+            );
+        }
+        let mut b = video_body();
+        b["provenance"]["custom_marker"] = json!("hash");
+        assert_eq!(
+            check(&b).unwrap_err()["non_field_errors"][0],
+            IDENTITY_HASH_REFUSED
+        );
+        assert!(!names_identity_hash("resource_hash"));
+        assert!(!names_identity_hash("raw_video_hash"));
+        assert!(names_identity_hash("identity_fingerprints"));
+    }
+
+    #[test]
+    fn rows_are_strict_and_the_four_flags_must_be_true() {
+        let mut b = video_body();
+        b["resource_rows"]["video_file"]["colour"] = json!("red");
+        assert!(check(&b).unwrap_err().get("resource_rows").is_some());
+        for flag in [
+            "anonymized",
+            "sensitive_meta_processed",
+            "anonymization_validated",
+            "outside_segments_removed",
+        ] {
+            let mut b = video_body();
+            b["resource_rows"]["video_state"][flag] = json!(null);
+            assert!(
+                check(&b).unwrap_err().get("resource_rows").is_some(),
+                "{flag}"
+            );
+        }
+        let mut b = video_body();
+        b["resource_rows"]["video_state"]["processing_error"] = json!(true);
+        assert!(check(&b).is_err());
+        let mut b = video_body();
+        b["resource_hash"] = json!(hash('c'));
+        assert!(check(&b).unwrap_err().get("resource_hash").is_some());
+        let mut b = video_body();
+        b["transfer_mode"] = json!("metadata_and_raw_media");
+        assert!(check(&b).unwrap_err().get("transfer_mode").is_some());
+        let mut b = video_body();
+        b["resource_rows"]["sensitive_meta"] = json!({
+            "patient_uuid": uuid::Uuid::new_v4(), "examination_uuid": uuid::Uuid::new_v4()});
+        assert!(check(&b).unwrap_err()["resource_rows"][0]
+            .as_str()
+            .unwrap()
+            .contains("UUIDv8"));
+        let mut b = video_body();
+        b["resource_rows"]["sensitive_meta"] = json!({"patient_first_name": "x"});
+        assert!(check(&b).unwrap_err()["resource_rows"][0]
+            .as_str()
+            .unwrap()
+            .contains("Direct identity"));
+    }
+
+    #[test]
+    fn a_report_needs_anonymized_text_and_never_raw_text() {
+        let report = json!({
+            "transfer_key": "k", "source_node_key": "site-a", "resource_kind": "report",
+            "resource_hash": hash('a'), "transfer_mode": "metadata_and_processed_media",
+            "payload_schema_version": "7.0",
+            "resource_rows": {
+                "raw_pdf_file": {"pdf_hash": hash('a'), "anonymized_text": "Befund ohne Namen"},
+                "raw_pdf_state": {"anonymized": true, "sensitive_meta_processed": true,
+                    "anonymization_validated": true, "processed_file_sha256": hash('b')}
+            }
+        });
+        assert!(matches!(check(&report), Ok(Rows::Report(_))));
+        let mut b = report.clone();
+        b["resource_rows"]["raw_pdf_file"]["text"] = json!("Mueller");
+        assert!(check(&b).unwrap_err()["resource_rows"][0]
+            .as_str()
+            .unwrap()
+            .contains("Raw report text"));
+        let mut b = report.clone();
+        b["resource_rows"]["raw_pdf_file"]["anonymized_text"] = json!("  ");
+        assert!(check(&b).is_err());
+    }
+}

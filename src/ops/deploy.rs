@@ -1,0 +1,704 @@
+//! `lxgate deploy --release PATH` on a Debian host (issue 18): a health gate that rolls
+//! back by itself.
+//!
+//! Releases live in `<prefix>/releases/<version>-<sha256[..12]>/bin/lxgate` (prefix
+//! `/opt/lxgate`); the units run `<prefix>/current/bin/lxgate`, and `current` is a
+//! symlink replaced by rename, so it names one release or the other, never neither.
+//! A deploy pauses ingest (crate::ingest::pause), stops lxgate's units, flips
+//! `current`, renders and installs units, tmpfiles and nginx with the new binary
+//! (`nginx -t` before nginx is reloaded), runs lxgate-migrate.service (which snapshots),
+//! starts the units (Type=notify: started means ready), checks /readyz and runs `smoke`
+//! as the service user. Any failure rolls back: `current` flips back, the previous
+//! release's files are installed again, the snapshot is restored when the previous
+//! release refuses the schema (`migrate --status` fails), the units start and smoke runs
+//! on the previous release. Only then is ingest resumed.
+//!
+//! Every step can be repeated, and `<state>/deploy/in-progress.json` says which release
+//! the host is going to and whether it is rolling back: after a SIGKILL at any point the
+//! same command finishes the job (forward to the same release, or the rollback).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::ingest::pause;
+
+/// Where a deploy puts things; tests and unusual hosts move them.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Releases and the `current` link.
+    pub prefix: PathBuf,
+    /// systemd units.
+    pub units: PathBuf,
+    /// The tmpfiles.d file.
+    pub tmpfiles: PathBuf,
+    /// The nginx server block.
+    pub nginx_site: PathBuf,
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout {
+            prefix: "/opt/lxgate".into(),
+            units: "/etc/systemd/system".into(),
+            tmpfiles: "/etc/tmpfiles.d/lxgate.conf".into(),
+            nginx_site: "/etc/nginx/sites-enabled/lxgate.conf".into(),
+        }
+    }
+}
+
+impl Layout {
+    fn releases(&self) -> PathBuf {
+        self.prefix.join("releases")
+    }
+    fn current_link(&self) -> PathBuf {
+        self.prefix.join("current")
+    }
+    /// What the units run.
+    pub fn current_bin(&self) -> PathBuf {
+        self.current_link().join("bin/lxgate")
+    }
+    pub fn bin_of(&self, release: &str) -> PathBuf {
+        self.releases().join(release).join("bin/lxgate")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub release: PathBuf,
+    /// For smoke: the CA that verifies nginx's certificate, and nginx's TLS port.
+    pub smoke_ca: Option<PathBuf>,
+    pub smoke_port: u16,
+    /// Releases kept (the current and the previous always among them).
+    pub keep: usize,
+}
+
+/// One line of `<state>/deploy/history.jsonl`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub at: DateTime<Utc>,
+    pub from: Option<String>,
+    pub to: String,
+    /// `deployed`, `rolled_back`, or `failed` (the rollback did not finish either).
+    pub outcome: String,
+    pub reason: Option<String>,
+    /// The snapshot restored during a rollback.
+    pub restored: Option<String>,
+}
+
+/// `<state>/deploy/in-progress.json`: a deploy that has not ended.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub started: DateTime<Utc>,
+    pub from: Option<String>,
+    pub to: String,
+    pub rolling_back: bool,
+    pub reason: Option<String>,
+    /// The snapshot the rollback restores, once decided: a restore empties the schema
+    /// before it loads, so after a kill mid-restore the previous release would find an
+    /// empty database it "runs on", and only this record says to restore again.
+    #[serde(default)]
+    pub restore: Option<String>,
+}
+
+fn deploy_dir(state: &Path) -> PathBuf {
+    state.join("deploy")
+}
+
+fn journal_path(state: &Path) -> PathBuf {
+    deploy_dir(state).join("in-progress.json")
+}
+
+pub fn history(state: &Path) -> Vec<Entry> {
+    std::fs::read_to_string(deploy_dir(state).join("history.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn in_progress(state: &Path) -> Option<Journal> {
+    serde_json::from_slice(&std::fs::read(journal_path(state)).ok()?).ok()
+}
+
+pub(crate) fn record(state: &Path, e: &Entry) -> anyhow::Result<()> {
+    let dir = deploy_dir(state);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("history.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(e)?)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn write_journal(state: &Path, j: &Journal) -> anyhow::Result<()> {
+    let dir = deploy_dir(state);
+    std::fs::create_dir_all(&dir)?;
+    let path = journal_path(state);
+    crate::durable::write_atomic(
+        &path,
+        &dir.join(".in-progress.json.tmp"),
+        &serde_json::to_vec_pretty(j)?,
+        Some(0o640),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    crate::durable::sync_dir(&dir);
+    Ok(())
+}
+
+fn end_journal(state: &Path) {
+    let _ = std::fs::remove_file(journal_path(state));
+    crate::durable::sync_dir(&deploy_dir(state));
+}
+
+/// `<version>-<first 12 hex of the binary's sha256>`: the same file is the same release.
+pub fn release_id(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| out.status.success() && text.starts_with("lxgate "))
+        .with_context(|| {
+            format!(
+                "{} is not an lxgate binary (--version said {text:?})",
+                bin.display()
+            )
+        })?
+        .to_string();
+    Ok(format!("{version}-{}", &sha256_of(bin)?[..12]))
+}
+
+fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Copy the binary into its release directory (once; a repeat finds it there).
+pub fn install(layout: &Layout, bin: &Path) -> anyhow::Result<String> {
+    let id = release_id(bin)?;
+    let target = layout.bin_of(&id);
+    if target.is_file() && sha256_of(&target)? == sha256_of(bin)? {
+        return Ok(id);
+    }
+    let dir = target.parent().expect("bin/ has a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bytes = std::fs::read(bin)?;
+    crate::durable::write_atomic(&target, &dir.join(".lxgate.tmp"), &bytes, Some(0o755))
+        .with_context(|| format!("installing {}", target.display()))?;
+    crate::durable::sync_dir(dir);
+    Ok(id)
+}
+
+/// The release `current` names.
+pub fn current(layout: &Layout) -> Option<String> {
+    let target = std::fs::read_link(layout.current_link()).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Point `current` at `release` by renaming a new link over it.
+pub fn flip(layout: &Layout, release: &str) -> anyhow::Result<()> {
+    let tmp = layout.prefix.join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(Path::new("releases").join(release), &tmp)?;
+    std::fs::rename(&tmp, layout.current_link())
+        .with_context(|| format!("replacing {}", layout.current_link().display()))?;
+    crate::durable::sync_dir(&layout.prefix);
+    Ok(())
+}
+
+/// Keep the newest `keep` releases by install time, and always those in `protect`.
+pub fn prune(layout: &Layout, keep: usize, protect: &[&str]) -> Vec<String> {
+    let mut all: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(layout.releases())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let t = e.metadata().ok()?.modified().ok()?;
+            Some((t, e.file_name().to_string_lossy().into_owned()))
+        })
+        .filter(|(_, n)| !n.starts_with('.'))
+        .collect();
+    all.sort();
+    let n = all.len();
+    let mut removed = Vec::new();
+    for (i, (_, name)) in all.into_iter().enumerate() {
+        if i + keep >= n || protect.contains(&name.as_str()) {
+            continue;
+        }
+        if std::fs::remove_dir_all(layout.releases().join(&name)).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}
+
+/// A host command; its failure is an error carrying the tail of what it said.
+pub(crate) fn run(what: &str, c: &mut Command) -> anyhow::Result<String> {
+    let out = c
+        .output()
+        .with_context(|| format!("{what}: cannot run {:?}", c.get_program()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("{what} failed ({}): {}", out.status, tail.join(" | "));
+    }
+    Ok(text)
+}
+
+fn systemctl(args: &[&str]) -> Command {
+    let mut c = Command::new("systemctl");
+    c.args(args);
+    c
+}
+
+/// `bin ARGS` as the service user, with the units' environment (settings file, env
+/// file, keys group): what the units see, as systemd gives it to them.
+pub(crate) fn as_service(cfg: &Config, bin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("systemd-run");
+    c.args(["--wait", "--pipe", "--quiet", "--collect"])
+        .arg(format!("--uid={}", cfg.host.user))
+        .arg(format!("--gid={}", cfg.host.group))
+        .arg(format!(
+            "--property=SupplementaryGroups={}",
+            cfg.host.keys_group
+        ))
+        .arg(format!(
+            "--property=EnvironmentFile=-{}",
+            cfg.paths.state.join(".env.systemd").display()
+        ))
+        .arg(format!("--setenv=LXGATE_CONFIG={}", cfg.host.config))
+        .arg(bin)
+        .args(args);
+    c
+}
+
+/// The long-running and timer-driven units of a render, which a deploy stops and starts.
+fn units_in(render: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(render.join("systemd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Render the contract's files with `release`'s own binary (its contract may differ)
+/// and install them: nginx only if `nginx -t` accepts it (else the old file is put
+/// back), units with a daemon-reload, tmpfiles applied.
+fn install_files(cfg: &Config, layout: &Layout, release: &str) -> anyhow::Result<Vec<String>> {
+    let render = Scratch(
+        layout
+            .prefix
+            .join(format!(".render-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&render.0);
+    let bin = layout.bin_of(release);
+    run(
+        "rendering units, tmpfiles and nginx",
+        Command::new(&bin)
+            .arg("--config")
+            .arg(&cfg.host.config)
+            .args(["render", "all", "--out"])
+            .arg(render.0.as_path())
+            .arg("--bin")
+            .arg(layout.current_bin()),
+    )?;
+    let nginx_new = render.0.as_path().join("nginx/lxgate.conf");
+    if cfg.host.nginx && nginx_new.is_file() {
+        let old = std::fs::read(&layout.nginx_site).ok();
+        let new = std::fs::read(&nginx_new)?;
+        if old.as_deref() != Some(new.as_slice()) {
+            put(&layout.nginx_site, &new)?;
+            if let Err(e) = run("nginx -t", Command::new("nginx").arg("-t")) {
+                match old {
+                    Some(old) => put(&layout.nginx_site, &old)?,
+                    None => std::fs::remove_file(&layout.nginx_site)?,
+                }
+                return Err(
+                    e.context("the new nginx server block was refused and the old one put back")
+                );
+            }
+        }
+    }
+    let units = units_in(render.0.as_path());
+    std::fs::create_dir_all(&layout.units)?;
+    for u in &units {
+        put(
+            &layout.units.join(u),
+            &std::fs::read(render.0.as_path().join("systemd").join(u))?,
+        )?;
+    }
+    put(
+        &layout.tmpfiles,
+        &std::fs::read(render.0.as_path().join("tmpfiles.d/lxgate.conf"))?,
+    )?;
+    run(
+        "systemctl daemon-reload",
+        &mut systemctl(&["daemon-reload"]),
+    )?;
+    run(
+        "systemd-tmpfiles --create",
+        Command::new("systemd-tmpfiles")
+            .arg("--create")
+            .arg(&layout.tmpfiles),
+    )?;
+    Ok(units)
+}
+
+/// A directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn put(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().expect("an installed file has a directory");
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().expect("a file name").to_string_lossy();
+    crate::durable::write_atomic(
+        path,
+        &dir.join(format!(".{name}.lxgate-tmp")),
+        bytes,
+        Some(0o644),
+    )
+    .with_context(|| format!("installing {}", path.display()))?;
+    crate::durable::sync_dir(dir);
+    Ok(())
+}
+
+/// Everything but the keys unit, stopped before `current` changes: serve drains its
+/// requests on SIGTERM, so no upload is in flight when the snapshot is taken.
+fn stop_units(layout: &Layout) {
+    let mut units: Vec<String> = std::fs::read_dir(&layout.units)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("lxgate") && n != "lxgate-keys.service")
+        .collect();
+    units.sort();
+    if units.is_empty() {
+        return;
+    }
+    let mut args = vec!["stop"];
+    args.extend(units.iter().map(String::as_str));
+    if let Err(e) = run("stopping lxgate's units", &mut systemctl(&args)) {
+        tracing::warn!(error = %format!("{e:#}"), "stopping units");
+    }
+}
+
+/// Keys, migrations, then the units; wait for /readyz; then smoke as the service user.
+fn start_and_check(
+    cfg: &Config,
+    layout: &Layout,
+    units: &[String],
+    opts: &Options,
+) -> anyhow::Result<()> {
+    run(
+        "lxgate-keys.service",
+        &mut systemctl(&["restart", "lxgate-keys.service"]),
+    )?;
+    run(
+        "lxgate-migrate.service (the migrations)",
+        &mut systemctl(&["restart", "lxgate-migrate.service"]),
+    )?;
+    let enable: Vec<&str> = units
+        .iter()
+        .map(String::as_str)
+        .filter(|u| {
+            std::fs::read_to_string(layout.units.join(u)).is_ok_and(|t| t.contains("[Install]"))
+        })
+        .collect();
+    let mut args = vec!["enable"];
+    args.extend(&enable);
+    run("enabling the units", &mut systemctl(&args))?;
+    // Type=notify: `start` returns once serve said READY, i.e. passed its readiness.
+    let start: Vec<&str> = enable
+        .iter()
+        .copied()
+        .filter(|u| !matches!(*u, "lxgate-keys.service" | "lxgate-migrate.service"))
+        .collect();
+    let mut args = vec!["start"];
+    args.extend(&start);
+    run("starting the units", &mut systemctl(&args))?;
+    if cfg.host.nginx {
+        run(
+            "reloading nginx",
+            &mut systemctl(&["reload-or-restart", "nginx.service"]),
+        )?;
+    }
+    smoke(cfg, &layout.current_bin(), opts)
+}
+
+/// /readyz, then `bin smoke` as the service user with the units' environment.
+pub(crate) fn smoke(cfg: &Config, bin: &Path, opts: &Options) -> anyhow::Result<()> {
+    wait_ready(cfg)?;
+    let mut smoke = vec![
+        "smoke".to_string(),
+        "--port".into(),
+        opts.smoke_port.to_string(),
+    ];
+    if let Some(ca) = &opts.smoke_ca {
+        smoke.extend(["--ca".into(), ca.display().to_string()]);
+    }
+    let args: Vec<&str> = smoke.iter().map(String::as_str).collect();
+    run("lxgate smoke", &mut as_service(cfg, bin, &args))?;
+    Ok(())
+}
+
+/// /readyz 200 on the app's own listener (TCP); a unix socket relies on Type=notify.
+fn wait_ready(cfg: &Config) -> anyhow::Result<()> {
+    let listen = &cfg.server.listen;
+    if listen.starts_with("unix:") {
+        return Ok(());
+    }
+    let url = format!("http://{listen}/readyz");
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    let start = Instant::now();
+    loop {
+        match agent.get(&url).call() {
+            Ok(r) if r.status() == 200 => return Ok(()),
+            other => {
+                if start.elapsed() > Duration::from_secs(90) {
+                    let why = match other {
+                        Err(ureq::Error::Status(_, r)) => r.into_string().unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                        Ok(r) => format!("status {}", r.status()),
+                    };
+                    bail!("{url} did not answer 200 within 90 s: {why}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub struct Done {
+    pub release: String,
+    pub entry: Entry,
+}
+
+/// Deploy `opts.release`, or finish the deploy a killed run left.
+pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<Done> {
+    std::fs::create_dir_all(&layout.prefix)?;
+    let lock_path = layout.prefix.join("deploy.lock");
+    let lock = std::fs::File::create(&lock_path)?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "another lxgate deploy holds {}; wait for it to end",
+                lock_path.display()
+            )
+        },
+    )?;
+    let state = cfg.paths.state.clone();
+    let id = install(layout, &opts.release)?;
+
+    let journal = match in_progress(&state) {
+        Some(j) if j.rolling_back || j.to != id => {
+            // A deploy to another release, or a rollback, was cut short: finish its
+            // rollback first; this release is then deployed from a known state.
+            let reason = j
+                .reason
+                .clone()
+                .unwrap_or_else(|| "an interrupted deploy was not finished".into());
+            eprintln!(
+                "lxgate deploy: finishing the rollback of {} first ({reason})",
+                j.to
+            );
+            rollback(cfg, layout, opts, j, &reason)?;
+            None
+        }
+        other => other,
+    };
+    let j = match journal {
+        Some(j) => {
+            eprintln!("lxgate deploy: resuming the deploy of {id}");
+            j
+        }
+        None => {
+            let from = current(layout);
+            if from.as_deref() == Some(id.as_str()) {
+                // A rerun after a deploy that finished (perhaps just before a kill).
+                return Ok(Done {
+                    release: id.clone(),
+                    entry: Entry {
+                        at: Utc::now(),
+                        from,
+                        to: id,
+                        outcome: "current".into(),
+                        reason: None,
+                        restored: None,
+                    },
+                });
+            }
+            let j = Journal {
+                started: Utc::now(),
+                from,
+                to: id.clone(),
+                rolling_back: false,
+                reason: None,
+                restore: None,
+            };
+            write_journal(&state, &j)?;
+            j
+        }
+    };
+    pause::open(&state, "deploy", &format!("deploying {id}"))
+        .with_context(|| format!("pausing ingest ({})", pause::marker(&state).display()))?;
+    let forward = (|| -> anyhow::Result<()> {
+        stop_units(layout);
+        flip(layout, &id)?;
+        let units = install_files(cfg, layout, &id)?;
+        start_and_check(cfg, layout, &units, opts)
+    })();
+    match forward {
+        Ok(()) => {
+            pause::close(&state)?;
+            let entry = Entry {
+                at: Utc::now(),
+                from: j.from.clone(),
+                to: id.clone(),
+                outcome: "deployed".into(),
+                reason: None,
+                restored: None,
+            };
+            record(&state, &entry)?;
+            end_journal(&state);
+            let mut protect = vec![id.as_str()];
+            protect.extend(j.from.as_deref());
+            for r in prune(layout, opts.keep.max(2), &protect) {
+                eprintln!("lxgate deploy: removed old release {r}");
+            }
+            Ok(Done { release: id, entry })
+        }
+        Err(e) => {
+            let reason = format!("{e:#}");
+            let mut j = j;
+            j.rolling_back = true;
+            j.reason = Some(reason.clone());
+            write_journal(&state, &j)?;
+            eprintln!("lxgate deploy: {id} failed, rolling back: {reason}");
+            let entry = rollback(cfg, layout, opts, j, &reason)?;
+            Ok(Done {
+                release: entry.from.clone().unwrap_or_default(),
+                entry,
+            })
+        }
+    }
+}
+
+/// Back to `j.from`; restore the snapshot this deploy's migration took when the
+/// previous release refuses the schema. The journal stays until it is done, so a killed
+/// rollback is finished by the next run.
+fn rollback(
+    cfg: &Config,
+    layout: &Layout,
+    opts: &Options,
+    j: Journal,
+    reason: &str,
+) -> anyhow::Result<Entry> {
+    let state = cfg.paths.state.clone();
+    let Some(from) = j.from.clone() else {
+        bail!(
+            "{} failed on a host without a previous release, so there is nothing to roll back to: {reason}. Fix the cause and run the deploy again",
+            j.to
+        );
+    };
+    let mut j = Journal {
+        rolling_back: true,
+        reason: Some(reason.to_string()),
+        ..j
+    };
+    write_journal(&state, &j)?;
+    pause::open(&state, "deploy", &format!("rolling back to {from}"))?;
+    let result = (|| -> anyhow::Result<Option<String>> {
+        stop_units(layout);
+        flip(layout, &from)?;
+        let units = install_files(cfg, layout, &from)?;
+        let old = layout.bin_of(&from);
+        if j.restore.is_none() {
+            let runs_on_it = as_service(cfg, &old, &["migrate", "--status"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if !runs_on_it {
+                let snap = crate::db::snapshot::list(&state)?
+                    .into_iter()
+                    .rev()
+                    .find(|m| m.taken_at >= j.started)
+                    .with_context(|| format!("{from} cannot run on the database, and this deploy took no snapshot to restore; restore one by hand (`lxgate snapshot list`)"))?;
+                j.restore = Some(snap.id);
+                write_journal(&state, &j)?;
+            }
+        }
+        if let Some(id) = &j.restore {
+            run(
+                "restoring the snapshot",
+                &mut as_service(cfg, &old, &["snapshot", "restore", id]),
+            )?;
+        }
+        let restored = j.restore.clone();
+        start_and_check(cfg, layout, &units, opts)?;
+        Ok(restored)
+    })();
+    match result {
+        Ok(restored) => {
+            pause::close(&state)?;
+            let entry = Entry {
+                at: Utc::now(),
+                from: Some(from),
+                to: j.to.clone(),
+                outcome: "rolled_back".into(),
+                reason: Some(reason.to_string()),
+                restored,
+            };
+            record(&state, &entry)?;
+            end_journal(&state);
+            Ok(entry)
+        }
+        Err(e) => {
+            let entry = Entry {
+                at: Utc::now(),
+                from: Some(from),
+                to: j.to.clone(),
+                outcome: "failed".into(),
+                reason: Some(format!("{reason}; the rollback failed too: {e:#}")),
+                restored: None,
+            };
+            let _ = record(&state, &entry);
+            Err(e.context(format!(
+                "the rollback of {} did not finish; ingest stays paused. Fix the cause and run `lxgate deploy --release` again to finish it",
+                j.to
+            )))
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Progress of long operator work (recover, SAP import, and whatever else copies many
+//! files or bytes): on a terminal, one bar on stderr with bytes, files, rate and ETA;
+//! anywhere else (a pipe, a file, the journal) no bar at all, and one summary line in
+//! the log when the work is done. Safe to share between copy threads.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+/// What the work is measured by: the bar follows bytes when their total is known up
+/// front, else files.
+#[derive(Debug, Clone, Copy)]
+pub struct Total {
+    pub files: u64,
+    pub bytes: Option<u64>,
+}
+
+pub struct Progress {
+    what: String,
+    bar: Option<ProgressBar>,
+    by_bytes: bool,
+    files: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    start: Instant,
+}
+
+/// What was done, for the caller's own summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub files: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Start measuring `what` (shown before the bar and in the summary line); a bar only
+    /// when stderr is a terminal.
+    pub fn start(what: impl Into<String>, total: Total) -> Progress {
+        let what = what.into();
+        let files = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let by_bytes = total.bytes.is_some();
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(
+                Some(total.bytes.unwrap_or(total.files)),
+                ProgressDrawTarget::stderr(),
+            );
+            bar.set_style(style(by_bytes, total.files, files.clone(), bytes.clone()));
+            bar.set_prefix(what.clone());
+            bar
+        });
+        Progress {
+            what,
+            bar,
+            by_bytes,
+            files,
+            bytes,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts, draws nothing and logs nothing (a dry run).
+    pub fn hidden(what: impl Into<String>) -> Progress {
+        Progress {
+            what: what.into(),
+            bar: None,
+            by_bytes: false,
+            files: Arc::default(),
+            bytes: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    /// `files` more files and `bytes` more bytes done.
+    pub fn add(&self, files: u64, bytes: u64) {
+        self.files.fetch_add(files, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(if self.by_bytes { bytes } else { files });
+        }
+    }
+
+    /// Run `f` (which prints) with the bar, if any, lifted off the terminal and redrawn
+    /// below what `f` printed.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// Stop: the bar stays on the terminal in its final state; the log gets one line.
+    pub fn finish(self) -> Done {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+        let done = Done {
+            files: self.files.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            elapsed: self.start.elapsed(),
+        };
+        let secs = done.elapsed.as_secs_f64();
+        tracing::info!(
+            files = done.files,
+            bytes = done.bytes,
+            secs = (secs * 10.0).round() / 10.0,
+            "{}: {} files, {} in {secs:.1} s ({}/s)",
+            self.what,
+            done.files,
+            HumanBytes(done.bytes),
+            HumanBytes((done.bytes as f64 / secs.max(0.001)) as u64),
+        );
+        done
+    }
+}
+
+fn style(
+    by_bytes: bool,
+    total_files: u64,
+    files: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+) -> ProgressStyle {
+    let template = if by_bytes {
+        "{prefix} [{bar:30}] {bytes}/{total_bytes} {files} files {binary_bytes_per_sec} ETA {eta}"
+    } else {
+        "{prefix} [{bar:30}] {files} files {written} {written_per_sec} ETA {eta}"
+    };
+    let start = Instant::now();
+    let written = bytes.clone();
+    ProgressStyle::with_template(template)
+        .expect("the template is valid")
+        .progress_chars("=> ")
+        .with_key(
+            "files",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/{total_files}", files.load(Ordering::Relaxed));
+            },
+        )
+        .with_key(
+            "written",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", HumanBytes(written.load(Ordering::Relaxed)));
+            },
+        )
+        .with_key(
+            "written_per_sec",
+            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                let rate = bytes.load(Ordering::Relaxed) as f64 / secs;
+                let _ = write!(w, "{}/s", HumanBytes(rate as u64));
+            },
+        )
+}
