@@ -396,7 +396,7 @@ async fn in_form_of(
         return Err(ApiError::bad_request(
             "kind_after_file",
             format!(
-                "the kind field says {}, which is kept sealed at rest, after a file that looked like a video: send the kind field before the file",
+                "the kind field says {}, which is kept sealed at rest, but it came after the file, which was staged plain for the kind it looked like: send the kind field before the file",
                 kind.as_str()
             ),
         ));
