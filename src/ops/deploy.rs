@@ -392,13 +392,19 @@ fn put(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything but the keys unit, stopped before `current` changes: serve drains its
-/// requests on SIGTERM, so no upload is in flight when the snapshot is taken.
+/// Every unit an earlier deploy installed but the keys unit, stopped before `current`
+/// changes: serve drains its requests on SIGTERM, so no upload is in flight when the
+/// snapshot is taken. Only files `lxgate render` wrote (its header): a unit of the
+/// operator's that happens to be called lxgate-… is not ours to stop.
 fn stop_units(layout: &Layout) {
+    let ours = |p: &Path| {
+        std::fs::read_to_string(p).is_ok_and(|t| t.starts_with(crate::contract::render::HEADER))
+    };
     let mut units: Vec<String> = std::fs::read_dir(&layout.units)
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| ours(&e.path()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("lxgate") && n != "lxgate-keys.service")
         .collect();
