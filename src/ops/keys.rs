@@ -254,7 +254,8 @@ fn reseal(
         return Ok(false);
     }
     reader.seek(SeekFrom::Start(0))?;
-    let (out, tmp_path) = storage.temp_file("rotate-")?;
+    // `_claim` until the rename: a `prepare` elsewhere must not take the file before.
+    let (out, tmp_path, _claim) = storage.temp_file("rotate-")?;
     let mut tmp = TempFile(Some(tmp_path.clone()));
     // The object keeps its owner and mode: rotation runs as root, the service reads it.
     std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
