@@ -707,6 +707,13 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
         "befund.txt",
         "Gastroskopie: Refluxoesophagitis LA A.\n".as_bytes(),
     );
+    for job in [&pdf_job, &txt_job] {
+        let form: String = f.site.sql(&format!(
+            "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
+        ))[0]
+            .get(0);
+        assert_eq!(form, "age", "reports are sealed at rest by default");
+    }
     f.site.ok(&["hub-export", "mark", &pdf_job, &txt_job]);
     let body: serde_json::Value =
         serde_json::from_str(&f.site.ok(&["hub-export", "show", &pdf_job])).unwrap();
@@ -748,16 +755,25 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
     ] {
         assert_eq!(hub_counts(&f, hash), (1, 1));
         let t = f.hub.sql(&format!(
-            "SELECT t.resource_kind, t.resource_rows->'raw_pdf_file'->>'anonymized_text', j.kind, j.storage_path
+            "SELECT t.resource_kind, t.resource_rows->'raw_pdf_file'->>'anonymized_text', j.kind, j.storage_path,
+                    j.stored_as
              FROM transfers t JOIN upload_jobs j ON j.id = t.upload_job_id WHERE t.resource_hash = '{hash}'"
         ));
         assert_eq!(t[0].get::<_, String>(0), "report");
         assert_eq!(t[0].get::<_, String>(1), text);
         assert_eq!(t[0].get::<_, String>(2), "report");
-        let stored: String = t[0].get(3);
+        let (stored, form): (String, String) = (t[0].get(3), t[0].get(4));
+        assert_eq!(form, "age", "sealed again at the hub, to the hub's key");
+        let o = std::process::Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(f.hub.master_key())
+            .arg(f.hub.data().join("storage").join(stored))
+            .output()
+            .unwrap();
         assert!(
-            std::fs::read(f.hub.data().join("storage").join(stored)).unwrap() == bytes,
-            "the report's bytes, unchanged"
+            o.status.success() && o.stdout == bytes,
+            "the report's bytes, unchanged (age -d at the hub)"
         );
     }
 
@@ -821,6 +837,62 @@ fn the_senders_bodies_pass_endoreg_dbs_own_row_schemas() {
                 .contains("Extra inputs are not permitted"),
             "{refused}"
         );
+    }
+}
+
+/// A video kept sealed by both sides' policy crosses opened inside the envelope and is
+/// sealed again at the hub (reports, sealed by default, cross the same way:
+/// reports_are_exported_with_their_text_as_the_report_rows).
+#[test]
+fn a_video_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
+    let f = fleet_with("[storage]\nvideo = \"sealed\"\n");
+    let mut cfg = std::fs::OpenOptions::new()
+        .append(true)
+        .open(f.site.dir.path().join("site.toml"))
+        .unwrap();
+    std::io::Write::write_all(&mut cfg, b"\n[storage]\nvideo = \"sealed\"\n").unwrap();
+    let marker = format!("MARKER{}", uuid::Uuid::new_v4().simple());
+    let body: Vec<u8> = format!("{marker} a clip's bytes\n")
+        .bytes()
+        .cycle()
+        .take(300_000)
+        .collect();
+    let (job, hash) = site_job(&f, "sealed.mp4", &body);
+    let form: String = f.site.sql(&format!(
+        "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
+    ))[0]
+        .get(0);
+    assert_eq!(form, "age", "sealed at the site");
+    f.site.ok(&["hub-export", "mark", &job]);
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        hub_counts(&f, &hash),
+        (1, 1),
+        "the hub has the plaintext's hash"
+    );
+    let r = f.hub.sql(&format!(
+        "SELECT storage_path, stored_as FROM upload_jobs WHERE content_hash = '{hash}'"
+    ));
+    let (stored, form): (String, String) = (r[0].get(0), r[0].get(1));
+    assert_eq!(form, "age", "sealed again at the hub, to the hub's key");
+    let o = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(f.hub.master_key())
+        .arg(f.hub.data().join("storage").join(stored))
+        .output()
+        .unwrap();
+    assert!(o.status.success() && o.stdout == body, "age -d at the hub");
+    for site in [&f.site, &f.hub] {
+        let plain: Vec<PathBuf> = files_under(&site.data())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(p)
+                    .is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            })
+            .collect();
+        assert!(plain.is_empty(), "plaintext on disk: {plain:?}");
     }
 }
 

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HubExport};
+use crate::crypto::keyring::MasterKeys;
 use crate::crypto::signing;
 use crate::hub::envelope::{self, Identity, Receipt, Sealed};
 use crate::hub::keys::Recipient;
@@ -37,6 +38,7 @@ use crate::hub::wire::{
     self, header as h, ResourceKind, TransferMode, TransferStatus, MAX_KEY_LEN, MEDIA_CONTENT_TYPE,
     MEDIA_ROLE_PROCESSED, PAYLOAD_SCHEMA_VERSION,
 };
+use crate::ingest::at_rest::{self, AtRest, Object};
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
 /// (never in argv, the environment of other units, or the Nix store), then environment
@@ -72,7 +74,7 @@ pub async fn mark(
     let job_row = |id: uuid::Uuid| async move {
         let row = client
             .query_opt(
-                "SELECT kind, status, content_hash, center_id, storage_path, original_name
+                "SELECT kind, status, content_hash, center_id, storage_path, original_name, stored_as
                  FROM upload_jobs WHERE id = $1",
                 &[&id],
             )
@@ -89,11 +91,12 @@ pub async fn mark(
             (
                 row.get::<_, Option<String>>(4).unwrap_or_default(),
                 row.get::<_, String>(5),
+                at_rest::from_column(row.get(6)).unwrap_or(AtRest::Plain),
             ),
         ))
     };
     for id in jobs {
-        let (kind, processed, center, (object, name)) = job_row(*id).await?;
+        let (kind, processed, center, (object, name, at_rest)) = job_row(*id).await?;
         let resource_kind = match kind.as_str() {
             "video" => ResourceKind::Video,
             "report" => ResourceKind::Report,
@@ -112,10 +115,13 @@ pub async fn mark(
         if resource_kind == ResourceKind::Report {
             // The hub refuses a report without text; say so now, not at the first run.
             let object = config.paths.storage.join(object);
+            let keys = MasterKeys::new(&config.host.master_key);
             let suffix = suffix_of(&name);
-            tokio::task::spawn_blocking(move || report_text(&object, suffix.as_deref()))
-                .await?
-                .map_err(|why| anyhow!("upload job {id} cannot be exported: {why}"))?;
+            tokio::task::spawn_blocking(move || {
+                report_text(&object, at_rest, &keys, suffix.as_deref())
+            })
+            .await?
+            .map_err(|why| anyhow!("upload job {id} cannot be exported: {why}"))?;
         }
         let key = wire::transfer_key(&settings.node_key, resource_kind, &raw_hash);
         if key.len() > MAX_KEY_LEN || !wire::valid_identifier(&key, MAX_KEY_LEN) {
@@ -193,6 +199,10 @@ struct Item {
     processed_hash: String,
     center: String,
     object: PathBuf,
+    /// How the object is kept; a sealed one is opened with the master identity and
+    /// leaves inside the transfer's own envelope, never as the site's age file.
+    at_rest: AtRest,
+    keys: MasterKeys,
     suffix: Option<String>,
     /// Attempts that ended in a retryable failure since the mark or the last `retry`.
     retries: i64,
@@ -230,7 +240,8 @@ enum Outcome {
 
 const ITEMS: &str =
     "SELECT e.upload_job_id, e.transfer_key, COALESCE(r.content_hash, j.content_hash),
-        j.content_hash, c.center_key, j.storage_path, j.original_name, e.retries::int8, j.kind
+        j.content_hash, c.center_key, j.storage_path, j.original_name, j.stored_as,
+        e.retries::int8, j.kind
      FROM hub_exports e
      JOIN upload_jobs j ON j.id = e.upload_job_id
      LEFT JOIN upload_jobs r ON r.id = e.raw_upload_job_id
@@ -240,7 +251,7 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
     let name: String = r.get(6);
     Item {
         job: r.get(0),
-        kind: match r.get::<_, String>(8).as_str() {
+        kind: match r.get::<_, String>(9).as_str() {
             "report" => ResourceKind::Report,
             // `mark` lets nothing but videos and reports in.
             _ => ResourceKind::Video,
@@ -250,8 +261,10 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
         processed_hash: r.get(3),
         center: r.get(4),
         object: config.paths.storage.join(r.get::<_, String>(5)),
+        at_rest: at_rest::from_column(r.get(7)).unwrap_or(AtRest::Plain),
+        keys: MasterKeys::new(&config.host.master_key),
         suffix: suffix_of(&name),
-        retries: r.get(7),
+        retries: r.get(8),
     }
 }
 
@@ -453,36 +466,63 @@ enum Facts {
 
 fn media_facts(item: &Item) -> std::result::Result<Facts, String> {
     Ok(match item.kind {
-        ResourceKind::Report => Facts::Report(report_text(&item.object, item.suffix.as_deref())?),
+        ResourceKind::Report => Facts::Report(report_text(
+            &item.object,
+            item.at_rest,
+            &item.keys,
+            item.suffix.as_deref(),
+        )?),
         _ => Facts::Video(video_facts(&item.object)),
     })
 }
 
 /// The text of a report: a text report (`.txt`, as lx-annotate takes them) is its own
-/// text; a PDF's is its text layer, read by `pdftotext` (poppler-utils). Marking stated
-/// the report anonymized, so this is the anonymized text the hub requires. A report
-/// without text (a scan without a text layer) cannot be sent: the hub refuses a blank one.
-pub fn report_text(path: &Path, suffix: Option<&str>) -> std::result::Result<String, String> {
+/// text; a PDF's is its text layer, read by `pdftotext` (poppler-utils) from a pipe, so
+/// a report sealed at rest is opened in memory and never written out in the clear.
+/// Marking stated the report anonymized, so this is the anonymized text the hub
+/// requires. A report without text (a scan without a text layer) cannot be sent: the
+/// hub refuses a blank one.
+pub fn report_text(
+    path: &Path,
+    at_rest: AtRest,
+    keys: &MasterKeys,
+    suffix: Option<&str>,
+) -> std::result::Result<String, String> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        format!(
+            "reading the stored report {}: {e}; run `lxgate storage audit --verify`",
+            path.display()
+        )
+    };
+    let mut object = Object::open(path, at_rest, keys).map_err(|e| unreadable(&e))?;
     let text = if suffix == Some(".txt") {
-        let bytes = std::fs::read(path).map_err(|e| {
-            format!(
-                "reading the stored report {}: {e}; run `lxgate storage audit`",
-                path.display()
-            )
-        })?;
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).map_err(|e| unreadable(&e))?;
         String::from_utf8(bytes).map_err(|_| {
             "the text report is not UTF-8; the hub takes its text as JSON: convert it to UTF-8 and ingest it again".to_string()
         })?
     } else {
-        let out = std::process::Command::new("pdftotext")
-            .args(["-q", "-enc", "UTF-8"])
-            .arg(path)
-            .arg("-")
-            .stdin(std::process::Stdio::null())
-            .output()
+        let mut child = std::process::Command::new("pdftotext")
+            .args(["-q", "-enc", "UTF-8", "-", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
             .map_err(|e| {
                 format!("pdftotext does not run ({e}): install poppler-utils; a report's text goes to the hub as raw_pdf_file.anonymized_text")
             })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        // Fed from a thread: pdftotext may answer before it has read everything.
+        let (fed, out) = std::thread::scope(|s| {
+            let feeder = s.spawn(move || std::io::copy(&mut object, &mut stdin).map(drop));
+            let out = child.wait_with_output();
+            (feeder.join().expect("the feeder does not panic"), out)
+        });
+        let out = out.map_err(|e| format!("pdftotext: {e}"))?;
+        match fed {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(unreadable(&e)),
+            _ => {}
+        }
         if !out.status.success() {
             return Err(format!(
                 "pdftotext cannot read the stored report {} (exit {}): is it a PDF?",
@@ -768,13 +808,14 @@ impl Sender {
             // it, or its receipt would name this envelope).
             st.cleanup();
         }
-        let mut file = std::fs::File::open(&item.object).map_err(|e| {
-            format!(
-                "opening the stored object {}: {e}; run `lxgate storage audit`",
-                item.object.display()
-            )
-        })?;
-        let size = file.metadata().map_err(|e| e.to_string())?.len();
+        let (size, mut file) = Object::open(&item.object, item.at_rest, &item.keys)
+            .and_then(|mut o| Ok((o.plaintext_len()?, o)))
+            .map_err(|e| {
+                format!(
+                    "opening the stored object {}: {e}; run `lxgate storage audit --verify`",
+                    item.object.display()
+                )
+            })?;
         let tmp = st.ciphertext.with_extension("ciphertext.tmp");
         let sealed = (|| -> std::result::Result<Sealed, envelope::SealError> {
             let mut out = std::io::BufWriter::new(
