@@ -46,7 +46,7 @@ if [ -s /twin/sample.zip ]; then
   pairs() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM upload_jobs WHERE kind='preanonymized' AND status='stored'" | grep -qx 11; }
   check "the bundle's 11 pairs became UploadJobs" "lxgate-watcher lxgate-sap-import" poll 100 pairs
 else
-  fail "sample bundle present" "examples/sap_sample was not built (cargo build --release --examples)"
+  fail "sample bundle present" "examples/sap_sample was not built (cargo build --example sap_sample)"
 fi
 # 5b2. a report is sealed at rest (issue 19): no plaintext under the data root; the
 # audit below (--verify) opens it with the master identity, as the service user.

@@ -4,9 +4,14 @@
 #   b  a migration that fails (one transaction: nothing of it stays)
 #   c  an incompatible migration that succeeds, in a build whose smoke fails
 #   d  a compatible migration
-# Shares one cargo target dir and a debug-like profile (Cargo.toml [profile.twin]), so
-# after the first variant only the lxgate crate compiles: release builds with LTO cost CI
-# minutes the twin does not need, since it tests deploy's behaviour, not speed.
+# Built in the checkout's own target dir with the dev profile, the one `cargo test` has
+# just built: its dependencies are compiled already, so each variant compiles only the
+# lxgate crate (the twin tests deploy's behaviour, not speed). Every variant is built from
+# the same source directory inside the target dir: cargo and rustc's incremental cache
+# see one package whose files changed, so the second and third variant (and the next
+# run) reuse most of the first one's work; a fresh path per build would be a new package
+# each time. The variant's binary has a name of its own (lxgate-twin-variant): building
+# it never replaces target/debug/lxgate, which the tests and the other twins run.
 #   bash checks/host/upgrade-releases.sh BIN OUT
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,9 +19,9 @@ repo=$(cd "$here/../.." && pwd)
 bin=$(readlink -f "$1"); out=$2
 mkdir -p "$out"
 cp "$bin" "$out/a"
-target=${LXGATE_VARIANT_TARGET:-$repo/target/twin-variants}
-src=$(mktemp -d /tmp/lxgate-variant.XXXXXX)
-trap 'rm -rf "$src"' EXIT
+target=${LXGATE_VARIANT_TARGET:-$repo/target}
+src=$target/variant-src
+mkdir -p "$src"
 for v in b c d; do
   if [ -x "$out/$v" ] && [ "$out/$v" -nt "$bin" ]; then continue; fi
   rm -rf "$src/tree"; mkdir -p "$src/tree"
@@ -33,7 +38,9 @@ for v in b c d; do
     d) printf -- '-- previous release: compatible (twin: a new table)\nCREATE TABLE twin_notes (x int);\n' \
          > "$src/tree/migrations/9001_twin_expand.sql" ;;
   esac
-  (cd "$src/tree" && CARGO_TARGET_DIR=$target cargo build --profile twin --locked --bin lxgate >/dev/null)
-  cp "$target/twin/lxgate" "$out/$v"
+  sed -i '/^\[\[bin\]\]/,/^name/ s/^name = "lxgate"$/name = "lxgate-twin-variant"/' "$src/tree/Cargo.toml"
+  grep -q '^name = "lxgate-twin-variant"' "$src/tree/Cargo.toml" || { echo "variant $v: the [[bin]] rename did not apply" >&2; exit 1; }
+  (cd "$src/tree" && CARGO_TARGET_DIR=$target cargo build --locked --bin lxgate-twin-variant >/dev/null)
+  cp "$target/debug/lxgate-twin-variant" "$out/$v"
 done
 ls -l "$out"
