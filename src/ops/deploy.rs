@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::ingest::pause;
+use crate::progress::Progress;
 
 /// Where a deploy puts things; tests and unusual hosts move them.
 #[derive(Debug, Clone)]
@@ -419,7 +420,9 @@ fn start_and_check(
     layout: &Layout,
     units: &[String],
     opts: &Options,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
+    progress.step("keys and migrations");
     run(
         "lxgate-keys.service",
         &mut systemctl(&["restart", "lxgate-keys.service"]),
@@ -446,6 +449,7 @@ fn start_and_check(
         .collect();
     let mut args = vec!["start"];
     args.extend(&start);
+    progress.step("starting the units");
     run("starting the units", &mut systemctl(&args))?;
     if cfg.host.nginx {
         run(
@@ -453,6 +457,7 @@ fn start_and_check(
             &mut systemctl(&["reload-or-restart", "nginx.service"]),
         )?;
     }
+    progress.step("smoke");
     smoke(cfg, &layout.current_bin(), opts)
 }
 
@@ -520,6 +525,9 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
         },
     )?;
     let state = cfg.paths.state.clone();
+    // Install, stop, flip, files, keys and migrations, start, smoke.
+    let progress = Progress::steps("deploy", 7);
+    progress.step("installing the release");
     let id = install(layout, &opts.release)?;
 
     let journal = match in_progress(&state) {
@@ -530,24 +538,27 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
                 .reason
                 .clone()
                 .unwrap_or_else(|| "an interrupted deploy was not finished".into());
-            eprintln!(
-                "lxgate deploy: finishing the rollback of {} first ({reason})",
-                j.to
-            );
-            rollback(cfg, layout, opts, j, &reason)?;
+            progress.suspend(|| {
+                eprintln!(
+                    "lxgate deploy: finishing the rollback of {} first ({reason})",
+                    j.to
+                )
+            });
+            rollback(cfg, layout, opts, j, &reason, &progress)?;
             None
         }
         other => other,
     };
     let j = match journal {
         Some(j) => {
-            eprintln!("lxgate deploy: resuming the deploy of {id}");
+            progress.suspend(|| eprintln!("lxgate deploy: resuming the deploy of {id}"));
             j
         }
         None => {
             let from = current(layout);
             if from.as_deref() == Some(id.as_str()) {
                 // A rerun after a deploy that finished (perhaps just before a kill).
+                progress.finish_as("already current");
                 return Ok(Done {
                     release: id.clone(),
                     entry: Entry {
@@ -575,10 +586,13 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
     pause::open(&state, "deploy", &format!("deploying {id}"))
         .with_context(|| format!("pausing ingest ({})", pause::marker(&state).display()))?;
     let forward = (|| -> anyhow::Result<()> {
+        progress.step("stopping lxgate's units");
         stop_units(layout);
+        progress.step("switching current");
         flip(layout, &id)?;
+        progress.step("installing units, tmpfiles and nginx");
         let units = install_files(cfg, layout, &id)?;
-        start_and_check(cfg, layout, &units, opts)
+        start_and_check(cfg, layout, &units, opts, &progress)
     })();
     match forward {
         Ok(()) => {
@@ -596,8 +610,9 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
             let mut protect = vec![id.as_str()];
             protect.extend(j.from.as_deref());
             for r in prune(layout, opts.keep.max(2), &protect) {
-                eprintln!("lxgate deploy: removed old release {r}");
+                progress.suspend(|| eprintln!("lxgate deploy: removed old release {r}"));
             }
+            progress.finish_as("deployed");
             Ok(Done { release: id, entry })
         }
         Err(e) => {
@@ -606,8 +621,14 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
             j.rolling_back = true;
             j.reason = Some(reason.clone());
             write_journal(&state, &j)?;
-            eprintln!("lxgate deploy: {id} failed, rolling back: {reason}");
-            let entry = rollback(cfg, layout, opts, j, &reason)?;
+            progress.suspend(|| eprintln!("lxgate deploy: {id} failed, rolling back: {reason}"));
+            let entry = rollback(cfg, layout, opts, j, &reason, &progress);
+            progress.finish_as(if entry.is_ok() {
+                "rolled back"
+            } else {
+                "rollback failed"
+            });
+            let entry = entry?;
             Ok(Done {
                 release: entry.from.clone().unwrap_or_default(),
                 entry,
@@ -625,6 +646,7 @@ fn rollback(
     opts: &Options,
     j: Journal,
     reason: &str,
+    progress: &Progress,
 ) -> anyhow::Result<Entry> {
     let state = cfg.paths.state.clone();
     let Some(from) = j.from.clone() else {
@@ -641,8 +663,10 @@ fn rollback(
     write_journal(&state, &j)?;
     pause::open(&state, "deploy", &format!("rolling back to {from}"))?;
     let result = (|| -> anyhow::Result<Option<String>> {
+        progress.step("rolling back: stopping lxgate's units");
         stop_units(layout);
         flip(layout, &from)?;
+        progress.step("rolling back: installing the previous release's files");
         let units = install_files(cfg, layout, &from)?;
         let old = layout.bin_of(&from);
         if j.restore.is_none() {
@@ -661,13 +685,14 @@ fn rollback(
             }
         }
         if let Some(id) = &j.restore {
+            progress.step("rolling back: restoring the snapshot");
             run(
                 "restoring the snapshot",
                 &mut as_service(cfg, &old, &["snapshot", "restore", id]),
             )?;
         }
         let restored = j.restore.clone();
-        start_and_check(cfg, layout, &units, opts)?;
+        start_and_check(cfg, layout, &units, opts, progress)?;
         Ok(restored)
     })();
     match result {
