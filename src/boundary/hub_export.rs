@@ -36,6 +36,7 @@ use crate::hub::wire::{
     self, header as h, ResourceKind, TransferMode, TransferStatus, MAX_KEY_LEN, MEDIA_CONTENT_TYPE,
     MEDIA_ROLE_PROCESSED, PAYLOAD_SCHEMA_VERSION,
 };
+use crate::progress::{Progress, Total};
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
 /// (never in argv, the environment of other units, or the Nix store), then environment
@@ -245,8 +246,20 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
         )
         .await?;
     let mut summary = RunSummary::default();
-    for r in rows {
-        let item = item(config, &r);
+    let items: Vec<Item> = rows.iter().map(|r| item(config, r)).collect();
+    // Measured by the stored objects; a missing one counts 0 and fails in `send`.
+    let sizes: Vec<u64> = items
+        .iter()
+        .map(|i| std::fs::metadata(&i.object).map_or(0, |m| m.len()))
+        .collect();
+    let progress = Progress::start(
+        "hub export",
+        Total {
+            files: items.len() as u64,
+            bytes: Some(sizes.iter().sum()),
+        },
+    );
+    for (item, size) in items.into_iter().zip(sizes) {
         let s = sender.clone();
         let it = item.clone();
         let outcome = tokio::task::spawn_blocking(move || s.send(&it))
@@ -266,7 +279,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             ..Default::default()
         }
         .emit();
-        let (state, class, error) = match &outcome {
+        let (state, class, error) = progress.suspend(|| match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
                 tracing::info!(boundary = "hub_export", outcome = "applied", job_id = %item.job, transfer_key = %item.key, "applied at the hub");
@@ -286,7 +299,8 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
                 tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, class = class.as_str(), "export failed: {why}");
                 ("failed", Some(*class), Some(why.as_str()))
             }
-        };
+        });
+        progress.add(1, size);
         client
             .execute(
                 "UPDATE hub_exports SET state = $2, attempts = attempts + 1, failure_class = $3,
@@ -295,6 +309,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             )
             .await?;
     }
+    progress.finish();
     Ok(summary)
 }
 
