@@ -393,17 +393,31 @@ fn put(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything but the keys unit, stopped before `current` changes: serve drains its
-/// requests on SIGTERM, so no upload is in flight when the snapshot is taken.
-fn stop_units(layout: &Layout) {
-    let mut units: Vec<String> = std::fs::read_dir(&layout.units)
+/// The units in `dir` that `lxgate render` wrote (its header opens them), but the keys
+/// unit: a unit of the host's own that happens to be called `lxgate-*` (a backup
+/// wrapper, the twin's test runner, the shell that runs this deploy) is not ours to stop.
+fn rendered_units(dir: &Path) -> Vec<String> {
+    let mut units: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("lxgate") && n != "lxgate-keys.service")
+        .filter(|n| n != "lxgate-keys.service")
+        .filter(|n| {
+            let mut head = [0u8; crate::contract::render::HEADER.len()];
+            std::fs::File::open(dir.join(n))
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .is_ok_and(|()| head == crate::contract::render::HEADER.as_bytes())
+        })
         .collect();
     units.sort();
+    units
+}
+
+/// Everything lxgate runs but the keys unit, stopped before `current` changes: serve
+/// drains its requests on SIGTERM, so no upload is in flight when the snapshot is taken.
+fn stop_units(layout: &Layout) {
+    let units = rendered_units(&layout.units);
     if units.is_empty() {
         return;
     }
@@ -725,5 +739,43 @@ fn rollback(
                 j.to
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_units_lxgate_rendered_are_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = format!(
+            "{}[Service]\nExecStart=/opt/lxgate/current/bin/lxgate serve\n",
+            crate::contract::render::HEADER
+        );
+        for n in [
+            "lxgate.service",
+            "lxgate-keys.service",
+            "lxgate-storage-audit.timer",
+        ] {
+            std::fs::write(dir.path().join(n), &ours).unwrap();
+        }
+        // The host's own: the twin's test runner (which runs `lxgate deploy`), a backup
+        // wrapper, and an unrelated unit.
+        for n in [
+            "lxgate-twin-test.service",
+            "lxgate-offsite.service",
+            "nginx.service",
+        ] {
+            std::fs::write(
+                dir.path().join(n),
+                "[Service]\nExecStart=/bin/sh /twin/scenario.sh\n",
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            rendered_units(dir.path()),
+            ["lxgate-storage-audit.timer", "lxgate.service"]
+        );
     }
 }
