@@ -151,6 +151,9 @@ impl Progress {
                 bar.set_message(outcome.to_string());
             }
             bar.finish();
+            // indicatif leaves the cursor on the bar's line: what is logged next starts
+            // on a line of its own.
+            eprintln!();
         }
         let done = Done {
             files: self.files.load(Ordering::Relaxed),

@@ -597,7 +597,8 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
             j
         }
     };
-    pause::open(&state, "deploy", &format!("deploying {id}"))
+    progress
+        .suspend(|| pause::open(&state, "deploy", &format!("deploying {id}")))
         .with_context(|| format!("pausing ingest ({})", pause::marker(&state).display()))?;
     let forward = (|| -> anyhow::Result<()> {
         progress.step("stopping lxgate's units");
@@ -610,7 +611,7 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
     })();
     match forward {
         Ok(()) => {
-            pause::close(&state)?;
+            progress.suspend(|| pause::close(&state))?;
             let entry = Entry {
                 at: Utc::now(),
                 from: j.from.clone(),
@@ -675,7 +676,7 @@ fn rollback(
         ..j
     };
     write_journal(&state, &j)?;
-    pause::open(&state, "deploy", &format!("rolling back to {from}"))?;
+    progress.suspend(|| pause::open(&state, "deploy", &format!("rolling back to {from}")))?;
     let result = (|| -> anyhow::Result<Option<String>> {
         progress.step("rolling back: stopping lxgate's units");
         stop_units(layout);
@@ -711,7 +712,7 @@ fn rollback(
     })();
     match result {
         Ok(restored) => {
-            pause::close(&state)?;
+            progress.suspend(|| pause::close(&state))?;
             let entry = Entry {
                 at: Utc::now(),
                 from: Some(from),

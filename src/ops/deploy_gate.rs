@@ -311,7 +311,7 @@ fn roll_back(
             deploy::smoke(cfg, &old, opts).context(
                 "the previous generation fails smoke too; ingest stays paused: fix the host, then run `lxgate deploy gate --after-rollback`",
             )?;
-            pause::close(&state)?;
+            progress.suspend(|| pause::close(&state))?;
             entry.at = Utc::now();
             entry.outcome = "rolled_back".into();
             deploy::record(&state, &entry)?;
@@ -342,14 +342,15 @@ pub fn deploy_nixos(
         .map(|a| a.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ");
-    pause::open(&state, "deploy", &format!("nixos-rebuild {shown}"))
+    progress
+        .suspend(|| pause::open(&state, "deploy", &format!("nixos-rebuild {shown}")))
         .with_context(|| format!("pausing ingest ({})", pause::marker(&state).display()))?;
     // The operator watches the build: its output goes to the terminal as it comes.
     let status = progress.suspend(|| Command::new(program).args(args).status());
     let status = status.with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
     let after = nixos.current()?;
     if !status.success() && after == before {
-        pause::close(&state)?;
+        progress.suspend(|| pause::close(&state))?;
         progress.finish_as("nothing switched");
         bail!(
             "{} {shown} failed ({status}) and made no new system generation; nothing was switched. Fix the cause and run it again",
@@ -375,11 +376,11 @@ pub fn deploy_nixos(
         ))
     };
     let Some(reason) = failure else {
-        let entry = passed(cfg, system_of(&after), false)?;
+        let entry = progress.suspend(|| passed(cfg, system_of(&after), false))?;
         progress.finish_as("deployed");
         return Ok(entry);
     };
-    tracing::error!(%reason, "deploy --nixos: the gate failed, rolling back to generation {}", before.number);
+    progress.suspend(|| tracing::error!(%reason, "deploy --nixos: the gate failed, rolling back to generation {}", before.number));
     let entry = roll_back(
         cfg,
         opts,
