@@ -6,7 +6,11 @@
 #   d  a compatible migration
 # Shares one cargo target dir and a debug-like profile (Cargo.toml [profile.twin]), so
 # after the first variant only the lxgate crate compiles: release builds with LTO cost CI
-# minutes the twin does not need, since it tests deploy's behaviour, not speed.
+# minutes the twin does not need, since it tests deploy's behaviour, not speed. Every
+# variant is built from the same source directory inside the target dir: cargo and
+# rustc's incremental cache see one package whose files changed, so the second and third
+# variant (and the next run) reuse most of the first one's work; a fresh path per build
+# would be a new package each time.
 #   bash checks/host/upgrade-releases.sh BIN OUT
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,8 +19,8 @@ bin=$(readlink -f "$1"); out=$2
 mkdir -p "$out"
 cp "$bin" "$out/a"
 target=${LXGATE_VARIANT_TARGET:-$repo/target/twin-variants}
-src=$(mktemp -d /tmp/lxgate-variant.XXXXXX)
-trap 'rm -rf "$src"' EXIT
+src=$target/variant-src
+mkdir -p "$src"
 for v in b c d; do
   if [ -x "$out/$v" ] && [ "$out/$v" -nt "$bin" ]; then continue; fi
   rm -rf "$src/tree"; mkdir -p "$src/tree"
