@@ -371,3 +371,62 @@ fn the_gate_unit_after_a_failed_switch_takes_the_same_way_back() {
     assert_eq!(outcomes, ["rolling_back", "rolled_back"]);
     assert!(!h.state.join("deploy/ingest-paused").exists());
 }
+
+/// The operator's ssh session ending (SIGHUP) does not cut the deploy short.
+#[test]
+fn a_hangup_does_not_stop_the_deploy() {
+    let h = Host::new();
+    let g2 = h.generation("g2", "");
+    let ready = h.dir.join("rebuild-started");
+    let rebuild = h.dir.join("nixos-rebuild-slow");
+    // Says it started, then waits for the hangup to have been sent.
+    script(
+        &rebuild,
+        &format!(
+            "touch {ready}\nwhile [ ! -e {ready}.hup ]; do sleep 0.05; done\nexec {}\n",
+            h.rebuild(&g2).display(),
+            ready = ready.display()
+        ),
+    );
+    let profile = h.profile.display().to_string();
+    let path = format!(
+        "{}:{}",
+        h.stand_ins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut env = h.site.env();
+    env.push(("PATH", &path));
+    let mut c = command(
+        &[
+            "deploy",
+            "--nixos",
+            "--system-profile",
+            &profile,
+            "--nixos-rebuild",
+            rebuild.to_str().unwrap(),
+            "--",
+            "switch",
+        ],
+        &env,
+    );
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "nixos-rebuild to start",
+        std::time::Duration::from_secs(60),
+        || ready.exists(),
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    std::fs::write(ready.with_extension("hup"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?} {}", o.status, stderr(&o));
+    assert_eq!(h.profile_names(), "system-2-link");
+    assert!(!h.state.join("deploy/ingest-paused").exists());
+}

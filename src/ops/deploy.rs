@@ -525,8 +525,20 @@ pub struct Done {
     pub entry: Entry,
 }
 
+/// Ignore SIGHUP, as deploy-rs's activator does: the operator's ssh session may end
+/// mid-deploy, and a deploy or rollback that finishes beats one cut short with ingest
+/// paused. Unsafe because rustix sets no signal dispositions; a handler (signal-hook,
+/// tokio) would not do: SIG_IGN is kept across exec, so nixos-rebuild and
+/// switch-to-configuration outlive the hangup too, and a handler is reset there.
+#[allow(unsafe_code)]
+pub(crate) fn outlive_the_terminal() {
+    // SAFETY: SIG_IGN installs no handler code; signal() takes no pointers.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
 /// Deploy `opts.release`, or finish the deploy a killed run left.
 pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<Done> {
+    outlive_the_terminal();
     std::fs::create_dir_all(&layout.prefix)?;
     let lock_path = layout.prefix.join("deploy.lock");
     let lock = std::fs::File::create(&lock_path)?;

@@ -333,6 +333,7 @@ pub fn deploy_nixos(
     let (program, args) = rebuild
         .split_first()
         .context("name the nixos-rebuild command")?;
+    deploy::outlive_the_terminal();
     let start = Utc::now();
     let before = nixos.current()?;
     let progress = Progress::steps("deploy", 3);
