@@ -23,6 +23,7 @@ fn the_served_description_is_the_one_lxgate_openapi_prints() {
         .call()
         .unwrap();
     assert_eq!(served.content_type(), "application/json");
+    let served_id = served.header("x-request-id").map(str::to_string);
     let served = served.into_string().unwrap();
     let printed = lxgate(&["openapi"], &[]);
     assert!(printed.status.success(), "{}", stderr(&printed));
@@ -34,6 +35,7 @@ fn the_served_description_is_the_one_lxgate_openapi_prints() {
         "/api/upload/",
         "/api/upload-jobs/",
         "/api/upload-jobs/{id}",
+        "/api/upload/{id}/status/",
         "/api/media/{id}",
         "/api/media/hub/transfers/",
         "/api/media/hub/transfers/{key}/media/",
@@ -45,6 +47,19 @@ fn the_served_description_is_the_one_lxgate_openapi_prints() {
     ] {
         assert!(paths.contains(&&p.to_string()), "{p} missing: {paths:?}");
     }
+    // Every answer of every operation names the request id header the middleware sets,
+    // and the live answer carries it.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, r) in op["responses"].as_object().unwrap() {
+                assert!(
+                    r["headers"].get("x-request-id").is_some(),
+                    "{method} {path} {status} does not name x-request-id"
+                );
+            }
+        }
+    }
+    assert!(served_id.as_deref().is_some_and(|id| !id.is_empty()));
     // Both upload shapes.
     let content = &doc["paths"]["/api/upload/"]["post"]["requestBody"]["content"];
     assert!(

@@ -220,29 +220,58 @@ pub async fn authorize_media(
     }
 }
 
-/// `GET /api/upload/{id}/status/`: the job as endoreg-db's `UploadJobStatusSerializer`
-/// shapes it, for the lx-annotate frontend's polling. Fields lxgate has no value for
-/// (no SensitiveMeta, no text extraction, no LLM jobs) are null.
+/// A job as endoreg-db's `UploadJobStatusSerializer` shapes it, for the lx-annotate
+/// frontend's polling. Fields lxgate has no value for (no SensitiveMeta, no text
+/// extraction, no LLM jobs) are always null; they are kept so the frontend finds them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UploadJobStatus {
+    /// The job's status (as in UploadJob)
+    status: String,
+    error_detail: Option<String>,
+    sensitive_meta_id: Option<i64>,
+    id: Uuid,
+    source_center_key: Option<String>,
+    source_system: String,
+    ingest_mode: String,
+    text: Option<String>,
+    anonymized_text: Option<String>,
+    report_llm_job: Option<i64>,
+}
+
+/// One job's status, in the shape the lx-annotate frontend polls.
+#[utoipa::path(
+    get,
+    path = "/api/upload/{id}/status/",
+    tag = "ingest",
+    security(("token" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The job's status", body = UploadJobStatus),
+        (status = 400, description = "The path is not valid UTF-8", body = super::error::ErrorBody),
+        super::openapi::TokenRefusals,
+        (status = 404, description = "No such job for this token", body = super::error::ErrorBody),
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     source: Source,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UploadJobStatus>, ApiError> {
     let Path(id) = id?;
     let (job, _) = visible_job(&state, &headers, source, &id).await?;
-    Ok(Json(serde_json::json!({
-        "status": job.status,
-        "error_detail": job.error_detail,
-        "sensitive_meta_id": null,
-        "id": job.id,
-        "source_center_key": job.center_key,
-        "source_system": job.source_system,
-        "ingest_mode": job.ingest_mode,
-        "text": null,
-        "anonymized_text": null,
-        "report_llm_job": null,
-    })))
+    Ok(Json(UploadJobStatus {
+        status: job.status,
+        error_detail: job.error_detail,
+        sensitive_meta_id: None,
+        id: job.id,
+        source_center_key: job.center_key,
+        source_system: job.source_system,
+        ingest_mode: job.ingest_mode,
+        text: None,
+        anonymized_text: None,
+        report_llm_job: None,
+    }))
 }
 
 /// A stored job's media. Behind nginx the answer is an internal redirect that nginx

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::ErrorBody;
-use super::{health, jobs, transfers, upload};
+use super::{health, jobs, request_id, transfers, upload};
 use crate::ingest::{Kind, UploadJob};
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::ingest::{Kind, UploadJob};
         upload::upload,
         jobs::list,
         jobs::get_one,
+        jobs::status,
         jobs::media,
         transfers::register,
         transfers::media,
@@ -38,8 +39,8 @@ use crate::ingest::{Kind, UploadJob};
         health::metrics,
         served,
     ),
-    components(schemas(UploadJob, Kind, Uploaded, UploadForm, TransferRegistration, TransferStatus, Refusal, ErrorBody, health::Status)),
-    modifiers(&Security),
+    components(schemas(UploadJob, jobs::UploadJobStatus, Kind, Uploaded, UploadForm, TransferRegistration, TransferStatus, Refusal, ErrorBody, health::Status)),
+    modifiers(&Security, &RequestIds),
     tags(
         (name = "ingest", description = "Uploads and the UploadJobs they become"),
         (name = "media", description = "Protected media of stored jobs"),
@@ -148,6 +149,46 @@ impl Modify for Security {
                 "HMAC of the request by the node's secret, with X-Lxgate-Timestamp, X-Lxgate-Nonce and X-Lxgate-Content-Sha256 (docs/spec.md)",
             ),
         );
+    }
+}
+
+/// Every answer carries the request's id (middleware in http/mod.rs, for every route),
+/// so every response of every operation says so, from one place.
+struct RequestIds;
+
+impl Modify for RequestIds {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{HeaderBuilder, RefOr};
+        let header = HeaderBuilder::new()
+            .schema(utoipa::openapi::schema::Object::with_type(
+                utoipa::openapi::schema::Type::String,
+            ))
+            .description(Some(
+                "The id of this request in lxgate's journal and nginx's log: the request's own \
+                 X-Request-Id when it is sane (letters, digits, '-', '_', '.'; at most 64), \
+                 else a new one",
+            ))
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(r) = response {
+                        r.headers
+                            .insert(request_id::HEADER.to_string(), header.clone());
+                    }
+                }
+            }
+        }
     }
 }
 
