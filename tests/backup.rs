@@ -45,6 +45,9 @@ impl Host {
         )
         .unwrap();
         site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+        // The master key under this host's own state root, not Site's default.
+        let key = state.join("keys/master.age");
+        site.set("LXGATE_MASTER_KEY", key.to_str().unwrap());
         site.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
         site.set("RESTIC_PASSWORD_FILE", pw.to_str().unwrap());
         // restic's cache, as CacheDirectory= gives the unit one.
@@ -139,9 +142,9 @@ fn served_identical(target: &Host, source_storage: &Path) -> usize {
     let tok = target.site.token("super_admin", None, "restore-check");
     let rows = target
         .site
-        .sql("SELECT id::text, storage_path FROM upload_jobs WHERE status <> 'error' ORDER BY id");
+        .sql("SELECT id::text, storage_path, content_hash FROM upload_jobs WHERE status <> 'error' ORDER BY id");
     for r in &rows {
-        let (id, path): (String, String) = (r.get(0), r.get(1));
+        let (id, path, hash): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         let resp = http()
             .get(&srv.url(&format!("/api/media/{id}")))
             .set("Authorization", &format!("Bearer {tok}"))
@@ -149,11 +152,17 @@ fn served_identical(target: &Host, source_storage: &Path) -> usize {
             .unwrap_or_else(|e| panic!("GET media of job {id}: {e}"));
         let mut body = Vec::new();
         std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
-        let want = std::fs::read(source_storage.join(&path)).unwrap();
-        assert!(
-            body == want,
+        // Sealed objects are served opened: the body is the plaintext the job hashed,
+        // and the restored object is the source's, byte for byte.
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&body)),
+            hash,
             "job {id}: served media differs from the source"
         );
+        let want = std::fs::read(source_storage.join(&path)).unwrap();
+        let got = std::fs::read(target.site.data().join("storage").join(&path)).unwrap();
+        assert!(got == want, "job {id}: restored object differs");
     }
     rows.len()
 }

@@ -558,6 +558,61 @@ fn media_sealed_to_another_hub_is_refused_and_video_facts_come_from_ffprobe() {
     assert_eq!(rows["video_state"]["anonymization_validated"], true);
 }
 
+/// Reports do not cross (a 7.0 report transfer carries text lxgate does not hold), so a
+/// video kept sealed by both sides' policy stands for every sealed kind.
+#[test]
+fn a_video_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
+    let f = fleet_with("[storage]\nvideo = \"sealed\"\n");
+    let mut cfg = std::fs::OpenOptions::new()
+        .append(true)
+        .open(f.site.dir.path().join("site.toml"))
+        .unwrap();
+    std::io::Write::write_all(&mut cfg, b"\n[storage]\nvideo = \"sealed\"\n").unwrap();
+    let marker = format!("MARKER{}", uuid::Uuid::new_v4().simple());
+    let body: Vec<u8> = format!("{marker} a clip's bytes\n")
+        .bytes()
+        .cycle()
+        .take(300_000)
+        .collect();
+    let (job, hash) = site_job(&f, "sealed.mp4", &body);
+    let form: String = f.site.sql(&format!(
+        "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
+    ))[0]
+        .get(0);
+    assert_eq!(form, "age", "sealed at the site");
+    f.site.ok(&["hub-export", "mark", &job]);
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        hub_counts(&f, &hash),
+        (1, 1),
+        "the hub has the plaintext's hash"
+    );
+    let r = f.hub.sql(&format!(
+        "SELECT storage_path, stored_as FROM upload_jobs WHERE content_hash = '{hash}'"
+    ));
+    let (stored, form): (String, String) = (r[0].get(0), r[0].get(1));
+    assert_eq!(form, "age", "sealed again at the hub, to the hub's key");
+    let o = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(f.hub.master_key())
+        .arg(f.hub.data().join("storage").join(stored))
+        .output()
+        .unwrap();
+    assert!(o.status.success() && o.stdout == body, "age -d at the hub");
+    for site in [&f.site, &f.hub] {
+        let plain: Vec<PathBuf> = files_under(&site.data())
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(p)
+                    .is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            })
+            .collect();
+        assert!(plain.is_empty(), "plaintext on disk: {plain:?}");
+    }
+}
+
 #[test]
 fn marks_refuse_what_the_hub_would_refuse() {
     let f = fleet();

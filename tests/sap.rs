@@ -260,8 +260,20 @@ fn a_valid_bundle_becomes_pairs_the_watcher_ingests_and_a_repeat_adds_no_job() {
         21
     );
     // 6 anamneses, 1 letter and 1 radiology text shared by all, 6 case summaries
-    // (each names its patient).
-    assert_eq!(files_under(&s.data().join("storage/objects")).len(), 14);
+    // (each names its patient): 14 stored carriers; each pair's sidecar is an object of
+    // its own.
+    assert_eq!(
+        s.count("SELECT count(DISTINCT storage_path) FROM upload_jobs"),
+        14
+    );
+    assert_eq!(
+        s.count("SELECT count(DISTINCT sidecar_path) FROM upload_jobs"),
+        21
+    );
+    assert_eq!(
+        files_under(&s.data().join("storage/objects")).len(),
+        14 + 21
+    );
 
     // The same zip again: the same names, and downstream only dedupes.
     drop_zip(&import, "export-1-again.zip", &zip);

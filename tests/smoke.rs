@@ -36,6 +36,7 @@ fn host() -> Host {
     )
     .unwrap();
     site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    site.set("LXGATE_MASTER_KEY", key.to_str().unwrap());
     site.migrate();
     site.ensure_master_key(&key);
     let block = site

@@ -61,6 +61,8 @@ fn host_site(settings: &str) -> (Site, PathBuf) {
     )
     .unwrap();
     site.set("LXGATE_CONFIG", cfg.to_str().unwrap());
+    // The environment wins over [host] master_key: it names the host's key too.
+    site.set("LXGATE_MASTER_KEY", key.to_str().unwrap());
     site.set("LX_ANNOTATE_DEFAULT_CENTER", "A");
     site.ensure_master_key(&key);
     site.migrate();

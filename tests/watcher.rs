@@ -56,9 +56,30 @@ fn drops_become_jobs_and_leave_the_folder() {
         ),
         3
     );
-    let prov: serde_json::Value =
-        s.sql("SELECT provenance FROM upload_jobs WHERE kind = 'preanonymized'")[0].get(0);
-    assert_eq!(prov["sidecar"]["external_id"], "123");
+    let row = &s.sql(
+        "SELECT provenance, sidecar_path, stored_as FROM upload_jobs WHERE kind = 'preanonymized'",
+    )[0];
+    let (prov, sidecar, stored_as): (serde_json::Value, String, String) =
+        (row.get(0), row.get(1), row.get(2));
+    // The pair is sealed (the default): the sidecar is an object of its own, and the
+    // provenance in the database names its keys, never the patient's identifiers.
+    assert_eq!(stored_as, "age");
+    assert_eq!(prov["sidecar"]["sealed"], true);
+    assert_eq!(prov["sidecar"]["center_key"], "A");
+    assert!(prov["sidecar"]["external_id"].is_null(), "{prov}");
+    assert!(prov["sidecar"]["keys"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("external_id")));
+    let opened = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(s.master_key())
+        .arg(s.data().join("storage").join(&sidecar))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&opened.stdout).contains(r#""external_id":"123""#));
+    s.ok(&["storage", "audit", "--verify"]);
     // The same content again is a dedupe: still one row.
     drop_file(
         &import.join("video_import"),
@@ -337,9 +358,12 @@ fn kill_trial_every_distinct_file_stored_once() {
         distinct.len() as i64,
         "no second row for any file"
     );
+    // One object per distinct file, and one per preanonymized pair's sidecar.
+    let sidecars = s.count("SELECT count(DISTINCT sidecar_path) FROM upload_jobs");
+    assert!(sidecars > 0);
     assert_eq!(
         files_under(&s.data().join("storage/objects")).len(),
-        distinct.len()
+        distinct.len() + sidecars as usize
     );
     assert!(
         files_under(&s.data().join("storage/tmp")).is_empty(),
@@ -533,12 +557,20 @@ fn a_carrier_waits_for_a_sidecar_that_is_still_settling() {
         s.count("SELECT count(*) FROM upload_jobs") == 1 && names(&p).is_empty()
     });
     let prov: serde_json::Value = s.sql("SELECT provenance FROM upload_jobs")[0].get(0);
-    assert_eq!(prov["sidecar"]["external_id"], "9", "{prov}");
+    // Pairs are sealed by default: the provenance names the sidecar, its values stay
+    // in the sealed sidecar object.
+    assert_eq!(prov["sidecar_file"], "n.yaml", "{prov}");
+    assert_eq!(
+        prov["sidecar"]["keys"],
+        serde_json::json!(["external_id", "external_id_origin"]),
+        "{prov}"
+    );
 }
 
 #[test]
 fn yaml_sidecars_and_both_schemas_are_accepted_unknown_keys_kept_gender_normalised() {
-    let (s, import) = site(50, 300);
+    // The provenance shows a sidecar's values only when pairs are kept plain.
+    let (s, import) = site_with(50, 300, "[storage]\npreanonymized = \"plain\"\n");
     let p = import.join("preanonymized_import");
     // What the reference's SAP directory import writes (YAML), with a legacy key and
     // the raw gender letter older releases passed through.

@@ -48,6 +48,14 @@ if [ -s /twin/sample.zip ]; then
 else
   fail "sample bundle present" "examples/sap_sample was not built (cargo build --release --examples)"
 fi
+# 5b2. a report is sealed at rest (issue 19): no plaintext under the data root; the
+# audit below (--verify) opens it with the master identity, as the service user.
+marker="twin-report-$(date +%s%N)"
+printf '%%PDF-1.4 %s\n' "$marker" > /tmp/report.pdf
+install -o lxgate -g lxgate -m 0640 /tmp/report.pdf /var/lib/lxgate/data/import/report_import/report.pdf
+sealed_job() { runuser -u postgres -- psql -tA lxgate -c "SELECT stored_as FROM upload_jobs WHERE original_name='report.pdf' AND status='stored'" | grep -qx age; }
+check "a report drop is stored sealed (stored_as age)" "lxgate-watcher" poll 100 sealed_job
+check "no plaintext of the report under the data root" "lxgate-watcher" sh -c "! grep -rqF '$marker' /var/lib/lxgate/data"
 # 5c. storage and job rows agree.
 audit() { runuser -u lxgate -- env $(cat /var/lib/lxgate/.env.systemd) LXGATE_CONFIG=/etc/lxgate/config.toml lxgate storage audit --verify | grep ' 0 orphans, 0 missing, 0 damaged'; }
 check "lxgate storage audit --verify: every object has its row" "lxgate" audit

@@ -17,6 +17,9 @@ pub enum Stored {
     /// Plaintext on the data root (LUKS): nginx serves it, byte ranges and all, from its
     /// internal /protected_media/ location.
     Plain,
+    /// Sealed with age to the master identity (`stored_as = 'age'`): nginx cannot open
+    /// it, the app streams the plaintext.
+    Sealed,
 }
 
 /// A stored object the caller may read.
@@ -64,7 +67,8 @@ pub async fn decide(
         Caller::Known(p, _) => {
             let stmt = c
                 .prepare_cached(
-                    "SELECT j.id IS NOT NULL, j.center_id, c.center_key, j.storage_path
+                    "SELECT j.id IS NOT NULL, j.center_id, c.center_key, j.storage_path,
+                            j.stored_as = 'age'
                      FROM (VALUES (1)) AS one (x)
                      LEFT JOIN upload_jobs j ON j.id = $1
                      LEFT JOIN centers c ON c.id = j.center_id",
@@ -78,7 +82,7 @@ pub async fn decide(
             let stmt = c
                 .prepare_cached(
                     "SELECT j.id IS NOT NULL, j.center_id, jc.center_key, j.storage_path,
-                            t.id, t.label, t.role, t.center_id, tc.center_key
+                            j.stored_as = 'age', t.id, t.label, t.role, t.center_id, tc.center_key
                      FROM (VALUES (1)) AS one (x)
                      LEFT JOIN upload_jobs j ON j.id = $2
                      LEFT JOIN centers jc ON jc.id = j.center_id
@@ -87,7 +91,7 @@ pub async fn decide(
                 )
                 .await?;
             let row = c.query_one(&stmt, &[&&hash[..], &job]).await?;
-            (principal_at(&row, 4), row)
+            (principal_at(&row, 5), row)
         }
     };
     let Some(p) = principal else {
@@ -97,6 +101,8 @@ pub async fn decide(
     let center_id: Option<i64> = row.get(1);
     let center_key: Option<String> = row.get(2);
     let storage_path: Option<String> = row.get(3);
+    // NULL only when there is no job.
+    let sealed: Option<bool> = row.get(4);
     if !exists {
         return Ok(Err(Refusal::NoSuchJob(p)));
     }
@@ -112,7 +118,11 @@ pub async fn decide(
             job,
             center_key,
             storage_path,
-            stored: Stored::Plain,
+            stored: if sealed == Some(true) {
+                Stored::Sealed
+            } else {
+                Stored::Plain
+            },
         },
     )))
 }

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HubExport};
+use crate::crypto::keyring::MasterKeys;
 use crate::crypto::signing;
 use crate::hub::envelope::{self, Identity, Receipt, Sealed};
 use crate::hub::keys::Recipient;
@@ -36,6 +37,7 @@ use crate::hub::wire::{
     self, header as h, ResourceKind, TransferMode, TransferStatus, MAX_KEY_LEN, MEDIA_CONTENT_TYPE,
     MEDIA_ROLE_PROCESSED, PAYLOAD_SCHEMA_VERSION,
 };
+use crate::ingest::at_rest::{self, AtRest, Object};
 use crate::progress::{Progress, Total};
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
@@ -179,6 +181,10 @@ struct Item {
     processed_hash: String,
     center: String,
     object: PathBuf,
+    /// How the object is kept; a sealed one is opened with the master identity and
+    /// leaves inside the transfer's own envelope, never as the site's age file.
+    at_rest: AtRest,
+    keys: MasterKeys,
     suffix: Option<String>,
 }
 
@@ -214,7 +220,7 @@ enum Outcome {
 
 const ITEMS: &str =
     "SELECT e.upload_job_id, e.transfer_key, COALESCE(r.content_hash, j.content_hash),
-        j.content_hash, c.center_key, j.storage_path, j.original_name
+        j.content_hash, c.center_key, j.storage_path, j.original_name, j.stored_as
      FROM hub_exports e
      JOIN upload_jobs j ON j.id = e.upload_job_id
      LEFT JOIN upload_jobs r ON r.id = e.raw_upload_job_id
@@ -229,6 +235,8 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
         processed_hash: r.get(3),
         center: r.get(4),
         object: config.paths.storage.join(r.get::<_, String>(5)),
+        at_rest: at_rest::from_column(r.get(7)).unwrap_or(AtRest::Plain),
+        keys: MasterKeys::new(&config.host.master_key),
         suffix: suffix_of(&name),
     }
 }
@@ -642,13 +650,14 @@ impl Sender {
             // it, or its receipt would name this envelope).
             st.cleanup();
         }
-        let mut file = std::fs::File::open(&item.object).map_err(|e| {
-            format!(
-                "opening the stored object {}: {e}; run `lxgate storage audit`",
-                item.object.display()
-            )
-        })?;
-        let size = file.metadata().map_err(|e| e.to_string())?.len();
+        let (size, mut file) = Object::open(&item.object, item.at_rest, &item.keys)
+            .and_then(|mut o| Ok((o.plaintext_len()?, o)))
+            .map_err(|e| {
+                format!(
+                    "opening the stored object {}: {e}; run `lxgate storage audit --verify`",
+                    item.object.display()
+                )
+            })?;
         let tmp = st.ciphertext.with_extension("ciphertext.tmp");
         let sealed = (|| -> std::result::Result<Sealed, envelope::SealError> {
             let mut out = std::io::BufWriter::new(

@@ -20,6 +20,13 @@ enum Cmd {
         #[arg(long)]
         key: Option<PathBuf>,
     },
+    /// Re-seal every sealed object to a new master identity, then retire the old one
+    /// (root-only, kept beside the key for backups sealed to it). Crash-safe: run it
+    /// again after an interruption and it carries on.
+    Rotate {
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a hub recipient key for media envelopes (X25519, PKCS#8 PEM, mode 0600)
     /// and print its public key, which every site's
     /// LX_ANNOTATE_HUB_EXPORT_RECIPIENT_PUBLIC_KEY_FILE holds. With --public, print the
@@ -41,7 +48,7 @@ enum Cmd {
     },
 }
 
-pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
+pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     match a.cmd {
         Cmd::Recipient { key } => {
             let key = match key {
@@ -52,6 +59,25 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("reading the master identity {}: {e}", key.display())
             })?;
             println!("{}", id.recipient());
+        }
+        Cmd::Rotate { json } => {
+            let (cfg, client) = ctx.connect().await?;
+            let storage = lxgate::ingest::Storage::from_config(&cfg);
+            let done = lxgate::ops::keys::rotate(&client, &storage).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!(
+                    "every sealed object opens with {} ({} re-sealed now, {} earlier)",
+                    done.recipient, done.resealed, done.already
+                );
+                if let Some(old) = &done.retired {
+                    println!(
+                        "the old identity is retired to {} (root only): keep it while backups sealed to it exist, then delete it",
+                        old.display()
+                    );
+                }
+            }
         }
         Cmd::HubRecipient { out, public } => {
             let (pem, id) = match (out, public) {

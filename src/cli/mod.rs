@@ -163,7 +163,7 @@ impl Cli {
             Cmd::Node(a) => node::run(a, &ctx).await,
             Cmd::HubExport(a) => hub_export::run(a, &ctx).await,
             Cmd::Storage(a) => storage::run(a, &ctx).await,
-            Cmd::Keys(a) => keys::run(a, &ctx),
+            Cmd::Keys(a) => keys::run(a, &ctx).await,
             Cmd::Backup(a) => backup::run(a, &ctx).await,
             Cmd::Restore(a) => restore::run(a, &ctx).await,
             Cmd::Completions(a) => completions::run(a),

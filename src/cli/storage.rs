@@ -19,7 +19,8 @@ enum Cmd {
     Audit {
         #[arg(long)]
         json: bool,
-        /// Also re-hash every referenced object (reads all of storage).
+        /// Also re-hash every referenced object (reads all of storage; sealed objects
+        /// are opened with the master identity, so run it where the key is readable).
         #[arg(long)]
         verify: bool,
     },
@@ -35,9 +36,10 @@ enum Cmd {
 
 pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
     let (cfg, client) = ctx.connect().await?;
+    let storage = lxgate::ingest::Storage::from_config(&cfg);
     match a.cmd {
         Cmd::Audit { json, verify } => {
-            let audit = storage_audit::audit(&client, &cfg.paths.storage, verify).await?;
+            let audit = storage_audit::audit(&client, &storage, verify).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&audit)?);
             } else {
@@ -53,7 +55,7 @@ pub async fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         } => {
             let moved = storage_audit::quarantine_orphans(
                 &client,
-                &cfg.paths.storage,
+                &storage,
                 &cfg.paths.quarantine(),
                 Duration::from_secs(older_than),
                 dry_run,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{redact_db_url, ConfigError};
+use super::{redact_db_url, AtRest, ConfigError};
 
 // ---------------------------------------------------------------------------------------
 // The settings file as written. Only `Config::from_parts` reads it; nothing keeps or
@@ -20,6 +20,7 @@ pub struct FileConfig {
     /// standalone | site_node | central_hub (env ENDOREG_DEPLOYMENT_ROLE wins).
     pub role: Option<String>,
     pub paths: PathsConfig,
+    pub storage: StorageConfig,
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub watcher: WatcherConfig,
@@ -39,6 +40,19 @@ pub struct PathsConfig {
     pub data: Option<PathBuf>,
     /// Managed storage, inside the data root; env STORAGE_DIR wins.
     pub storage: Option<PathBuf>,
+}
+
+/// How each kind of object is kept at rest: `"sealed"` (age to the master identity,
+/// opened by the app to serve it) or `"plain"` (LUKS only, served by nginx with
+/// X-Accel-Redirect). Defaults in nix/contract.toml [storage]: video plain, report and
+/// preanonymized (carrier and sidecar) sealed. A change applies to objects stored after
+/// it; stored objects keep the form their row records.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub video: Option<AtRest>,
+    pub report: Option<AtRest>,
+    pub preanonymized: Option<AtRest>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -161,7 +175,7 @@ pub struct HostConfig {
     pub keys_group: Option<String>,
     /// Path of this settings file as the units see it.
     pub config: Option<String>,
-    /// Age master identity, root:keys_group 0640.
+    /// Age master identity, root:keys_group 0640; env LXGATE_MASTER_KEY wins.
     pub master_key: Option<String>,
     pub server_name: Option<String>,
     pub tls_certificate: Option<String>,

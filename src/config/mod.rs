@@ -213,6 +213,7 @@ impl Config {
             .unwrap_or_else(|| "standalone".into());
         let role = Role::parse(&role_s)?;
         let paths = resolve_paths(&file.paths, &get)?;
+        let storage = storage_policy(&file.storage)?;
 
         let listen = get("LXGATE_LISTEN")
             .or_else(|| file.server.listen.clone())
@@ -385,12 +386,16 @@ impl Config {
             });
         }
         let hub_export = hub_export(role, h, &get, &paths)?;
-        let host = resolve_host(&file.host, &paths);
+        let mut host = resolve_host(&file.host, &paths);
+        if let Some(key) = get("LXGATE_MASTER_KEY") {
+            host.master_key = PathBuf::from(key);
+        }
         let backup = resolve_backup(&file.backup)?;
 
         Ok(Config {
             role,
             paths,
+            storage,
             server,
             db,
             watcher,
@@ -449,6 +454,24 @@ impl Config {
             .map(DatabaseUrl::expose)
             .ok_or(ConfigError::NoDatabase)
     }
+}
+
+/// Each kind's form at rest: the settings file, else the contract's [storage] default.
+fn storage_policy(s: &StorageConfig) -> Result<StoragePolicy, ConfigError> {
+    let d = &CONTRACT.storage;
+    let or = |v: Option<AtRest>, kind: &'static str, default: &str| match v {
+        Some(v) => Ok(v),
+        None => AtRest::parse(default).ok_or_else(|| ConfigError::BadValue {
+            var: kind,
+            value: default.to_string(),
+            why: "nix/contract.toml [storage] must say \"plain\" or \"sealed\"".into(),
+        }),
+    };
+    Ok(StoragePolicy {
+        video: or(s.video, "[storage] video", &d.video)?,
+        report: or(s.report, "[storage] report", &d.report)?,
+        preanonymized: or(s.preanonymized, "[storage] preanonymized", &d.preanonymized)?,
+    })
 }
 
 /// Both names of the transfer switch: lx-annotate 1.6.4 reads the first, endoreg-db's

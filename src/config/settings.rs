@@ -19,6 +19,8 @@ use super::{contract_default, redact_db_url, Role, ServerConfig};
 pub struct Config {
     pub role: Role,
     pub paths: Paths,
+    /// How each kind of object is kept at rest.
+    pub storage: StoragePolicy,
     pub server: Server,
     pub db: Database,
     pub watcher: Watcher,
@@ -56,6 +58,34 @@ impl Paths {
     pub fn logs(&self) -> PathBuf {
         self.data.join("logs")
     }
+}
+
+/// How an object is kept at rest in managed storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtRest {
+    /// On the LUKS data root as it came; nginx serves it (X-Accel-Redirect).
+    Plain,
+    /// Sealed with age to the master identity while staged; the app opens it to serve it.
+    Sealed,
+}
+
+impl AtRest {
+    pub fn parse(s: &str) -> Option<AtRest> {
+        match s {
+            "plain" => Some(AtRest::Plain),
+            "sealed" => Some(AtRest::Sealed),
+            _ => None,
+        }
+    }
+}
+
+/// Per kind of media, how it is kept at rest. Defaults: contract [storage].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StoragePolicy {
+    pub video: AtRest,
+    pub report: AtRest,
+    pub preanonymized: AtRest,
 }
 
 #[derive(Debug, Clone, Serialize)]

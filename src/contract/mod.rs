@@ -19,6 +19,7 @@ pub struct Contract {
     pub version: u32,
     pub input: BTreeMap<String, Input>,
     pub feature: BTreeMap<String, Feature>,
+    pub storage: StorageDefaults,
     pub directory: Vec<Directory>,
     pub env: Vec<EnvName>,
     pub hardening: BTreeMap<String, Section>,
@@ -32,6 +33,15 @@ impl Contract {
     pub fn default_of(&self, input: &str) -> &str {
         self.input.get(input).map_or("", |i| i.default.as_str())
     }
+}
+
+/// How each kind of object is kept at rest by default: "plain" or "sealed".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageDefaults {
+    pub video: String,
+    pub report: String,
+    pub preanonymized: String,
 }
 
 /// A render input (`{name}`): the settings-file key that sets it, and its default.

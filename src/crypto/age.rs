@@ -4,7 +4,7 @@
 //! sealed length a streamed upload needs for its Content-Length, and error kinds the
 //! callers can tell apart. Checked both ways against the `age` CLI in tests/age.rs.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +14,8 @@ pub use ::age::secrecy::{ExposeSecret, SecretString};
 /// Plaintext chunk size of the age payload stream; every chunk carries a 16-byte tag.
 const CHUNK: u64 = 64 * 1024;
 const TAG: u64 = 16;
+/// The payload key's nonce, between the header and the payload.
+const NONCE: u64 = 16;
 /// Largest header accepted on input. One X25519 stanza plus age's grease stanza is
 /// under 400 bytes; a few dozen recipients still fit. Anything longer is refused
 /// before parsing, so a hostile upload cannot make the parser buffer without bound.
@@ -162,6 +164,25 @@ impl<W: Write> Sealing<W> {
         io::copy(input, &mut self.stream)?;
         self.stream.finish()?.flush()
     }
+
+    /// Write the last chunk and hand back the writer, everything flushed into it.
+    pub fn finish(self) -> io::Result<W> {
+        self.stream
+            .finish()?
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+    }
+}
+
+/// Plaintext written here leaves sealed: a staging file is written through it.
+impl<W: Write> Write for Sealing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
 }
 
 /// Seal everything `input` yields to `to`, writing the age file to `out`.
@@ -191,15 +212,33 @@ fn read_header(input: &mut impl BufRead) -> Result<Vec<u8>, AgeError> {
     }
 }
 
+/// The exact length of an age file holding `plain_len` bytes whose header `input`
+/// starts with: how a stored sealed object's size is checked without a key.
+pub fn expected_len(input: &mut impl BufRead, plain_len: u64) -> Result<u64, AgeError> {
+    let header = read_header(input)?.len() as u64;
+    let chunks = plain_len.div_ceil(CHUNK).max(1);
+    Ok(header + NONCE + plain_len + chunks * TAG)
+}
+
 /// Open an age file sealed to `identity`, writing the plaintext to `out`.
 pub fn decrypt(
     identity: &Identity,
     input: &mut impl BufRead,
     out: &mut impl Write,
 ) -> Result<(), AgeError> {
+    decrypt_any(std::slice::from_ref(identity), input, out)
+}
+
+/// `decrypt` with the first of `identities` that opens the file (while the master key
+/// rotates, an object is sealed to either the old or the new identity).
+pub fn decrypt_any(
+    identities: &[Identity],
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<(), AgeError> {
     let header = read_header(input)?;
     let decryptor = age::Decryptor::new_buffered(io::Cursor::new(header).chain(input))?;
-    let mut plain = decryptor.decrypt(std::iter::once(&identity.0 as &dyn age::Identity))?;
+    let mut plain = decryptor.decrypt(identities.iter().map(|i| &i.0 as &dyn age::Identity))?;
     let mut buf = vec![0u8; CHUNK as usize];
     loop {
         // A payload read error is a chunk that does not authenticate or a cut stream;
@@ -219,6 +258,71 @@ pub fn decrypt(
             Err(e) => return Err(AgeError::Io(e)),
         };
         out.write_all(&buf[..n])?;
+    }
+}
+
+/// An age file opened for reading anywhere in its plaintext: age's payload is a
+/// sequence of independently sealed 64 KiB chunks, so a seek decrypts only the chunk it
+/// lands in. The plaintext length is authenticated (the last chunk is opened as the
+/// last) before it is reported.
+pub struct Opened<R: Read + io::Seek> {
+    reader: age::stream::StreamReader<R>,
+}
+
+impl<R: BufRead + io::Seek> Opened<R> {
+    /// Open `input` (positioned at the file's start) with the first identity that fits.
+    pub fn new(identities: &[Identity], mut input: R) -> Result<Opened<R>, AgeError> {
+        let start = input.stream_position()?;
+        // The cap first, so a file that is not ours cannot make the parser buffer.
+        read_header(&mut input)?;
+        input.seek(io::SeekFrom::Start(start))?;
+        let decryptor = age::Decryptor::new_buffered(input)?;
+        let reader = decryptor.decrypt(identities.iter().map(|i| &i.0 as &dyn age::Identity))?;
+        Ok(Opened { reader })
+    }
+
+    /// The plaintext length, checked against the authenticated last chunk.
+    pub fn plaintext_len(&mut self) -> Result<u64, AgeError> {
+        let here = self.reader.stream_position()?;
+        let len = self.reader.seek(io::SeekFrom::End(0)).map_err(payload)?;
+        self.reader
+            .seek(io::SeekFrom::Start(here))
+            .map_err(payload)?;
+        Ok(len)
+    }
+}
+
+/// Reads that fail authentication surface as `InvalidData`/`UnexpectedEof`.
+fn payload(e: io::Error) -> AgeError {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => AgeError::Payload,
+        _ => AgeError::Io(e),
+    }
+}
+
+impl<R: Read + io::Seek> Read for Opened<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl<R: Read + io::Seek> io::Seek for Opened<R> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.reader.seek(pos)
+    }
+}
+
+/// Whether `identity` opens the file's header (the payload is not read): how a key
+/// rotation tells objects already moved from those still to move.
+pub fn opens_with(identity: &Identity, input: &mut impl BufRead) -> Result<bool, AgeError> {
+    let header = read_header(input)?;
+    // The 16-byte payload nonce follows the header; the payload itself is not read.
+    let decryptor =
+        age::Decryptor::new_buffered(io::Cursor::new(header).chain(input.by_ref().take(16)))?;
+    match decryptor.decrypt(std::iter::once(&identity.0 as &dyn age::Identity)) {
+        Ok(_) => Ok(true),
+        Err(age::DecryptError::NoMatchingKeys) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -323,6 +427,11 @@ mod tests {
             let expected = s.sealed_len(len as u64);
             s.seal_from(&mut vec![1u8; len].as_slice()).unwrap();
             assert_eq!(sealed.len() as u64, expected, "{len}");
+            assert_eq!(
+                expected_len(&mut sealed.as_slice(), len as u64).unwrap(),
+                expected,
+                "{len}"
+            );
         }
     }
 

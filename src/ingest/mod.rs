@@ -7,7 +7,12 @@
 //! `storage/objects/ab/cdef…` → fsync the directory → insert the row (unique center +
 //! content + sidecar: a repeat is a dedupe) → commit → only then does the boundary
 //! answer 201 or remove its source. This module knows nothing of HTTP or inotify.
+//!
+//! Each kind is staged in its form at rest (nix/contract.toml [storage]): sealed kinds
+//! are hashed as plaintext and sealed to the master identity in the same pass, and the
+//! row records how its object is stored (`stored_as`, `sealed_to`).
 
+pub mod at_rest;
 pub mod name;
 pub mod pause;
 pub mod settle;
@@ -101,12 +106,14 @@ pub struct UploadJob {
     pub provenance: serde_json::Value,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// `plain` or `age` (sealed to the master identity).
+    pub stored_as: String,
 }
 
 pub const JOB_COLUMNS: &str =
     "j.id, j.ingest_mode, j.source_system, c.center_key, j.original_name, j.kind, \
     j.size_bytes, j.content_hash, j.idempotency_key, j.storage_path, j.status, j.error_detail, \
-    j.provenance, j.created_at, j.updated_at";
+    j.provenance, j.created_at, j.updated_at, j.stored_as";
 
 impl UploadJob {
     pub fn from_row(r: &tokio_postgres::Row) -> UploadJob {
@@ -126,6 +133,7 @@ impl UploadJob {
             provenance: r.get(12),
             created_at: r.get(13),
             updated_at: r.get(14),
+            stored_as: r.get(15),
         }
     }
 }
@@ -190,32 +198,94 @@ pub async fn commit(
     staged: Staged,
     job: NewJob,
 ) -> Result<Outcome, IngestError> {
+    commit_pair(pool, storage, staged, None, job).await
+}
+
+/// `commit` for a preanonymized carrier with its sidecar, which is stored as an object
+/// of its own (in the same form) and recorded in the row (`sidecar_path`). The sidecar
+/// must hash to the job's metadata_hash.
+pub async fn commit_pair(
+    pool: &Pool,
+    storage: &Storage,
+    staged: Staged,
+    sidecar: Option<Staged>,
+    job: NewJob,
+) -> Result<Outcome, IngestError> {
     if staged.size == 0 {
         staged.discard();
         return Err(IngestError::Empty);
     }
+    if let Some(s) = &sidecar {
+        if job.metadata_hash.as_deref() != Some(s.sha256.as_str()) {
+            return Err(IngestError::Io(std::io::Error::other(
+                "the sidecar changed while it was read; it is read again on the next pass",
+            )));
+        }
+    }
+    let sidecar_rel = sidecar.as_ref().map(Staged::object_rel);
     let hash = staged.sha256.clone();
     let size = staged.size as i64;
-    let rel = Storage::object_rel(&hash);
+    let rel = staged.object_rel();
+    let stored_as = at_rest::column(staged.at_rest());
+    let mut sealed_to = staged.sealed_to.as_ref().map(|r| r.to_string());
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    // Shared with every other commit, exclusive to orphan quarantining: the object we
-    // place (or find already there) stays put until our row points at it.
+    // Shared with every other commit, exclusive to orphan quarantining and to the end of
+    // a key rotation: the object we place (or find already there) stays put, and stays
+    // sealed to a key the host has, until our row points at it.
     tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&STORAGE_LOCK])
         .await?;
-    {
-        let storage = storage.clone();
-        tokio::task::spawn_blocking(move || storage.place(staged))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
-    }
     let metadata_hash = job.metadata_hash.clone().unwrap_or_default();
+    // A dedupe places nothing: the content may be stored in another form (the same
+    // bytes as a plain video and a sealed report), whose path this object's is not.
+    if let Some(row) = existing_job(&tx, job.center_id, &hash, &metadata_hash).await? {
+        staged.discard();
+        drop(sidecar);
+        tx.commit().await?;
+        return Ok(Outcome::Dedupe(UploadJob::from_row(&row)));
+    }
+    let existed = {
+        let storage = storage.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            // A rotation that began while this file was staged may be finishing: an
+            // object sealed to the identity it retires would not open afterwards.
+            let staged_to = staged.sealed_to.iter().chain(sidecar.iter().flat_map(|s| &s.sealed_to));
+            for to in staged_to {
+                let now = storage.keys().sealing_recipient().map_err(std::io::Error::other)?;
+                if &now != to {
+                    return Err(std::io::Error::other(
+                        "the master identity was rotated while this file was staged; store it again",
+                    ));
+                }
+            }
+            if let Some(s) = sidecar {
+                storage.place(s)?;
+            }
+            storage.place(staged)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??
+    };
+    if existed && sealed_to.is_some() {
+        // The same content stored before: its file keeps the recipient it was sealed to
+        // (a rotation in progress may not have reached it yet).
+        if let Some(r) = tx
+            .query_opt(
+                "SELECT sealed_to FROM upload_jobs WHERE storage_path = $1 AND sealed_to IS NOT NULL LIMIT 1",
+                &[&rel],
+            )
+            .await?
+        {
+            sealed_to = r.get(0);
+        }
+    }
     let id = Uuid::new_v4();
     let inserted = tx
         .query_opt(
             "INSERT INTO upload_jobs (id, ingest_mode, source_system, center_id, original_name, kind,
-                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance, metadata_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12)
+                 size_bytes, content_hash, idempotency_key, storage_path, status, provenance, metadata_hash,
+                 stored_as, sealed_to, sidecar_path)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'stored', $11, $12, $13, $14, $15)
              ON CONFLICT (center_id, content_hash, metadata_hash) WHERE status <> 'error' DO NOTHING
              RETURNING id",
             &[
@@ -231,18 +301,15 @@ pub async fn commit(
                 &rel,
                 &job.provenance,
                 &metadata_hash,
+                &stored_as,
+                &sealed_to,
+                &sidecar_rel,
             ],
         )
         .await?;
-    let row = tx
-        .query_one(
-            &format!(
-                "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
-                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.metadata_hash = $3 AND j.status <> 'error'"
-            ),
-            &[&job.center_id, &hash, &metadata_hash],
-        )
-        .await?;
+    let row = existing_job(&tx, job.center_id, &hash, &metadata_hash)
+        .await?
+        .ok_or_else(|| std::io::Error::other("the job row vanished inside its transaction"))?;
     tx.commit().await?;
     let stored = UploadJob::from_row(&row);
     Ok(if inserted.is_some() {
@@ -250,6 +317,24 @@ pub async fn commit(
     } else {
         Outcome::Dedupe(stored)
     })
+}
+
+/// The stored job of this center, content and sidecar, if there is one.
+async fn existing_job(
+    tx: &deadpool_postgres::Transaction<'_>,
+    center_id: i64,
+    hash: &str,
+    metadata_hash: &str,
+) -> Result<Option<tokio_postgres::Row>, IngestError> {
+    Ok(tx
+        .query_opt(
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM upload_jobs j LEFT JOIN centers c ON c.id = j.center_id
+                 WHERE j.center_id = $1 AND j.content_hash = $2 AND j.metadata_hash = $3 AND j.status <> 'error'"
+            ),
+            &[&center_id, &hash, &metadata_hash],
+        )
+        .await?)
 }
 
 /// A file a boundary refused (quarantined): recorded as a job with status `error`.

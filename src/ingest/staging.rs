@@ -1,4 +1,7 @@
-//! Managed storage on disk: temp files under `tmp/`, objects under `objects/ab/cdef…`.
+//! Managed storage on disk: temp files under `tmp/`, objects under `objects/ab/cdef…`
+//! (plain) or `objects/ab/cdef….age` (sealed). A storage handle chosen for a kind of
+//! media (`for_kind`) stages in that kind's form at rest: a sealed kind is hashed as
+//! plaintext and sealed in the same pass, so no plaintext byte reaches the disk.
 
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
@@ -7,29 +10,85 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::at_rest::{AtRest, Object, OpenError};
+use super::Kind;
+use crate::config::{Config, StoragePolicy};
+use crate::crypto::age::{Recipient, Sealing};
+use crate::crypto::keyring::MasterKeys;
+
 /// Cheap to clone: the HTTP state that holds it is cloned several times per request.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: Arc<Path>,
+    policy: StoragePolicy,
+    keys: MasterKeys,
+    /// Set by `for_kind`: the form new objects are staged in.
+    at_rest: Option<AtRest>,
 }
 
 impl Storage {
-    pub fn new(root: impl Into<PathBuf>) -> Storage {
+    pub fn new(root: impl Into<PathBuf>, policy: StoragePolicy, keys: MasterKeys) -> Storage {
         Storage {
             root: Arc::from(root.into()),
+            policy,
+            keys,
+            at_rest: None,
         }
+    }
+
+    /// Managed storage as the settings describe it: root, per-kind policy, master key.
+    pub fn from_config(config: &Config) -> Storage {
+        Storage::new(
+            &config.paths.storage,
+            config.storage,
+            MasterKeys::new(&config.host.master_key),
+        )
+    }
+
+    /// This storage, staging new objects the way the policy keeps `kind`.
+    pub fn for_kind(&self, kind: Kind) -> Storage {
+        let at_rest = match kind {
+            Kind::Video => self.policy.video,
+            Kind::Report => self.policy.report,
+            Kind::Preanonymized => self.policy.preanonymized,
+        };
+        Storage {
+            at_rest: Some(at_rest),
+            ..self.clone()
+        }
+    }
+
+    /// This storage, staging in `at_rest` whatever the policy says (smoke, recovery).
+    pub fn staging_as(&self, at_rest: AtRest) -> Storage {
+        Storage {
+            at_rest: Some(at_rest),
+            ..self.clone()
+        }
+    }
+
+    /// The form `for_kind` chose, if it was called.
+    pub fn at_rest(&self) -> Option<AtRest> {
+        self.at_rest
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    pub fn keys(&self) -> &MasterKeys {
+        &self.keys
+    }
+
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
-    pub fn object_rel(sha256: &str) -> String {
-        format!("objects/{}/{}", &sha256[..2], &sha256[2..])
+    pub fn object_rel(sha256: &str, at_rest: AtRest) -> String {
+        let suffix = match at_rest {
+            AtRest::Plain => "",
+            AtRest::Sealed => ".age",
+        };
+        format!("objects/{}/{}{suffix}", &sha256[..2], &sha256[2..])
     }
 
     /// Create tmp/ and objects/, and delete temp files a crash left behind. Only
@@ -48,54 +107,98 @@ impl Storage {
         Ok(removed)
     }
 
-    pub fn writer(&self) -> io::Result<StagedWriter> {
-        let name = format!(".ingest-{}", uuid::Uuid::new_v4());
-        let path = self.tmp_dir().join(name);
+    /// A new temp file in `tmp/` (named so `prepare` clears it after a crash).
+    pub fn temp_file(&self, what: &str) -> io::Result<(File, PathBuf)> {
+        let path = self
+            .tmp_dir()
+            .join(format!(".ingest-{what}{}", uuid::Uuid::new_v4()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o640)
             .open(&path)?;
+        Ok((file, path))
+    }
+
+    pub fn writer(&self) -> io::Result<StagedWriter> {
+        let at_rest = self.at_rest.ok_or_else(|| {
+            io::Error::other("managed storage was used before the media's kind was chosen")
+        })?;
+        // The recipient before the file: an unreadable key refuses the upload early.
+        let recipient = match at_rest {
+            AtRest::Plain => None,
+            AtRest::Sealed => Some(self.keys.sealing_recipient().map_err(io::Error::other)?),
+        };
+        let (file, path) = self.temp_file("")?;
+        let sink = match &recipient {
+            None => Sink::Plain(file),
+            Some(to) => Sink::Sealed(Box::new(Sealing::start(to, file)?)),
+        };
         Ok(StagedWriter {
-            file: Some(file),
+            sink: Some(sink),
             path,
             hasher: Sha256::new(),
             size: 0,
+            sealed_to: recipient,
         })
     }
 
     /// Move a staged file to its content path (or drop it if that content is already
-    /// there) and fsync the directory so the name survives a power cut.
-    pub fn place(&self, staged: Staged) -> io::Result<()> {
-        let rel = Self::object_rel(&staged.sha256);
-        let dest = self.root.join(&rel);
+    /// there) and fsync the directory so the name survives a power cut. True when the
+    /// object was already there.
+    pub fn place(&self, staged: Staged) -> io::Result<bool> {
+        let dest = self.root.join(staged.object_rel());
         let dir = dest.parent().expect("object path has a parent");
         fs::create_dir_all(dir)?;
         if dest.exists() {
             // Dropping `staged` removes the temp file.
-            return Ok(());
+            return Ok(true);
         }
         fs::rename(&staged.path, &dest)?;
         staged.placed();
         File::open(dir)?.sync_all()?;
-        Ok(())
+        Ok(false)
+    }
+
+    /// `staged` (a temp file of this storage) staged again in the form this storage
+    /// stages in; the old temp file goes.
+    pub fn restage(&self, staged: Staged) -> Result<Staged, OpenError> {
+        let mut from = Object::open(&staged.path, staged.at_rest(), &self.keys)?;
+        let mut to = self.writer()?;
+        io::copy(&mut from, &mut to)?;
+        Ok(to.finish()?)
+    }
+
+    /// A stored object for reading, opened with the master identities if it is sealed.
+    pub fn open(&self, rel: &str, at_rest: AtRest) -> Result<Object, OpenError> {
+        Object::open(&self.root.join(rel), at_rest, &self.keys)
     }
 }
 
-/// A temp file being written and hashed in one pass. Dropped without `finish`, it
-/// deletes its file: an aborted upload leaves nothing behind.
+enum Sink {
+    Plain(File),
+    Sealed(Box<Sealing<File>>),
+}
+
+/// A temp file being written and hashed in one pass (the hash is of the plaintext,
+/// whatever the file holds). Dropped without `finish`, it deletes its file: an aborted
+/// upload leaves nothing behind.
 pub struct StagedWriter {
-    file: Option<File>,
+    sink: Option<Sink>,
     path: PathBuf,
     hasher: Sha256,
     size: u64,
+    sealed_to: Option<Recipient>,
 }
 
 impl StagedWriter {
     pub fn write(&mut self, buf: &[u8]) -> io::Result<()> {
         self.hasher.update(buf);
         self.size += buf.len() as u64;
-        self.file.as_mut().expect("not finished").write_all(buf)
+        match self.sink.as_mut().expect("not finished") {
+            Sink::Plain(f) => f.write_all(buf),
+            Sink::Sealed(s) => s.write_all(buf),
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -103,7 +206,10 @@ impl StagedWriter {
     }
 
     pub fn finish(mut self) -> io::Result<Staged> {
-        let file = self.file.take().expect("finish once");
+        let file = match self.sink.take().expect("finish once") {
+            Sink::Plain(f) => f,
+            Sink::Sealed(s) => s.finish()?,
+        };
         file.sync_all()?;
         drop(file);
         let hasher = std::mem::take(&mut self.hasher);
@@ -111,6 +217,7 @@ impl StagedWriter {
             path: std::mem::take(&mut self.path),
             sha256: hex::encode(hasher.finalize()),
             size: self.size,
+            sealed_to: self.sealed_to.take(),
         })
     }
 }
@@ -128,7 +235,7 @@ impl Write for StagedWriter {
 
 impl Drop for StagedWriter {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if self.sink.is_some() {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -141,11 +248,27 @@ impl Drop for StagedWriter {
 #[derive(Debug)]
 pub struct Staged {
     pub path: PathBuf,
+    /// Of the plaintext: content hash, dedupe and transfer identity.
     pub sha256: String,
+    /// Of the plaintext.
     pub size: u64,
+    /// The recipient a sealed file is sealed to; None for a plain file.
+    pub sealed_to: Option<Recipient>,
 }
 
 impl Staged {
+    pub fn at_rest(&self) -> AtRest {
+        match self.sealed_to {
+            None => AtRest::Plain,
+            Some(_) => AtRest::Sealed,
+        }
+    }
+
+    /// Where it is stored once placed, relative to managed storage.
+    pub fn object_rel(&self) -> String {
+        Storage::object_rel(&self.sha256, self.at_rest())
+    }
+
     /// Delete the temp file now (what dropping it does), where that reads clearer.
     pub fn discard(self) {
         drop(self)
@@ -168,12 +291,30 @@ impl Drop for Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    fn storage(dir: &Path) -> Storage {
+        let policy = StoragePolicy {
+            video: AtRest::Plain,
+            report: AtRest::Sealed,
+            preanonymized: AtRest::Sealed,
+        };
+        let key = dir.join("master.age");
+        let id = crate::crypto::age::Identity::generate();
+        fs::write(
+            &key,
+            crate::crypto::age::ExposeSecret::expose_secret(&id.to_secret_string()),
+        )
+        .unwrap();
+        let s = Storage::new(dir.join("storage"), policy, MasterKeys::new(key));
+        s.prepare().unwrap();
+        s
+    }
 
     #[test]
     fn a_staged_file_goes_when_dropped_and_stays_once_placed() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::new(dir.path());
-        storage.prepare().unwrap();
+        let storage = storage(dir.path()).for_kind(Kind::Video);
         let stage = |bytes: &[u8]| {
             let mut w = storage.writer().unwrap();
             w.write(bytes).unwrap();
@@ -185,12 +326,57 @@ mod tests {
         drop(refused);
         assert!(!path.exists(), "a dropped staged file stays in tmp/");
         let kept = stage(b"kept");
-        let object = storage.root().join(Storage::object_rel(&kept.sha256));
-        storage.place(kept).unwrap();
+        let object = storage.root().join(kept.object_rel());
+        assert!(!storage.place(kept).unwrap());
         assert!(object.exists());
         assert!(std::fs::read_dir(storage.tmp_dir())
             .unwrap()
             .next()
             .is_none());
+    }
+
+    #[test]
+    fn a_sealed_kind_never_writes_its_plaintext_and_opens_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage(dir.path());
+        // More than one age chunk, so the marker crosses a chunk boundary somewhere.
+        let plain: Vec<u8> = b"MARKER-report-text "
+            .iter()
+            .copied()
+            .cycle()
+            .take(200_000)
+            .collect();
+        let mut w = storage.for_kind(Kind::Report).writer().unwrap();
+        for part in plain.chunks(7000) {
+            w.write(part).unwrap();
+            // Every byte written so far, as the disk has it: no marker.
+            let tmp: Vec<u8> = fs::read_dir(storage.tmp_dir())
+                .unwrap()
+                .flat_map(|e| fs::read(e.unwrap().path()).unwrap())
+                .collect();
+            assert!(!tmp.windows(6).any(|x| x == b"MARKER"));
+        }
+        let staged = w.finish().unwrap();
+        assert_eq!(staged.sha256, hex::encode(Sha256::digest(&plain)));
+        assert_eq!(staged.size, plain.len() as u64);
+        let rel = staged.object_rel();
+        assert!(rel.ends_with(".age"), "{rel}");
+        storage.place(staged).unwrap();
+        let on_disk = fs::read(storage.root().join(&rel)).unwrap();
+        assert!(on_disk.starts_with(b"age-encryption.org/v1\n"));
+        assert!(!on_disk.windows(6).any(|x| x == b"MARKER"));
+        let mut back = Vec::new();
+        storage
+            .open(&rel, AtRest::Sealed)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn a_storage_without_a_kind_refuses_to_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(storage(dir.path()).writer().is_err());
     }
 }

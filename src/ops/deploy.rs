@@ -393,29 +393,28 @@ fn put(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The units in `dir` that `lxgate render` wrote (its header opens them), but the keys
-/// unit: a unit of the host's own that happens to be called `lxgate-*` (a backup
-/// wrapper, the twin's test runner, the shell that runs this deploy) is not ours to stop.
+/// The units in `dir` that `lxgate render` wrote (its header), but the keys unit: a
+/// unit of the operator's that happens to be called lxgate-… (a backup wrapper, the
+/// twin's test runner that runs this deploy) is not ours to stop.
 fn rendered_units(dir: &Path) -> Vec<String> {
+    let ours = |p: &Path| {
+        std::fs::read_to_string(p).is_ok_and(|t| t.starts_with(crate::contract::render::HEADER))
+    };
     let mut units: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| ours(&e.path()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "lxgate-keys.service")
-        .filter(|n| {
-            let mut head = [0u8; crate::contract::render::HEADER.len()];
-            std::fs::File::open(dir.join(n))
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-                .is_ok_and(|()| head == crate::contract::render::HEADER.as_bytes())
-        })
+        .filter(|n| n.starts_with("lxgate") && n != "lxgate-keys.service")
         .collect();
     units.sort();
     units
 }
 
-/// Everything lxgate runs but the keys unit, stopped before `current` changes: serve
-/// drains its requests on SIGTERM, so no upload is in flight when the snapshot is taken.
+/// Every unit an earlier deploy installed but the keys unit, stopped before `current`
+/// changes: serve drains its requests on SIGTERM, so no upload is in flight when the
+/// snapshot is taken.
 fn stop_units(layout: &Layout) {
     let units = rendered_units(&layout.units);
     if units.is_empty() {

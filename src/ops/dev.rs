@@ -2,7 +2,8 @@
 //! binaries. Everything lives under one directory (default `./.lxgate-dev`): `pg/`, a
 //! private cluster (created on first run, reused after), and `state/`, lxgate's state
 //! root with the contract's modes. They are siblings because the state root is 0750:
-//! as root, the cluster runs as `postgres`, which must still reach `pg/`.
+//! as root, the cluster runs as `postgres`, which must still reach `pg/`. The master
+//! identity (reports are sealed at rest) is made under the state root on first run.
 
 use std::path::Path;
 
@@ -44,6 +45,9 @@ pub async fn run(state: &Path, listen: &str) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(d.mode_bits()))?;
     }
+
+    // Reports are sealed at rest: dev has its own master identity, the current user's.
+    crate::ops::keys::ensure_own(&config.host.master_key)?;
 
     let mut client = crate::db::connect(&url).await?;
     crate::db::migrate::run(&mut client, &crate::db::migrate::embedded()).await?;

@@ -159,6 +159,7 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path) -> Vec<Check> {
         checks.extend(check(&host));
     }
     checks.extend(database(host.config.as_ref()).await);
+    checks.extend(sealed_objects(host.config.as_ref(), root).await);
     checks
 }
 
@@ -312,6 +313,83 @@ async fn database(config: Option<&Config>) -> Vec<Check> {
             ),
         },
     }]
+}
+
+/// Every sealed object is sealed to an identity the host has (the master key, or the
+/// next one while `lxgate keys rotate` runs): one sealed to an identity that is gone
+/// can no longer be opened, served or verified.
+async fn sealed_objects(config: Option<&Config>, root: &Path) -> Vec<Check> {
+    const NAME: &str = "sealed objects";
+    let Some(config) = config else {
+        return Vec::new();
+    };
+    let Some(url) = config.db.url.clone() else {
+        return Vec::new();
+    };
+    let Ok(client) = crate::db::connect(url.expose()).await else {
+        // The database check has said why.
+        return Vec::new();
+    };
+    let rows = match client
+        .query(
+            "SELECT sealed_to, count(DISTINCT storage_path) FROM upload_jobs
+             WHERE sealed_to IS NOT NULL AND status <> 'error' GROUP BY sealed_to ORDER BY 1",
+            &[],
+        )
+        .await
+    {
+        Ok(r) => r,
+        // Before migration 0005 there are no sealed objects; the database check says so.
+        Err(_) => return Vec::new(),
+    };
+    let sealed: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if sealed.is_empty() {
+        return vec![Check::pass(NAME, "none stored yet")];
+    }
+    let keys = crate::crypto::keyring::MasterKeys::new(under(
+        root,
+        &config.host.master_key.display().to_string(),
+    ));
+    let have: Vec<String> = match keys.identities() {
+        Ok(ids) => ids.iter().map(|i| i.recipient().to_string()).collect(),
+        Err(e) => {
+            return vec![Check::fail(
+                NAME,
+                e.to_string(),
+                "run doctor as root or as the service user (in the keys group)",
+            )]
+        }
+    };
+    let total: i64 = sealed.iter().map(|(_, n)| n).sum();
+    let gone: Vec<&(String, i64)> = sealed.iter().filter(|(r, _)| !have.contains(r)).collect();
+    let lost_objects: i64 = gone.iter().map(|(_, n)| n).sum();
+    let lost: Vec<String> = gone
+        .iter()
+        .map(|(r, n)| format!("{n} sealed to {r}"))
+        .collect();
+    let rotating = keys.next_path().exists();
+    if lost.is_empty() {
+        let mut detail = format!("{total} sealed objects open with the identities this host has");
+        if rotating {
+            detail.push_str(&format!(
+                "; a key rotation is unfinished ({} exists): rerun `lxgate keys rotate`",
+                keys.next_path().display()
+            ));
+        }
+        return vec![Check::pass(NAME, detail)];
+    }
+    vec![Check::fail(
+        NAME,
+        format!(
+            "{} of {total} objects are sealed to an identity this host no longer has ({}), so they cannot be opened",
+            lost_objects,
+            lost.join(", ")
+        ),
+        format!(
+            "restore that identity to {} from the key backup (or, if `lxgate keys rotate` was interrupted, rerun it)",
+            config.host.master_key.display()
+        ),
+    )]
 }
 
 /// Print the checks (text or JSON) and give the exit code: success only if every check

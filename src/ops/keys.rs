@@ -1,13 +1,26 @@
 //! `lxgate keys ensure`: the root one-shot behind lxgate-keys.service. Creates the age
 //! master identity if absent (root:<keys group> 0640) and refuses a key with any other
 //! mode or owner, saying how to fix it. The service itself never creates keys.
+//!
+//! `lxgate keys rotate` (root): re-seal every sealed object to a new identity. The new
+//! identity is written first beside the key (`<key>.next`, same owner and mode); from
+//! then on new objects are sealed to it and objects open with either identity, so
+//! nothing is unreadable at any point. Each object is re-sealed into a temp file,
+//! checked against its content hash (its name), fsynced and renamed over the old one:
+//! it is always whole and sealed to one of the two. A run killed anywhere is resumed
+//! by running it again (objects already moved are recognised by their header). Only
+//! once every object opens with the new identity, under the exclusive storage lock
+//! (no ingest commits meanwhile), is the old key retired to `<key>.retired-<time>`,
+//! root-only, and the new one renamed into place.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
+use crate::crypto::age::{self, Identity, Recipient};
+use crate::ingest::{Storage, STORAGE_LOCK};
 use crate::ops::doctor::Accounts;
 
 /// A new age X25519 identity string (`AGE-SECRET-KEY-1…`), zeroized when dropped.
@@ -35,6 +48,23 @@ pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
         }
         return Ok("present");
     }
+    write_identity(key, Some(gid), "lxgate keys ensure")?;
+    crate::audit::key_operation("master_key_created", &key.display().to_string(), None);
+    Ok("created")
+}
+
+/// `lxgate dev`: the master identity, created if absent, owned by whoever runs dev
+/// (0600; there is no keys group on a developer's machine).
+pub fn ensure_own(key: &Path) -> Result<()> {
+    if key.exists() {
+        return Ok(());
+    }
+    write_identity(key, None, "lxgate dev")
+}
+
+/// A new identity at `key`, root:`gid` 0640 (None: the caller's own, 0600), whole or
+/// not at all (temp file, fsync, rename, fsync of the directory).
+fn write_identity(key: &Path, gid: Option<u32>, by: &str) -> Result<()> {
     let dir = key.parent().context("key path has no directory")?;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -47,23 +77,246 @@ pub fn ensure(key: &Path, group: &str) -> Result<&'static str> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    writeln!(
-        f,
-        "# created by lxgate keys ensure: {}",
-        chrono::Utc::now().to_rfc3339()
-    )?;
+    writeln!(f, "# created by {by}: {}", chrono::Utc::now().to_rfc3339())?;
     writeln!(
         f,
         "{}",
         crate::crypto::age::ExposeSecret::expose_secret(&new_identity())
     )?;
     f.sync_all()?;
-    std::os::unix::fs::chown(&tmp, Some(0), Some(gid))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(&tmp, Some(0), Some(gid))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))?;
+    }
     std::fs::rename(&tmp, key)?;
     std::fs::File::open(dir)?.sync_all()?;
-    crate::audit::key_operation("master_key_created", &key.display().to_string(), None);
-    Ok("created")
+    Ok(())
+}
+
+fn sync_dir_of(p: &Path) -> std::io::Result<()> {
+    std::fs::File::open(p.parent().unwrap_or(Path::new("/")))?.sync_all()
+}
+
+/// What a finished rotation did.
+#[derive(Debug, serde::Serialize)]
+pub struct Rotation {
+    /// Objects re-sealed by this run.
+    pub resealed: u64,
+    /// Sealed objects that already opened with the new identity (an earlier run).
+    pub already: u64,
+    /// The recipient every sealed object is now sealed to.
+    pub recipient: String,
+    /// Where the old identity went (root-only); None when a run only finished the last
+    /// rename.
+    pub retired: Option<std::path::PathBuf>,
+}
+
+/// Re-seal every sealed object to a new identity and retire the old one; resumable.
+pub async fn rotate(client: &tokio_postgres::Client, storage: &Storage) -> Result<Rotation> {
+    let keys = storage.keys().clone();
+    let key = keys.path().to_path_buf();
+    let next = keys.next_path();
+    // A run killed between retiring a key and locking it leaves it readable by the
+    // keys group: every run locks every retired key first.
+    lock_retired(&key)?;
+    if !key.exists() && next.exists() {
+        // Killed between retiring the old key and renaming the new one into place.
+        std::fs::rename(&next, &key)?;
+        sync_dir_of(&key)?;
+        let recipient = Identity::from_file(&key)?.recipient().to_string();
+        crate::audit::key_operation("master_key_rotated", &key.display().to_string(), None);
+        return Ok(Rotation {
+            resealed: 0,
+            already: 0,
+            recipient,
+            retired: None,
+        });
+    }
+    let current = std::fs::symlink_metadata(&key).with_context(|| {
+        format!(
+            "no master identity at {}: nothing to rotate (lxgate keys ensure creates one)",
+            key.display()
+        )
+    })?;
+    if !next.exists() {
+        write_identity(&next, Some(current.gid()), "lxgate keys rotate")?;
+        tracing::info!(next = %next.display(), "new master identity written; new objects are sealed to it");
+    }
+    let new = Identity::from_file(&next)
+        .map_err(|e| anyhow!("reading the new identity {}: {e}", next.display()))?;
+    let to = new.recipient();
+
+    // The bulk, while ingest goes on (new objects are already sealed to the new key).
+    let mut tally = move_all(storage, &new, &to).await?;
+    // The rest under the exclusive storage lock: commits that staged to the old key
+    // before the new one existed are in, and no other commit runs until the old key is
+    // gone (a commit checks its recipient is still current).
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&STORAGE_LOCK])
+        .await?;
+    let finished = async {
+        let last = move_all(storage, &new, &to).await?;
+        tally.0 += last.0;
+        client
+            .execute(
+                "UPDATE upload_jobs SET sealed_to = $1, updated_at = now()
+                 WHERE sealed_to IS NOT NULL AND sealed_to <> $1",
+                &[&to.to_string()],
+            )
+            .await?;
+        retire(&key, &next)
+    }
+    .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&STORAGE_LOCK])
+        .await?;
+    let retired = finished?;
+    crate::audit::key_operation("master_key_rotated", &key.display().to_string(), None);
+    Ok(Rotation {
+        resealed: tally.0,
+        already: tally.1.saturating_sub(tally.0),
+        recipient: to.to_string(),
+        retired: Some(retired),
+    })
+}
+
+/// Every sealed object on disk opens with `new` afterwards; (re-sealed, seen). Refuses
+/// to go on past an object that does not open or does not hash to its name: the old
+/// key must stay until that object is restored or quarantined.
+async fn move_all(storage: &Storage, new: &Identity, to: &Recipient) -> Result<(u64, u64)> {
+    let objects: Vec<String> = crate::ops::storage_audit::objects(storage.root())?
+        .into_keys()
+        .filter(|rel| rel.ends_with(".age"))
+        .collect();
+    let identities = storage.keys().identities()?;
+    let mut resealed = 0;
+    let mut damaged = Vec::new();
+    for rel in &objects {
+        match reseal(storage, rel, new, to, &identities) {
+            Ok(true) => resealed += 1,
+            Ok(false) => {}
+            Err(e) => damaged.push(format!("{rel}: {e:#}")),
+        }
+    }
+    if !damaged.is_empty() {
+        bail!(
+            "{} sealed object(s) could not be re-sealed, so the old identity stays (both open every other object):\n  {}\n\
+             check them with `lxgate storage audit --verify`, restore them from backup or move them aside, then rerun `lxgate keys rotate`",
+            damaged.len(),
+            damaged.join("\n  ")
+        );
+    }
+    Ok((resealed, objects.len() as u64))
+}
+
+/// Deletes a temp file unless it was renamed into place.
+struct TempFile(Option<std::path::PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Hashes the plaintext on its way into the new sealed file.
+struct Hashing<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Re-seal one object to `to` unless `new` already opens it. True when re-sealed.
+fn reseal(
+    storage: &Storage,
+    rel: &str,
+    new: &Identity,
+    to: &Recipient,
+    identities: &[Identity],
+) -> Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let path = storage.root().join(rel);
+    let file = std::fs::File::open(&path)?;
+    let meta = file.metadata()?;
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024 + 16, file);
+    if age::opens_with(new, &mut reader)? {
+        return Ok(false);
+    }
+    reader.seek(SeekFrom::Start(0))?;
+    let (out, tmp_path) = storage.temp_file("rotate-")?;
+    let mut tmp = TempFile(Some(tmp_path.clone()));
+    // The object keeps its owner and mode: rotation runs as root, the service reads it.
+    std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
+    out.set_permissions(std::fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o7777,
+    ))?;
+    let mut sink = Hashing {
+        inner: age::Sealing::start(to, out)?,
+        hasher: sha2::Digest::new(),
+    };
+    age::decrypt_any(identities, &mut reader, &mut sink)?;
+    let got = hex::encode(sha2::Digest::finalize(sink.hasher));
+    let named: String = rel
+        .trim_start_matches("objects/")
+        .trim_end_matches(".age")
+        .replace('/', "");
+    if got != named {
+        bail!("its plaintext hashes to {got}, not to its name: the object is damaged");
+    }
+    let out = sink.inner.finish()?;
+    out.sync_all()?;
+    drop(out);
+    std::fs::rename(&tmp_path, &path)?;
+    tmp.0 = None;
+    sync_dir_of(&path)?;
+    Ok(true)
+}
+
+/// Every `<key>.retired-*` beside the key: root:root 0400.
+fn lock_retired(key: &Path) -> Result<()> {
+    let mut prefix = key.file_name().unwrap_or_default().to_os_string();
+    prefix.push(".retired-");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let Some(dir) = key.parent() else {
+        return Ok(());
+    };
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            std::os::unix::fs::chown(e.path(), Some(0), Some(0))?;
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o400))?;
+        }
+    }
+    Ok(())
+}
+
+/// The old key leaves: renamed aside root-only, then the new one takes its name. A crash
+/// between the two renames leaves only `<key>.next`, which the service reads and the
+/// next run renames into place.
+fn retire(key: &Path, next: &Path) -> Result<std::path::PathBuf> {
+    let mut name = key.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".retired-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    let retired = key.with_file_name(name);
+    std::fs::rename(key, &retired)?;
+    std::os::unix::fs::chown(&retired, Some(0), Some(0))?;
+    std::fs::set_permissions(&retired, std::fs::Permissions::from_mode(0o400))?;
+    std::fs::rename(next, key)?;
+    sync_dir_of(key)?;
+    Ok(retired)
 }
 
 /// `lxgate keys hub-recipient --out FILE`: a new X25519 recipient key for

@@ -1,7 +1,7 @@
 //! `lxgate smoke` (SPEC §12): the acceptance check a host runs after a deploy, as the
 //! service user. Everything `doctor` checks, then two things only a live host can show:
-//! an artifact sealed with age to the master identity survives a round trip through
-//! managed storage with no plaintext ever written, and nginx serves a static file over
+//! an artifact staged sealed by the ingest core's own writer survives a round trip
+//! through managed storage with no plaintext ever written, and nginx serves a static file over
 //! TLS that a client trusting the given CA accepts.
 
 use std::io::Read;
@@ -12,7 +12,8 @@ use std::time::Duration;
 use rand::RngCore;
 
 use crate::config::{Config, Env, FileConfig};
-use crate::crypto::age;
+use crate::ingest::at_rest::{AtRest, Object};
+use crate::ingest::Storage;
 use crate::ops::doctor::Check;
 
 pub struct Options {
@@ -29,10 +30,7 @@ pub async fn run(file: &FileConfig, env: &Env, root: &Path, opts: &Options) -> V
         // doctor has already reported the configuration error.
         Err(_) => return checks,
     };
-    checks.push(sealed_round_trip(
-        &config.host.master_key,
-        &config.paths.storage.join("tmp"),
-    ));
+    checks.push(sealed_round_trip(&config));
     if config.host.nginx {
         checks.push(static_over_tls(
             &config.paths.state.join("staticfiles"),
@@ -49,53 +47,55 @@ fn probe() -> String {
     format!("lxgate-smoke-{}", hex::encode(b))
 }
 
-/// Seal a random probe to the master identity's recipient into managed storage, read it
-/// back, open it, and leave nothing behind. The probe exists in plaintext only in memory.
-fn sealed_round_trip(key: &Path, tmp: &Path) -> Check {
+/// Stage a random probe the way a sealed kind is stored (the ingest core's staging
+/// writer: hashed and sealed in one pass into managed storage's tmp/), check the file
+/// holds no plaintext, open it the way a sealed object is served, and leave nothing
+/// behind. The probe exists in plaintext only in memory.
+fn sealed_round_trip(config: &Config) -> Check {
     const NAME: &str = "encrypted storage round trip";
-    let identity = match age::Identity::from_file(key) {
-        Ok(i) => i,
-        Err(e) => {
-            return Check::fail(
-                NAME,
-                format!("reading the master identity {}: {e}", key.display()),
-                "run lxgate-keys.service (lxgate keys ensure) and make sure this user is in the keys group",
-            )
-        }
-    };
+    let storage = Storage::from_config(config).staging_as(AtRest::Sealed);
+    let tmp = storage.tmp_dir();
     let plain = probe();
-    let path = tmp.join(format!(".{}.age", &plain[..24]));
-    let result = (|| -> Result<(), String> {
-        let mut sealed = Vec::new();
-        age::encrypt(&identity.recipient(), &mut plain.as_bytes(), &mut sealed)
-            .map_err(|e| format!("sealing: {e}"))?;
-        std::fs::write(&path, &sealed).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        let on_disk = std::fs::read(&path).map_err(|e| format!("reading back: {e}"))?;
+    let result = (|| -> Result<String, String> {
+        let mut w = storage.writer().map_err(|e| format!("staging: {e}"))?;
+        w.write(plain.as_bytes())
+            .map_err(|e| format!("staging: {e}"))?;
+        let staged = w.finish().map_err(|e| format!("staging: {e}"))?;
+        let on_disk = std::fs::read(&staged.path)
+            .map_err(|e| format!("reading back {}: {e}", staged.path.display()))?;
         if on_disk.windows(plain.len()).any(|w| w == plain.as_bytes()) {
             return Err("the sealed file contains the plaintext".into());
         }
+        let to = staged
+            .sealed_to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let mut opened = Vec::new();
-        age::decrypt(&identity, &mut on_disk.as_slice(), &mut opened)
+        Object::open(&staged.path, AtRest::Sealed, storage.keys())
+            .map_err(|e| format!("opening: {e}"))?
+            .read_to_end(&mut opened)
             .map_err(|e| format!("opening: {e}"))?;
         if opened != plain.as_bytes() {
             return Err("opened bytes differ from the sealed probe".into());
         }
-        Ok(())
+        // Dropping the staged file deletes it, as a refused upload's is.
+        let path = staged.path.clone();
+        drop(staged);
+        if path.exists() {
+            return Err(format!("could not remove {}", path.display()));
+        }
+        Ok(to)
     })();
-    let removed = std::fs::remove_file(&path).is_ok() || !path.exists();
     match result {
-        Ok(()) if removed => Check::pass(
+        Ok(to) => Check::pass(
             NAME,
-            format!(
-                "sealed to {} in {}, opened, removed",
-                identity.recipient(),
-                tmp.display()
-            ),
+            format!("staged sealed to {to} in {}, opened, removed", tmp.display()),
         ),
-        Ok(()) => Check::fail(
+        Err(e) if e.starts_with("staging") && e.contains("master identity") => Check::fail(
             NAME,
-            format!("could not remove {}", path.display()),
-            "check the permissions of managed storage's tmp/",
+            e,
+            "run lxgate-keys.service (lxgate keys ensure) and make sure this user is in the keys group",
         ),
         Err(e) => Check::fail(
             NAME,

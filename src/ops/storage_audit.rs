@@ -8,6 +8,10 @@
 //! mismatches; quarantining moves orphans out of storage into `quarantine/` with a
 //! reason, never deleting them.
 //!
+//! Sealed objects (`.age`) are checked against the exact length their header and the
+//! recorded plaintext size give; `--verify` opens them with the master identities and
+//! hashes the plaintext, so a sealed object that no longer opens is reported damaged.
+//!
 //! Concurrency with a running ingest: `ingest::commit` holds the shared storage lock
 //! (a PostgreSQL advisory lock) from before it places an object until its row is
 //! committed; quarantining takes the lock exclusively, so it never moves an object an
@@ -22,7 +26,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::ingest::STORAGE_LOCK;
+use crate::ingest::at_rest::{self, AtRest};
+use crate::ingest::{Storage, STORAGE_LOCK};
 use crate::progress::{Progress, Total};
 
 #[derive(Debug, Serialize)]
@@ -67,13 +72,19 @@ struct Row {
     path: String,
     hash: String,
     size: i64,
+    at_rest: Option<AtRest>,
 }
 
 async fn rows(client: &tokio_postgres::Client) -> Result<Vec<Row>> {
     let rs = client
         .query(
-            "SELECT id::text, storage_path, content_hash, size_bytes FROM upload_jobs
-             WHERE status <> 'error' AND storage_path IS NOT NULL",
+            "SELECT id::text, storage_path, content_hash, size_bytes, stored_as FROM upload_jobs
+             WHERE status <> 'error' AND storage_path IS NOT NULL
+             UNION ALL
+             -- A preanonymized pair's sidecar object: its hash is metadata_hash; its size
+             -- is not recorded (-1: checked by --verify only).
+             SELECT id::text, sidecar_path, metadata_hash, -1, stored_as FROM upload_jobs
+             WHERE status <> 'error' AND sidecar_path IS NOT NULL",
             &[],
         )
         .await
@@ -85,6 +96,7 @@ async fn rows(client: &tokio_postgres::Client) -> Result<Vec<Row>> {
             path: r.get(1),
             hash: r.get(2),
             size: r.get(3),
+            at_rest: at_rest::from_column(r.get(4)),
         })
         .collect())
 }
@@ -121,22 +133,51 @@ pub fn objects(storage: &Path) -> Result<BTreeMap<String, (u64, SystemTime)>> {
     Ok(out)
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = fs::File::open(p)?;
+/// The plaintext's sha256 (a sealed object is opened with the master identities).
+fn sha256_object(storage: &Storage, rel: &str, at_rest: AtRest) -> Result<String, String> {
+    let mut object = storage.open(rel, at_rest).map_err(|e| e.to_string())?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
+    std::io::copy(&mut object, &mut h).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+            "the sealed payload does not decrypt: altered or truncated".to_string()
+        }
+        _ => e.to_string(),
+    })?;
     Ok(hex::encode(h.finalize()))
 }
 
-/// Compare storage with the rows. `verify` re-hashes every referenced object.
-pub async fn audit(client: &tokio_postgres::Client, storage: &Path, verify: bool) -> Result<Audit> {
+/// The size a row's object must have on disk: its plaintext size, or for a sealed
+/// object the age file that holds exactly that plaintext.
+/// None when the size is not recorded (a sidecar).
+fn expected_size(path: &Path, r: &Row) -> Result<Option<u64>> {
+    let Ok(plain) = u64::try_from(r.size) else {
+        return Ok(None);
+    };
+    match r.at_rest {
+        Some(AtRest::Plain) | None => Ok(Some(plain)),
+        Some(AtRest::Sealed) => {
+            let mut f = std::io::BufReader::new(fs::File::open(path)?);
+            crate::crypto::age::expected_len(&mut f, plain)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+    }
+}
+
+/// Compare storage with the rows. `verify` re-hashes every referenced object, opening
+/// sealed ones.
+pub async fn audit(
+    client: &tokio_postgres::Client,
+    storage: &Storage,
+    verify: bool,
+) -> Result<Audit> {
     let rows = rows(client).await?;
-    let on_disk = objects(storage)?;
+    let on_disk = objects(storage.root())?;
     let now = SystemTime::now();
     let mut a = Audit {
         objects: on_disk.len() as u64,
         object_bytes: on_disk.values().map(|(s, _)| s).sum(),
-        rows: rows.len() as u64,
+        rows: rows.iter().filter(|r| r.size >= 0).count() as u64,
         ..Audit::default()
     };
     let referenced: BTreeSet<&str> = rows.iter().map(|r| r.path.as_str()).collect();
@@ -175,21 +216,38 @@ pub async fn audit(client: &tokio_postgres::Client, storage: &Path, verify: bool
             });
             continue;
         };
-        if *size != r.size as u64 {
-            a.mismatched.push(Mismatch {
-                job: r.job.clone(),
-                path: r.path.clone(),
-                problem: format!("{size} bytes on disk, {} recorded", r.size),
-            });
+        let damaged = |problem: String| Mismatch {
+            job: r.job.clone(),
+            path: r.path.clone(),
+            problem,
+        };
+        let expected = match expected_size(&storage.root().join(&r.path), r) {
+            Ok(n) => n.unwrap_or(*size),
+            Err(e) => {
+                a.mismatched
+                    .push(damaged(format!("not a sealed object: {e}")));
+                continue;
+            }
+        };
+        if *size != expected {
+            a.mismatched.push(damaged(match r.at_rest {
+                Some(AtRest::Sealed) => format!(
+                    "{size} bytes on disk, {expected} expected for the {} plaintext bytes recorded",
+                    r.size
+                ),
+                _ => format!("{size} bytes on disk, {} recorded", r.size),
+            }));
         } else if verify && checked.insert(r.path.clone()) {
-            let got = sha256_file(&storage.join(&r.path))?;
+            let at_rest = r.at_rest.unwrap_or(AtRest::Plain);
+            let got = sha256_object(storage, &r.path, at_rest);
             progress.add(1, *size);
-            if got != r.hash {
-                a.mismatched.push(Mismatch {
-                    job: r.job.clone(),
-                    path: r.path.clone(),
-                    problem: format!("content sha256 {got}, recorded {}", r.hash),
-                });
+            match got {
+                Ok(got) if got == r.hash => {}
+                Ok(got) => a.mismatched.push(damaged(format!(
+                    "content sha256 {got}, recorded {}",
+                    r.hash
+                ))),
+                Err(why) => a.mismatched.push(damaged(why)),
             }
         }
     }
@@ -247,7 +305,7 @@ fn quarantine_path(quarantine: &Path, rel: &str) -> PathBuf {
 /// object and its row) into quarantine. Holds the storage lock exclusively meanwhile.
 pub async fn quarantine_orphans(
     client: &tokio_postgres::Client,
-    storage: &Path,
+    storage: &Storage,
     quarantine: &Path,
     min_age: Duration,
     dry_run: bool,
@@ -264,12 +322,13 @@ pub async fn quarantine_orphans(
 
 async fn quarantine_locked(
     client: &tokio_postgres::Client,
-    storage: &Path,
+    storage: &Storage,
     quarantine: &Path,
     min_age: Duration,
     dry_run: bool,
 ) -> Result<Vec<PathBuf>> {
     let a = audit(client, storage, false).await?;
+    let storage = storage.root();
     let mut moved = Vec::new();
     let dir = quarantine.join("orphaned-objects");
     for o in a.orphans.iter().filter(|o| o.age_secs >= min_age.as_secs()) {

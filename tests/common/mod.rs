@@ -161,6 +161,9 @@ impl Site {
         ] {
             std::fs::create_dir_all(data.join(sub)).unwrap();
         }
+        // Reports and preanonymized pairs are sealed at rest by default: every site has
+        // its master identity, made as lxgate-keys.service makes it.
+        let key = Site::default_master_key(dir.path());
         let env = vec![
             ("DATABASE_URL".to_string(), db.clone()),
             (
@@ -168,8 +171,20 @@ impl Site {
                 data.display().to_string(),
             ),
             ("ENDOREG_DEPLOYMENT_ROLE".to_string(), role.to_string()),
+            ("LXGATE_MASTER_KEY".to_string(), key.display().to_string()),
         ];
-        Site { dir, db, env }
+        let site = Site { dir, db, env };
+        site.ensure_master_key(&key);
+        site
+    }
+
+    /// Where `Site::new` puts the site's master identity.
+    pub fn default_master_key(dir: &Path) -> PathBuf {
+        dir.join("keys/master.age")
+    }
+
+    pub fn master_key(&self) -> PathBuf {
+        Site::default_master_key(self.dir.path())
     }
 
     /// A migrated standalone site with center "A" as the default center, running with
@@ -363,6 +378,24 @@ pub fn http() -> &'static ureq::Agent {
             .timeout(Duration::from_secs(120))
             .build()
     })
+}
+
+/// A multipart/form-data body of `(name, filename, value)` parts, in order, and its
+/// Content-Type.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let b = "lxAnnotateBoundary7";
+    let mut body = Vec::new();
+    for (name, filename, value) in parts {
+        let disp = match filename {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream"),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        body.extend(format!("--{b}\r\nContent-Disposition: {disp}\r\n\r\n").as_bytes());
+        body.extend(*value);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{b}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={b}"), body)
 }
 
 /// Status and JSON body of a response, whatever its status.

@@ -274,8 +274,10 @@ pub async fn status(
     }))
 }
 
-/// A stored job's media. Behind nginx the answer is an internal redirect that nginx
-/// serves with byte ranges; without nginx (`serve_media_directly`) the app serves it.
+/// A stored job's media. A plain object: behind nginx the answer is an internal redirect
+/// that nginx serves with byte ranges; without nginx (`serve_media_directly`) the app
+/// serves it. A sealed object is always streamed by the app (sealed_media.rs), after the
+/// same authorization.
 #[utoipa::path(
     get,
     path = "/api/media/{id}",
@@ -303,10 +305,12 @@ pub async fn media(
     let Path(id) = id?;
     let (_, object) = authorize_media(&state, &headers, source, &id).await?;
     let rel = object.storage_path;
-    if state.config.server.serve_media_directly {
-        return serve_file(&state.storage.root().join(&rel), headers).await;
-    }
     match object.stored {
+        // nginx cannot open age: a sealed object is opened and streamed by the app.
+        Stored::Sealed => super::sealed_media::serve(&state.storage, &rel, &headers).await,
+        Stored::Plain if state.config.server.serve_media_directly => {
+            serve_file(&state.storage.root().join(&rel), headers).await
+        }
         Stored::Plain => x_accel(&rel),
     }
 }

@@ -10,6 +10,7 @@ mod metrics;
 pub mod openapi;
 mod ratelimit;
 mod request_id;
+mod sealed_media;
 mod transfers;
 mod upload;
 
@@ -289,7 +290,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub async fn serve_then(config: Config, bound: impl FnOnce()) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_string();
     let pool = crate::db::pool(&url, config.db.pool_size)?;
-    let storage = Storage::new(&config.paths.storage);
+    let storage = Storage::from_config(&config);
     let removed = storage.prepare().map_err(|e| {
         anyhow::anyhow!(
             "preparing managed storage {}: {e}",

@@ -838,8 +838,14 @@ pub async fn media(
         Err(r) => return Ok(envelope_refused(r)),
     };
     let _slot = state.uploads.admit()?;
-    // Decrypted on the way into staging: the ingest core hashes and stores plaintext,
-    // and nothing is committed until the tag checked out.
+    let kind = if t.kind == "report" {
+        Kind::Report
+    } else {
+        Kind::Video
+    };
+    // Decrypted on the way into staging: the ingest core hashes the plaintext and stores
+    // it in the form the policy keeps this kind in (a report sealed to the hub's master
+    // identity), and nothing is committed until the tag checked out.
     let opening = std::sync::Arc::new(Mutex::new(Some(opening)));
     let o = opening.clone();
     let body = req.into_body().into_data_stream().map(move |chunk| {
@@ -851,7 +857,7 @@ pub async fn media(
             buf.freeze()
         })
     });
-    let staged = ingest::stream::stage(&state.storage, Box::pin(body), size).await;
+    let staged = ingest::stream::stage(&state.storage.for_kind(kind), Box::pin(body), size).await;
     let opening = opening
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -915,11 +921,6 @@ pub async fn media(
         body["detail"] = json!(detail);
         return Ok(answer(StatusCode::CONFLICT, body));
     }
-    let kind = if t.kind == "report" {
-        Kind::Report
-    } else {
-        Kind::Video
-    };
     let suffix = t.resource_rows["video_file"]["suffix"]
         .as_str()
         .filter(|s| {

@@ -7,7 +7,9 @@
 //!   `center_name`, `source_system`, `idempotency_key` and lxgate's `kind`, in any order.
 //!   Without `kind` the kind is inferred from the content, then the name. Text fields
 //!   before `file` are checked before a byte is stored; after it, the staged file is
-//!   dropped on a refusal.
+//!   dropped on a refusal. The file is staged in its kind's form at rest from the first
+//!   byte (sealed kinds never reach the disk as plaintext): `kind` before `file` says
+//!   which, else the first bytes and the name do.
 //!
 //! Both take `Idempotency-Key`: the same key with the same content answers the first job.
 
@@ -19,6 +21,7 @@ use super::bounds::{self, shown};
 use super::{authenticate, ApiError, AppState, Source};
 use crate::access::tokens::{Principal, TokenRole};
 use crate::config::Role;
+use crate::ingest::at_rest::AtRest;
 use crate::ingest::{self, Boundary, IngestError, Kind, NewJob};
 
 /// Upload one file, as a raw body with `X-Filename` and `X-Kind`, or as a multipart form.
@@ -85,7 +88,7 @@ pub async fn upload(
         // inferred as the reference does). Any order: the lx-annotate frontend sends
         // `file` first, lxgate's own clients send it last.
         let mut text = FormText::default();
-        let mut file: Option<(ingest::Staged, String, Sniffed)> = None;
+        let mut file: Option<(ingest::Staged, String, Vec<u8>)> = None;
         let mut center_id = None;
         let mut after_file = 0;
         while let Some(field) = head.next_field(&mut mp).await? {
@@ -122,10 +125,23 @@ pub async fn upload(
                     );
                 }
                 head.file_follows();
-                let sniff = Sniffed::default();
-                let body = sniff.watch(field);
-                let staged = ingest::stream::stage(&state.storage, body, limit).await?;
-                file = Some((staged, name, sniff));
+                // The kind decides the form at rest, and the file is staged in that form
+                // from its first byte: a kind field before the file says it, else the
+                // first bytes (held in memory) and the name, as inferred below.
+                let (first, body) = first_bytes(field).await;
+                let storage = match &text.kind {
+                    Some(k) => state
+                        .storage
+                        .for_kind(validate_kind("kind field", Some(k))?),
+                    None => match infer_kind(&first, &name) {
+                        Ok(k) => state.storage.for_kind(k),
+                        // Refused below unless a later kind field names one: sealed
+                        // meanwhile, the form no kind forbids.
+                        Err(_) => state.storage.staging_as(AtRest::Sealed),
+                    },
+                };
+                let staged = ingest::stream::stage(&storage, body, limit).await?;
+                file = Some((staged, name, first));
             } else if FormText::FIELDS.contains(&fname.as_str()) {
                 let v = head.text(field, &format!("{fname} field")).await?;
                 text.set(&fname, v)?;
@@ -139,7 +155,7 @@ pub async fn upload(
                 ));
             }
         }
-        let Some((staged, name, sniff)) = file else {
+        let Some((staged, name, first)) = file else {
             return Err(ApiError::bad_request(
                 "missing_file",
                 "multipart body has no `file` field: add one with the file's bytes",
@@ -147,8 +163,9 @@ pub async fn upload(
         };
         let kind = match &text.kind {
             Some(k) => validate_kind("kind field", Some(k))?,
-            None => infer_kind(&sniff.head(), &name)?,
+            None => infer_kind(&first, &name)?,
         };
+        let staged = in_form_of(&state, staged, kind).await?;
         let center_id = match center_id {
             Some(id) => id,
             None => {
@@ -184,9 +201,12 @@ pub async fn upload(
             "X-Center-Key header",
         )
         .await?;
-        let staged =
-            ingest::stream::stage(&state.storage, req.into_body().into_data_stream(), limit)
-                .await?;
+        let staged = ingest::stream::stage(
+            &state.storage.for_kind(kind),
+            req.into_body().into_data_stream(),
+            limit,
+        )
+        .await?;
         (staged, name, kind, center_id)
     };
 
@@ -324,34 +344,67 @@ impl FormText {
     }
 }
 
-/// The first bytes of a streamed file, kept as they pass for type detection.
-#[derive(Default, Clone)]
-struct Sniffed(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+/// endoreg-db hands python-magic the first 2048 bytes.
+const SNIFF_LEN: usize = 2048;
 
-impl Sniffed {
-    /// endoreg-db hands python-magic the first 2048 bytes.
-    const LEN: usize = 2048;
-
-    fn watch<S, E>(
-        &self,
-        body: S,
-    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin
-    where
-        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    {
-        use futures_util::StreamExt;
-        let head = self.0.clone();
-        body.inspect(move |chunk| {
-            if let Ok(b) = chunk {
-                let mut h = head.lock().expect("no panics while held");
-                let n = Self::LEN.saturating_sub(h.len()).min(b.len());
-                h.extend_from_slice(&b[..n]);
+/// The first bytes of a streamed file (in memory, nothing staged yet) for type
+/// detection, and the whole stream again.
+async fn first_bytes<S, E>(
+    mut body: S,
+) -> (
+    Vec<u8>,
+    impl futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut head = Vec::new();
+    let mut taken = Vec::new();
+    while head.len() < SNIFF_LEN {
+        match body.next().await {
+            Some(Ok(b)) => {
+                head.extend_from_slice(&b[..b.len().min(SNIFF_LEN - head.len())]);
+                taken.push(Ok(b));
             }
-        })
+            // Staging reports it, as for any broken body.
+            Some(Err(e)) => {
+                taken.push(Err(e));
+                break;
+            }
+            None => break,
+        }
     }
-    fn head(&self) -> Vec<u8> {
-        self.0.lock().expect("no panics while held").clone()
+    (head, futures_util::stream::iter(taken).chain(body))
+}
+
+/// A file staged before its kind was settled (a kind field after the file), in the form
+/// the policy keeps that kind in. Sealed staging is opened into plain; plain staging for
+/// a kind kept sealed is refused: its plaintext has been in staging, which a client that
+/// sends the kind before the file never causes.
+async fn in_form_of(
+    state: &AppState,
+    staged: ingest::Staged,
+    kind: Kind,
+) -> Result<ingest::Staged, ApiError> {
+    let storage = state.storage.for_kind(kind);
+    if storage.at_rest() == Some(staged.at_rest()) {
+        return Ok(staged);
     }
+    if staged.at_rest() == AtRest::Plain {
+        staged.discard();
+        return Err(ApiError::bad_request(
+            "kind_after_file",
+            format!(
+                "the kind field says {}, which is kept sealed at rest, but it came after the file, which was staged plain for the kind it looked like: send the kind field before the file",
+                kind.as_str()
+            ),
+        ));
+    }
+    tokio::task::spawn_blocking(move || storage.restage(staged))
+        .await
+        .map_err(|e| ApiError::internal("restaging an upload", e))?
+        .map_err(|e| ApiError::internal("restaging an upload", e))
 }
 
 /// The types endoreg-db's upload view accepts, and the kind each becomes.

@@ -52,7 +52,7 @@ impl Watcher {
     pub fn new(cfg: Config) -> Result<Watcher> {
         let url = cfg.require_database_url()?.to_string();
         let pool = crate::db::pool(&url, cfg.watcher.concurrency + 2)?;
-        let storage = Storage::new(&cfg.paths.storage);
+        let storage = Storage::from_config(&cfg);
         storage.prepare()?;
         std::fs::create_dir_all(cfg.paths.quarantine())?;
         let sem = Arc::new(Semaphore::new(cfg.watcher.concurrency));
@@ -300,12 +300,23 @@ async fn ingest_one(
         },
         Err(e) => return tracing::warn!(error = %e, "database unavailable; retrying later"),
     };
+    let kept = storage.for_kind(folder.kind);
     let staged = {
-        let storage = storage.clone();
+        let storage = kept.clone();
         let carrier = carrier.clone();
-        tokio::task::spawn_blocking(move || ingest::stream::stage_file(&storage, &carrier)).await
+        let sidecar = sidecar.clone();
+        // The sidecar is an object of its own, kept like its carrier.
+        tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let side = match &sidecar {
+                Some(s) => Some(ingest::stream::stage_file(&storage, s)?.0),
+                None => None,
+            };
+            let (staged, id) = ingest::stream::stage_file(&storage, &carrier)?;
+            Ok((staged, id, side))
+        })
+        .await
     };
-    let (staged, id) = match staged {
+    let (staged, id, side) = match staged {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             return tracing::warn!(file = %carrier.display(), error = %e, "not ingested yet; retrying later")
@@ -325,11 +336,11 @@ async fn ingest_one(
             "folder": folder.name,
             "source_path": carrier.display().to_string(),
             "sidecar_file": sidecar.as_ref().and_then(|s| s.file_name()).map(|n| n.to_string_lossy().into_owned()),
-            "sidecar": parsed.as_ref().map(|p| &p.value),
+            "sidecar": parsed.as_ref().map(|p| shown_sidecar(&p.value, kept.at_rest())),
             "sidecar_unknown_keys": parsed.as_ref().map(|p| &p.unknown_keys),
         }),
     };
-    match ingest::commit(pool, storage, staged, job).await {
+    match ingest::commit_pair(pool, storage, staged, side, job).await {
         Ok(outcome) => {
             // Committed: now, and only now, the drop may leave the import folder.
             for f in &files {
@@ -353,6 +364,34 @@ async fn ingest_one(
         }
         Err(e) => tracing::error!(file = %carrier.display(), error = %e, "ingest failed"),
     }
+}
+
+/// What of a sidecar the job's provenance (plain in the database) shows: all of it when
+/// preanonymized pairs are kept plain; when they are sealed, only its keys and the
+/// fields that identify no patient (its text and identifiers stay in the sealed object).
+fn shown_sidecar(
+    v: &serde_json::Value,
+    at_rest: Option<ingest::at_rest::AtRest>,
+) -> serde_json::Value {
+    if at_rest != Some(ingest::at_rest::AtRest::Sealed) {
+        return v.clone();
+    }
+    let keys: Vec<&String> = v
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    let mut shown = serde_json::json!({ "keys": keys, "sealed": true });
+    for k in [
+        "center_key",
+        "center_name",
+        "source_system",
+        "source_document_type",
+    ] {
+        if let Some(x) = v.get(k) {
+            shown[k] = x.clone();
+        }
+    }
+    shown
 }
 
 /// endoreg-db's order of sidecar suffixes: `.json`, `.yaml`, `.yml`.

@@ -98,7 +98,13 @@ async fn rehearse(
     open_dump(cfg, &manifest, &dump, db_url, RestoreInto::Empty)?;
     let client = crate::db::connect(db_url).await?;
     let storage = under(scratch, &manifest.paths.storage);
-    let audit = storage_audit::audit(&client, &storage, true).await?;
+    // Sealed objects in the restored copy open with this host's master identity.
+    let restored = crate::ingest::Storage::new(
+        &storage,
+        cfg.storage,
+        crate::crypto::keyring::MasterKeys::new(&cfg.host.master_key),
+    );
+    let audit = storage_audit::audit(&client, &restored, true).await?;
     compare(&client, &manifest, &audit, &storage).await?;
     Ok((manifest, audit))
 }
@@ -200,7 +206,8 @@ pub async fn restore(cfg: &Config, r: &Restic, o: &RestoreOptions) -> Result<Out
         Ok(())
     })?;
     drop(staging);
-    let audit = storage_audit::audit(&client, &cfg.paths.storage, true).await?;
+    let audit =
+        storage_audit::audit(&client, &crate::ingest::Storage::from_config(cfg), true).await?;
     compare(&client, &manifest, &audit, &cfg.paths.storage).await?;
     // A restore replaces what the host holds: the audit trail records it.
     crate::audit::Event {
