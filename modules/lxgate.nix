@@ -23,6 +23,7 @@
 #                                                      (the unit is systemd.services.restic-backups-<n>; backupPrepareCommand runs in
 #                                                      its preStart as `user`; passwordFile becomes RESTIC_PASSWORD_FILE)
 #   lib/options.nix                                    lib.mkPackageOption
+#   lib/types.nix                                      types.ints.positive (> 0), types.ints.unsigned (>= 0), types.nullOr
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption mkEnableOption mkIf types;
@@ -54,6 +55,7 @@ let
       transfer_api = cfg.hub.transferApi.enable;
       export = cfg.hub.export.enable;
     } // lib.optionalAttrs (cfg.hub.transferApi.clientCaFile != null) { client_ca_file = toString cfg.hub.transferApi.clientCaFile; }
+    // lib.optionalAttrs (cfg.hub.transferApi.nodeKey != null) { hub_node_key = cfg.hub.transferApi.nodeKey; }
     // lib.optionalAttrs cfg.hub.export.enable (lib.filterAttrs (_: v: v != null) {
       url = cfg.hub.export.url;
       node_key = cfg.hub.export.nodeKey;
@@ -61,6 +63,8 @@ let
       ca_file = if cfg.hub.export.caFile == null then null else toString cfg.hub.export.caFile;
       client_certificate = if cfg.hub.export.clientCertificate == null then null else toString cfg.hub.export.clientCertificate;
       recipient_public_key_file = if cfg.hub.export.recipientPublicKeyFile == null then null else toString cfg.hub.export.recipientPublicKeyFile;
+      request_timeout_seconds = cfg.hub.export.requestTimeoutSeconds;
+      max_retries = cfg.hub.export.maxRetries;
     });
   } // lib.optionalAttrs cfg.database.createLocally {
     database.url = "host=/run/postgresql dbname=${cfg.user} user=${cfg.user}";
@@ -192,6 +196,12 @@ in
     hub.transferApi = {
       enable = mkEnableOption "the hub transfer receiver (central_hub only, behind nginx mTLS)";
       clientCaFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs site client certificates."; };
+      nodeKey = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "hub-berlin";
+        description = "This hub's own node key ([hub] hub_node_key): the target_node_key the sites send (their services.lxgate.hub.export.targetNodeKey); a blank target_node_key names this hub too, as in endoreg-db. null: lxgate's default, `hub`.";
+      };
       recipientKeyFiles = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -206,6 +216,8 @@ in
       caFile = mkOption { type = types.nullOr types.path; default = null; description = "CA that signs the hub's server certificate."; };
       clientCertificate = mkOption { type = types.nullOr types.path; default = null; description = "This site's client certificate (PEM; public, may be in the store)."; };
       recipientPublicKeyFile = mkOption { type = types.nullOr types.path; default = null; description = "The hub's envelope public key (PEM, printed by `lxgate keys hub-recipient` on the hub; public, may be in the store)."; };
+      requestTimeoutSeconds = mkOption { type = types.nullOr types.ints.positive; default = null; description = "Seconds one request to the hub may wait for its next bytes ([hub] request_timeout_seconds; null: lxgate's default, 21600, as lx-annotate). LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS in services.lxgate.environment wins."; };
+      maxRetries = mkOption { type = types.nullOr types.ints.unsigned; default = null; description = "Attempts ending in a retryable failure (no answer, 5xx, a redirect) before an export is failed for good with its last reason, until `lxgate hub-export retry` ([hub] max_retries; null: lxgate's default, 5, as lx-annotate). LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES in services.lxgate.environment wins."; };
     };
   };
 
@@ -216,8 +228,8 @@ in
         message = "services.lxgate.hub.transferApi.enable requires mTLS: set services.lxgate.hub.transferApi.clientCaFile to the CA that signs site client certificates and keep services.lxgate.nginx.enable = true.";
       }
       {
-        assertion = cfg.hub.transferApi.enable -> cfg.role == "central_hub";
-        message = "services.lxgate.hub.transferApi.enable only makes sense on a hub: set services.lxgate.role = \"central_hub\" or disable the transfer API.";
+        assertion = (cfg.hub.transferApi.enable || cfg.hub.transferApi.nodeKey != null) -> cfg.role == "central_hub";
+        message = "services.lxgate.hub.transferApi (enable, nodeKey) only makes sense on a hub: set services.lxgate.role = \"central_hub\" or leave the transfer API's options unset.";
       }
       {
         assertion = cfg.hub.export.enable -> cfg.role == "site_node";

@@ -3,8 +3,10 @@
 # man pages come from the built binary's clap definitions, installed by installShellFiles
 # (pkgs/build-support/setup-hooks/install-shell-files.sh); wrapProgram
 # (pkgs/build-support/setup-hooks/make-wrapper.sh) puts ffprobe, which the hub sender
-# reads video facts with, on lxgate's PATH.
-{ lib, stdenv, rustPlatform, installShellFiles, makeWrapper, ffmpeg-headless }:
+# reads video facts with, and pdftotext (poppler-utils: pkgs/top-level/all-packages.nix,
+# the name since nixpkgs PR #385503, 25.05), which it reads a PDF report's text with,
+# on lxgate's PATH.
+{ lib, stdenv, rustPlatform, installShellFiles, makeWrapper, ffmpeg-headless, poppler-utils }:
 rustPlatform.buildRustPackage {
   pname = "lxgate";
   version = (lib.importTOML ../Cargo.toml).package.version;
@@ -35,7 +37,7 @@ rustPlatform.buildRustPackage {
     $out/bin/lxgate man --out man
     installManPage man/*.1
   '' + ''
-    wrapProgram $out/bin/lxgate --prefix PATH : ${lib.makeBinPath [ ffmpeg-headless ]}
+    wrapProgram $out/bin/lxgate --prefix PATH : ${lib.makeBinPath [ ffmpeg-headless poppler-utils ]}
   '';
   meta = {
     description = "Runtime boundary for clinic patient media";

@@ -118,6 +118,30 @@ fn write_site_config(path: &std::path::Path, url: &str, ca: &std::path::Path, pk
     .unwrap();
 }
 
+/// The site sends to `https://localhost:PORT`, trusting the hub's CA.
+fn point_site_at(f: &Fleet, port: u16) {
+    write_site_config(
+        &f.site_cfg,
+        &format!("https://localhost:{port}"),
+        &f.pki.path("hub-ca.crt"),
+        &f.pki,
+    );
+}
+
+/// A small real video made by ffmpeg (so ffprobe has facts to read).
+fn test_clip(f: &Fleet, seconds: u32) -> Vec<u8> {
+    let clip = f.site.dir.path().join(format!("clip-{seconds}s.mp4"));
+    run_ok(
+        std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc=size=64x48:rate=25:duration={seconds}"))
+            .args(["-pix_fmt", "yuv420p"])
+            .arg(&clip),
+        "ffmpeg",
+    );
+    std::fs::read(&clip).unwrap()
+}
+
 /// Ingest one video at the site through its watcher; its job id and content hash.
 fn site_job(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
     drop_file(&f.site.data().join("import/video_import"), name, bytes);
@@ -147,6 +171,14 @@ fn failure_class(f: &Fleet, job: &str) -> Option<String> {
         "SELECT failure_class FROM hub_exports WHERE upload_job_id = '{job}'"
     ))[0]
         .get(0)
+}
+
+/// One run sends the mark: applied at the site, one transfer and one job at the hub.
+fn delivered(f: &Fleet, job: &str, hash: &str) {
+    let (code, err) = run(f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(export_row(f, job).0, "applied");
+    assert_eq!(hub_counts(f, hash), (1, 1));
 }
 
 /// Envelope files waiting in the site's staging directory.
@@ -280,10 +312,7 @@ fn a_crash_between_register_and_media_is_finished_by_the_next_run() {
     assert_eq!(String::from_utf8_lossy(&curl.stdout), "201");
     assert_eq!(hub_counts(&f, &hash), (1, 0));
     // The rerun's register is an exact replay (200, awaiting media): one job at the hub.
-    let (code, err) = run(&f);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(export_row(&f, &job).0, "applied");
-    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    delivered(&f, &job, &hash);
 }
 
 #[test]
@@ -311,12 +340,7 @@ fn a_retry_sends_the_same_envelope_and_ciphertext() {
         serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
     let envelope: lxgate::hub::envelope::Envelope =
         serde_json::from_value(persisted["envelope"].clone()).unwrap();
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{}", f.nginx.port),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
+    point_site_at(&f, f.nginx.port);
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
     assert_eq!(hub_counts(&f, &hash), (1, 1));
@@ -383,12 +407,7 @@ fn what_goes_wrong_is_kept_with_its_reason_and_class() {
             f.nginx.port
         ),
     );
-    write_site_config(
-        &f.site_cfg,
-        &format!("https://localhost:{}", redirect.port),
-        &f.pki.path("hub-ca.crt"),
-        &f.pki,
-    );
+    point_site_at(&f, redirect.port);
     let (code, _) = run(&f);
     assert_eq!(code, 1);
     let (_, attempts, why) = export_row(&f, &job);
@@ -402,16 +421,112 @@ fn what_goes_wrong_is_kept_with_its_reason_and_class() {
     assert_eq!(hub_counts(&f, &hash), (0, 0));
 
     // Fixed: the same mark goes through.
+    point_site_at(&f, f.nginx.port);
+    delivered(&f, &job, &hash);
+}
+
+/// LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES as lx-annotate counts it: once that many attempts
+/// ended in a retryable failure the export is failed with the last reason; `retry`
+/// gives it a fresh budget, and the same mark then goes through.
+#[test]
+fn retryable_failures_end_in_failed_after_the_retry_budget() {
+    let mut f = fleet();
+    let (job, hash) = site_job(&f, "budget.mp4", b"clip under a budget");
+    f.site.ok(&["hub-export", "mark", &job]);
+    f.site.set("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "2");
+    // Nothing listens there: no answer, a retryable failure.
     write_site_config(
         &f.site_cfg,
-        &format!("https://localhost:{}", f.nginx.port),
+        &format!("https://localhost:{}", free_port()),
         &f.pki.path("hub-ca.crt"),
         &f.pki,
     );
-    let (code, err) = run(&f);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(export_row(&f, &job).0, "applied");
-    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    let (code, _) = run(&f);
+    assert_eq!(code, 1);
+    let (state, attempts, why) = export_row(&f, &job);
+    assert_eq!((state.as_str(), attempts), ("pending", 1), "{why:?}");
+    let (code, _) = run(&f);
+    assert_eq!(code, 1);
+    let (state, attempts, why) = export_row(&f, &job);
+    assert_eq!((state.as_str(), attempts), ("failed", 2), "{why:?}");
+    let why = why.unwrap_or_default();
+    assert!(
+        why.contains("no answer from the hub")
+            && why.contains("gave up after 2 attempts")
+            && why.contains("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES")
+            && why.contains("lxgate hub-export retry"),
+        "{why}"
+    );
+    assert_eq!(failure_class(&f, &job).as_deref(), Some("transient_retry"));
+    // Failed is final: a further run does not try it.
+    let (code, _) = run(&f);
+    assert_eq!(code, 0);
+    assert_eq!(export_row(&f, &job).1, 2);
+
+    // 0 allows one attempt, as in lx-annotate (retry_count 1 is not below 0).
+    f.site.ok(&["hub-export", "retry"]);
+    f.site.set("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "0");
+    run(&f);
+    assert_eq!(export_row(&f, &job).0, "failed");
+
+    f.site.ok(&["hub-export", "retry"]);
+    point_site_at(&f, f.nginx.port);
+    delivered(&f, &job, &hash);
+}
+
+/// LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS bounds the wait for a hub that takes
+/// the connection and never answers; the attempt is retried, not hung.
+#[test]
+fn a_silent_hub_is_given_up_on_after_the_request_timeout() {
+    let mut f = fleet();
+    let (job, _) = site_job(&f, "silent.mp4", b"clip for a silent hub");
+    f.site.ok(&["hub-export", "mark", &job]);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Accept and hold: the handshake never gets its answer.
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(90));
+        drop(conns);
+    });
+    point_site_at(&f, port);
+    f.site
+        .set("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "2");
+    let mut child = command(&["hub-export", "run"], &f.site.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A bound far above the 2 s asked for, far below the 300 s read timeout that was
+    // fixed before the setting existed: not a measurement.
+    let limit = std::time::Duration::from_secs(60);
+    let start = std::time::Instant::now();
+    let mut in_time = false;
+    while start.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            in_time = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !in_time {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        in_time,
+        "hub-export run still waits for a silent hub after {limit:?} with a 2 s request timeout"
+    );
+    assert_eq!(status.code(), Some(1));
+    let (state, _, why) = export_row(&f, &job);
+    assert_eq!(state, "pending", "{why:?}");
+    assert!(
+        why.as_deref()
+            .unwrap_or("")
+            .contains("no answer from the hub"),
+        "{why:?}"
+    );
+    drop(held);
 }
 
 #[test]
@@ -497,23 +612,7 @@ fn signing_is_an_option_both_ends_enable() {
 #[test]
 fn media_sealed_to_another_hub_is_refused_and_video_facts_come_from_ffprobe() {
     let f = fleet();
-    let clip = f.site.dir.path().join("clip.mp4");
-    run_ok(
-        std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=64x48:rate=25:duration=2",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .arg(&clip),
-        "ffmpeg",
-    );
-    let body = std::fs::read(&clip).unwrap();
+    let body = test_clip(&f, 2);
     let (job, hash) = site_job(&f, "f.mp4", &body);
     f.site.ok(&["hub-export", "mark", &job]);
     // The site holds another hub's key: the hub cannot open the envelope.
@@ -558,8 +657,195 @@ fn media_sealed_to_another_hub_is_refused_and_video_facts_come_from_ffprobe() {
     assert_eq!(rows["video_state"]["anonymization_validated"], true);
 }
 
-/// Reports do not cross (a 7.0 report transfer carries text lxgate does not hold), so a
-/// video kept sealed by both sides' policy stands for every sealed kind.
+/// A one-page PDF whose text layer is `text` (ASCII), built byte by byte with its xref.
+fn text_pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+    ];
+    let mut out = String::from("%PDF-1.4\n");
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out += &format!("{} 0 obj\n{o}\nendobj\n", i + 1);
+    }
+    let xref = out.len();
+    out += &format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1);
+    for o in offsets {
+        out += &format!("{o:010} 00000 n \n");
+    }
+    out += &format!(
+        "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+        objects.len() + 1
+    );
+    out.into_bytes()
+}
+
+/// Ingest one report at the site through its watcher; its job id and content hash.
+fn site_report(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
+    drop_file(&f.site.data().join("import/report_import"), name, bytes);
+    f.site.ok(&["watch", "--once"]);
+    let rows = f.site.sql(&format!(
+        "SELECT id::text, content_hash FROM upload_jobs WHERE original_name = '{name}' AND kind = 'report'"
+    ));
+    assert_eq!(rows.len(), 1, "the site ingested {name}");
+    (rows[0].get(0), rows[0].get(1))
+}
+
+/// Reports go as reports: a PDF with its text layer and a text report each reach the hub
+/// under `{node}__report__{hash}__processed_v1` with the report rows endoreg-db requires
+/// (raw_pdf_file with the anonymized text, raw_pdf_state with the processed hash); a
+/// report without text cannot be marked, as the hub would refuse it.
+#[test]
+fn reports_are_exported_with_their_text_as_the_report_rows() {
+    let f = fleet();
+    let pdf = text_pdf("Koloskopie bis zum Zoekum, Schleimhaut unauffaellig");
+    let (pdf_job, pdf_hash) = site_report(&f, "Befund_Mueller.pdf", &pdf);
+    let (txt_job, txt_hash) = site_report(
+        &f,
+        "befund.txt",
+        "Gastroskopie: Refluxoesophagitis LA A.\n".as_bytes(),
+    );
+    for job in [&pdf_job, &txt_job] {
+        let form: String = f.site.sql(&format!(
+            "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
+        ))[0]
+            .get(0);
+        assert_eq!(form, "age", "reports are sealed at rest by default");
+    }
+    f.site.ok(&["hub-export", "mark", &pdf_job, &txt_job]);
+    let body: serde_json::Value =
+        serde_json::from_str(&f.site.ok(&["hub-export", "show", &pdf_job])).unwrap();
+    assert_eq!(body["resource_kind"], "report");
+    assert_eq!(
+        body["transfer_key"],
+        format!("site-a__report__{pdf_hash}__processed_v1")
+    );
+    assert_eq!(body["resource_hash"], pdf_hash.as_str());
+    let rows = &body["resource_rows"];
+    assert_eq!(
+        rows["raw_pdf_file"],
+        serde_json::json!({
+            "pdf_hash": pdf_hash,
+            "anonymized_text": "Koloskopie bis zum Zoekum, Schleimhaut unauffaellig",
+        })
+    );
+    assert_eq!(
+        rows["raw_pdf_state"]["processed_file_sha256"],
+        pdf_hash.as_str()
+    );
+    assert_eq!(rows["raw_pdf_state"]["anonymization_validated"], true);
+    assert!(rows.get("video_file").is_none(), "{rows}");
+
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 applied"), "{err}");
+    for (hash, bytes, text) in [
+        (
+            &pdf_hash,
+            pdf.clone(),
+            "Koloskopie bis zum Zoekum, Schleimhaut unauffaellig",
+        ),
+        (
+            &txt_hash,
+            b"Gastroskopie: Refluxoesophagitis LA A.\n".to_vec(),
+            "Gastroskopie: Refluxoesophagitis LA A.",
+        ),
+    ] {
+        assert_eq!(hub_counts(&f, hash), (1, 1));
+        let t = f.hub.sql(&format!(
+            "SELECT t.resource_kind, t.resource_rows->'raw_pdf_file'->>'anonymized_text', j.kind, j.storage_path,
+                    j.stored_as
+             FROM transfers t JOIN upload_jobs j ON j.id = t.upload_job_id WHERE t.resource_hash = '{hash}'"
+        ));
+        assert_eq!(t[0].get::<_, String>(0), "report");
+        assert_eq!(t[0].get::<_, String>(1), text);
+        assert_eq!(t[0].get::<_, String>(2), "report");
+        let (stored, form): (String, String) = (t[0].get(3), t[0].get(4));
+        assert_eq!(form, "age", "sealed again at the hub, to the hub's key");
+        let o = std::process::Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(f.hub.master_key())
+            .arg(f.hub.data().join("storage").join(stored))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && o.stdout == bytes,
+            "the report's bytes, unchanged (age -d at the hub)"
+        );
+    }
+
+    // A PDF with no text layer (a scan): the hub would refuse its blank text.
+    let scan = text_pdf("").into_iter().collect::<Vec<u8>>();
+    let (scan_job, _) = site_report(&f, "scan.pdf", &scan);
+    let o = f.site.run(&["hub-export", "mark", &scan_job]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the report has no text") && stderr(&o).contains("anonymized_text"),
+        "{}",
+        stderr(&o)
+    );
+    // A raw job of another kind is refused.
+    let (video_job, _) = site_job(&f, "v.mp4", b"a video, not a report");
+    let o = f
+        .site
+        .run(&["hub-export", "mark", &txt_job, "--raw", &video_job]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("must be a report"), "{}", stderr(&o));
+}
+
+/// Issue 15, test 2 (rows): the bodies lxgate's sender registers, a video with its
+/// ffprobe facts and a report with its text, pass endoreg-db 1.6.5's own row schemas
+/// (TransferVideoResourceRows / TransferReportResourceRows, extra=forbid), processing
+/// snapshot and provenance validators and its identity-hash rule; the same check
+/// refuses a body with one field too many, so it is not a check that cannot fail.
+#[test]
+fn the_senders_bodies_pass_endoreg_dbs_own_row_schemas() {
+    let f = fleet();
+    let (video, _) = site_job(&f, "v.mp4", &test_clip(&f, 1));
+    let (report, _) = site_report(&f, "r.pdf", &text_pdf("Befund ohne Auffaelligkeiten"));
+    let (text, _) = site_report(&f, "r.txt", b"Befund: Polyp entfernt.\n");
+    f.site.ok(&["hub-export", "mark", &video, &report, &text]);
+    let file = f.site.dir.path().join("body.json");
+    for job in [&video, &report, &text] {
+        let body: serde_json::Value =
+            serde_json::from_str(&f.site.ok(&["hub-export", "show", job])).unwrap();
+        std::fs::write(&file, body.to_string()).unwrap();
+        let checked = common::reference::hub_rows(&["check", file.to_str().unwrap()]);
+        assert_eq!(checked["ok"], true, "{}: {checked}", body["resource_kind"]);
+        let kind = body["resource_kind"].as_str().unwrap();
+        let head = if kind == "video" {
+            "video_file"
+        } else {
+            "raw_pdf_file"
+        };
+        assert_eq!(
+            checked["resource_rows"][head], body["resource_rows"][head],
+            "the hub keeps the {head} row as sent"
+        );
+        let mut bad = body.clone();
+        bad["resource_rows"][head]["file_name"] = serde_json::json!("x");
+        std::fs::write(&file, bad.to_string()).unwrap();
+        let refused = common::reference::hub_rows(&["check", file.to_str().unwrap()]);
+        assert_eq!(refused["ok"], false, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("Extra inputs are not permitted"),
+            "{refused}"
+        );
+    }
+}
+
+/// A video kept sealed by both sides' policy crosses opened inside the envelope and is
+/// sealed again at the hub (reports, sealed by default, cross the same way:
+/// reports_are_exported_with_their_text_as_the_report_rows).
 #[test]
 fn a_video_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
     let f = fleet_with("[storage]\nvideo = \"sealed\"\n");

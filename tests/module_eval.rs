@@ -236,6 +236,10 @@ fn each_bad_configuration_fails_with_its_fix() {
         ),
         ("bad-export-over-http", "url must start with https://"),
         (
+            "bad-node-key-not-a-hub",
+            "services.lxgate.hub.transferApi (enable, nodeKey) only makes sense on a hub",
+        ),
+        (
             "bad-export-not-a-site",
             "set services.lxgate.role = \"site_node\"",
         ),
@@ -309,4 +313,36 @@ fn backup_configures_services_restic_with_lxgates_paths() {
     );
     // Without backup, no restic.
     assert_eq!(eval(&lib, "standalone")["restic"], serde_json::json!({}));
+}
+
+/// The hub's own node key and the sender's timeout and retry budget go from module
+/// options into the settings file, and lxgate reads them from there as those settings
+/// (`lxgate config check` on the file the module writes).
+#[test]
+fn hub_node_key_and_the_senders_budget_reach_the_settings_lxgate_reads() {
+    let Some(lib) = lib_path() else { return };
+    let t = tempdir();
+    let checked = |case: &str| -> serde_json::Value {
+        let v = eval(&lib, case);
+        assert_eq!(v["failed"], serde_json::json!([]), "{case}");
+        let toml = toml::to_string(&v["settings"]).unwrap();
+        let file = t.path().join(format!("{case}.toml"));
+        std::fs::write(&file, toml).unwrap();
+        let o = lxgate(
+            &["--config", file.to_str().unwrap(), "config", "check"],
+            &[],
+        );
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let hub = checked("central_hub");
+    assert_eq!(hub["hub_receiver"]["node_key"], "hub-berlin", "{hub}");
+    let site = checked("site_node-export");
+    let export = &site["hub_export"];
+    assert_eq!(export["target_node_key"], "hub-berlin", "{site}");
+    assert_eq!(export["request_timeout_seconds"], 600);
+    assert_eq!(export["max_retries"], 3);
+    // Unset, lxgate's defaults (lx-annotate's): the module writes nothing for them.
+    let hub = checked("standalone");
+    assert_eq!(hub["hub_receiver"]["node_key"], "hub");
 }

@@ -1,6 +1,6 @@
 # Shared by the host twins: a cached Debian 12 root filesystem and an nspawn boot.
 set -euo pipefail
-TWIN_PACKAGES="systemd,systemd-sysv,dbus,postgresql,nginx-light,curl,ca-certificates,openssl,restic,ffmpeg"
+TWIN_PACKAGES="systemd,systemd-sysv,dbus,postgresql,nginx-light,curl,ca-certificates,openssl,restic,ffmpeg,poppler-utils"
 TWIN_CACHE="${LXGATE_TWIN_CACHE:-/var/cache/lxgate-twin}"
 
 need_tools() {

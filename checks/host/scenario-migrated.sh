@@ -59,8 +59,14 @@ install -o lxgate -g lxgate -m 0640 /tmp/n1.txt $p/N1.TXT.PART
 sleep 2
 check "an upper-case .PART is left alone" "lxgate-watcher" test -e $p/N1.TXT.PART
 mv $p/N1.TXT.PART $p/N1.TXT
-pair() { sql "SELECT provenance->'sidecar'->>'patient_gender' FROM upload_jobs WHERE original_name='N1.TXT' AND status='stored'" | grep -qx female; }
-check "the YAML pair becomes a job, gender normalised" "lxgate-watcher" poll 150 pair
+# Pairs are sealed at rest by default (issue 19): the provenance names the sidecar's keys,
+# its values (the normalised gender among them) live in the sealed sidecar object, which
+# the audit opens and checks (tests/watcher.rs checks the normalised value itself).
+pair() { sql "SELECT stored_as FROM upload_jobs WHERE original_name='N1.TXT' AND status='stored'" | grep -qx age; }
+check "the YAML pair becomes a job, sealed at rest" "lxgate-watcher" poll 150 pair
+check "its provenance names the sidecar's keys, patient_gender among them, not their values" "lxgate-watcher" \
+  sh -c "runuser -u postgres -- psql -tA lxgate -c \"SELECT provenance->'sidecar' FROM upload_jobs WHERE original_name='N1.TXT'\" | grep -q '\"patient_gender\"' && ! runuser -u postgres -- psql -tA lxgate -c \"SELECT provenance::text FROM upload_jobs WHERE original_name='N1.TXT'\" | grep -qi 'female'"
+check "storage audit --verify opens the sealed pair" "" lx storage audit --verify
 check "no quarantine" "lxgate-watcher" sh -c "! ls $d/quarantine | grep -q reason"
 
 # 4. The upload API takes the lx-annotate frontend's request through nginx.

@@ -4,13 +4,14 @@
 //!
 //! A job is exported only after someone marks it (a `hub_exports` row): marking is the
 //! operator's statement that the media's anonymization is validated, and it is what
-//! sets the four eligibility flags of the register body. `run` sends every pending mark
-//! over https with the node's client certificate: register, seal the media to the
-//! hub's recipient key (the envelope and ciphertext kept per transfer key, so a retry
-//! sends the same bytes and the hub sees an exact replay), upload, and check the hub's
-//! answer and receipt field by field. Failures are classed as the reference classes
-//! them: a 400 is final (the hub's reason kept), 401/403 final (authorization), a
-//! register 409 final, any other answer, a redirect or no answer is retried.
+//! sets the eligibility flags of the register body (a video's four, a report's three).
+//! `run` sends every pending mark over https with the node's client certificate:
+//! register, seal the media to the hub's recipient key (the envelope and ciphertext
+//! kept per transfer key, so a retry sends the same bytes and the hub sees an exact
+//! replay), upload, and check the hub's answer and receipt field by field. Failures
+//! are classed as the reference classes them: a 400 is final (the hub's reason kept),
+//! 401/403 final (authorization), a register 409 final, any other answer, a redirect
+//! or no answer is retried (up to the retry budget, `LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,8 @@ use crate::crypto::signing;
 use crate::hub::envelope::{self, Identity, Receipt, Sealed};
 use crate::hub::keys::Recipient;
 use crate::hub::wire::register::{
-    ProcessingHistory, ProcessingSnapshot, Provenance, RegisterBody, VideoFile, VideoRows,
-    VideoState,
+    ProcessingHistory, ProcessingSnapshot, Provenance, RawPdfFile, RawPdfState, RegisterBody,
+    ReportRows, VideoFile, VideoRows, VideoState,
 };
 use crate::hub::wire::reply::summary;
 use crate::hub::wire::status::{Expected, StatusBody};
@@ -74,7 +75,8 @@ pub async fn mark(
     let job_row = |id: uuid::Uuid| async move {
         let row = client
             .query_opt(
-                "SELECT kind, status, content_hash, center_id FROM upload_jobs WHERE id = $1",
+                "SELECT kind, status, content_hash, center_id, storage_path, original_name, stored_as
+                 FROM upload_jobs WHERE id = $1",
                 &[&id],
             )
             .await?
@@ -87,26 +89,42 @@ pub async fn mark(
             kind,
             row.get::<_, Option<String>>(2).unwrap_or_default(),
             row.get::<_, Option<i64>>(3),
+            (
+                row.get::<_, Option<String>>(4).unwrap_or_default(),
+                row.get::<_, String>(5),
+                at_rest::from_column(row.get(6)).unwrap_or(AtRest::Plain),
+            ),
         ))
     };
     for id in jobs {
-        let (kind, processed, center) = job_row(*id).await?;
-        match kind.as_str() {
-            "video" => {}
-            "preanonymized" => bail!("upload job {id} is a preanonymized text pair; the hub accepts video and report media only"),
-            _ => bail!("upload job {id} is a report: a 7.0 report transfer carries the report's anonymized text, which lxgate does not hold; export videos"),
-        }
+        let (kind, processed, center, (object, name, at_rest)) = job_row(*id).await?;
+        let resource_kind = match kind.as_str() {
+            "video" => ResourceKind::Video,
+            "report" => ResourceKind::Report,
+            _ => bail!("upload job {id} is a preanonymized text pair; the hub accepts video and report media only"),
+        };
         let raw_hash = match raw {
             None => processed.clone(),
             Some(r) => {
-                let (rkind, rhash, rcenter) = job_row(r).await?;
-                if rkind != "video" || rcenter != center {
-                    bail!("raw job {r} must be a video of the same center as {id}");
+                let (rkind, rhash, rcenter, _) = job_row(r).await?;
+                if rkind != kind || rcenter != center {
+                    bail!("raw job {r} must be a {kind} of the same center as {id}");
                 }
                 rhash
             }
         };
-        let key = wire::transfer_key(&settings.node_key, ResourceKind::Video, &raw_hash);
+        if resource_kind == ResourceKind::Report {
+            // The hub refuses a report without text; say so now, not at the first run.
+            let object = config.paths.storage.join(object);
+            let keys = MasterKeys::new(&config.host.master_key);
+            let suffix = suffix_of(&name);
+            tokio::task::spawn_blocking(move || {
+                report_text(&object, at_rest, &keys, suffix.as_deref())
+            })
+            .await?
+            .map_err(|why| anyhow!("upload job {id} cannot be exported: {why}"))?;
+        }
+        let key = wire::transfer_key(&settings.node_key, resource_kind, &raw_hash);
         if key.len() > MAX_KEY_LEN || !wire::valid_identifier(&key, MAX_KEY_LEN) {
             bail!("node_key {:?} makes a transfer key over {MAX_KEY_LEN} characters or outside letters, digits and . _ : -; choose a shorter node key", settings.node_key);
         }
@@ -136,7 +154,7 @@ pub async fn mark(
 pub async fn retry_failed(client: &tokio_postgres::Client) -> Result<u64> {
     Ok(client
         .execute(
-            "UPDATE hub_exports SET state = 'pending', updated_at = now() WHERE state = 'failed'",
+            "UPDATE hub_exports SET state = 'pending', retries = 0, updated_at = now() WHERE state = 'failed'",
             &[],
         )
         .await?)
@@ -176,6 +194,7 @@ pub async fn list(client: &tokio_postgres::Client) -> Result<Vec<ExportRow>> {
 #[derive(Debug, Clone)]
 struct Item {
     job: uuid::Uuid,
+    kind: ResourceKind,
     key: String,
     raw_hash: String,
     processed_hash: String,
@@ -186,6 +205,8 @@ struct Item {
     at_rest: AtRest,
     keys: MasterKeys,
     suffix: Option<String>,
+    /// Attempts that ended in a retryable failure since the mark or the last `retry`.
+    retries: i64,
 }
 
 /// The reference's failure classes (lx-annotate `HubExportFailureClass`).
@@ -220,7 +241,8 @@ enum Outcome {
 
 const ITEMS: &str =
     "SELECT e.upload_job_id, e.transfer_key, COALESCE(r.content_hash, j.content_hash),
-        j.content_hash, c.center_key, j.storage_path, j.original_name, j.stored_as
+        j.content_hash, c.center_key, j.storage_path, j.original_name, j.stored_as,
+        e.retries::int8, j.kind
      FROM hub_exports e
      JOIN upload_jobs j ON j.id = e.upload_job_id
      LEFT JOIN upload_jobs r ON r.id = e.raw_upload_job_id
@@ -230,6 +252,11 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
     let name: String = r.get(6);
     Item {
         job: r.get(0),
+        kind: match r.get::<_, String>(9).as_str() {
+            "report" => ResourceKind::Report,
+            // `mark` lets nothing but videos and reports in.
+            _ => ResourceKind::Video,
+        },
         key: r.get(1),
         raw_hash: r.get(2),
         processed_hash: r.get(3),
@@ -238,6 +265,7 @@ fn item(config: &Config, r: &tokio_postgres::Row) -> Item {
         at_rest: at_rest::from_column(r.get(7)).unwrap_or(AtRest::Plain),
         keys: MasterKeys::new(&config.host.master_key),
         suffix: suffix_of(&name),
+        retries: r.get(8),
     }
 }
 
@@ -287,11 +315,29 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             ..Default::default()
         }
         .emit();
-        let (state, class, error) = progress.suspend(|| match &outcome {
+        // Owned reasons: the arms run inside `suspend` (the bar lifts for their lines).
+        let (state, class, error): (&str, Option<FailureClass>, Option<String>) =
+            progress.suspend(|| match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
                 tracing::info!(boundary = "hub_export", outcome = "applied", job_id = %item.job, transfer_key = %item.key, "applied at the hub");
                 ("applied", None, None)
+            }
+            Outcome::Retry(why) if item.retries + 1 >= settings.max_retries as i64 => {
+                // lx-annotate's budget: no redispatch once retry_count reaches it. The
+                // envelope stays staged, so `hub-export retry` replays the same bytes.
+                summary.failed += 1;
+                let given_up = format!(
+                    "{why}; gave up after {} attempts that failed this way (LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES = {}); fix the cause, then `lxgate hub-export retry`",
+                    item.retries + 1,
+                    settings.max_retries
+                );
+                tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, class = FailureClass::TransientRetry.as_str(), "export failed: {given_up}");
+                (
+                    "failed",
+                    Some(FailureClass::TransientRetry),
+                    Some(given_up),
+                )
             }
             Outcome::Retry(why) => {
                 summary.retrying += 1;
@@ -299,21 +345,28 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
                 (
                     "pending",
                     Some(FailureClass::TransientRetry),
-                    Some(why.as_str()),
+                    Some(why.clone()),
                 )
             }
             Outcome::Failed(class, why) => {
                 summary.failed += 1;
                 tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, class = class.as_str(), "export failed: {why}");
-                ("failed", Some(*class), Some(why.as_str()))
+                ("failed", Some(*class), Some(why.clone()))
             }
         });
         progress.add(1, size);
         client
             .execute(
                 "UPDATE hub_exports SET state = $2, attempts = attempts + 1, failure_class = $3,
-                     last_error = $4, updated_at = now() WHERE upload_job_id = $1",
-                &[&item.job, &state, &class.map(FailureClass::as_str), &error],
+                     last_error = $4, retries = retries + $5, updated_at = now()
+                 WHERE upload_job_id = $1",
+                &[
+                    &item.job,
+                    &state,
+                    &class.map(FailureClass::as_str),
+                    &error,
+                    &i32::from(matches!(outcome, Outcome::Retry(_))),
+                ],
             )
             .await?;
     }
@@ -341,10 +394,11 @@ pub async fn show(
         })?;
     let item = item(config, &r);
     let facts = tokio::task::spawn_blocking({
-        let object = item.object.clone();
-        move || video_facts(&object)
+        let item = item.clone();
+        move || media_facts(&item)
     })
-    .await?;
+    .await?
+    .map_err(|why| anyhow!("upload job {job}: {why}"))?;
     Ok(serde_json::to_value(register_body(settings, &item, facts))?)
 }
 
@@ -417,11 +471,155 @@ pub fn video_facts(path: &Path) -> Option<VideoFacts> {
     })
 }
 
-/// The 7.0 register body for a video lxgate holds. Marking stated the anonymization
-/// validated: that sets the four eligibility flags, and nothing else does.
-fn register_body(s: &HubExport, item: &Item, facts: Option<VideoFacts>) -> RegisterBody {
-    let f = facts.unwrap_or_default();
-    let rows = VideoRows {
+/// What the register body says about the media beyond its hashes.
+#[derive(Debug, Clone, PartialEq)]
+enum Facts {
+    /// `ffprobe`'s, or none when it cannot read the media (the hub takes nulls).
+    Video(Option<VideoFacts>),
+    /// The report's text, `raw_pdf_file.anonymized_text` (never blank).
+    Report(String),
+}
+
+fn media_facts(item: &Item) -> std::result::Result<Facts, String> {
+    Ok(match item.kind {
+        ResourceKind::Report => Facts::Report(report_text(
+            &item.object,
+            item.at_rest,
+            &item.keys,
+            item.suffix.as_deref(),
+        )?),
+        _ => Facts::Video(video_facts(&item.object)),
+    })
+}
+
+/// The text of a report: a text report (`.txt`, as lx-annotate takes them) is its own
+/// text; a PDF's is its text layer, read by `pdftotext` (poppler-utils) from a pipe, so
+/// a report sealed at rest is opened in memory and never written out in the clear.
+/// Marking stated the report anonymized, so this is the anonymized text the hub
+/// requires. A report without text (a scan without a text layer) cannot be sent: the
+/// hub refuses a blank one.
+pub fn report_text(
+    path: &Path,
+    at_rest: AtRest,
+    keys: &MasterKeys,
+    suffix: Option<&str>,
+) -> std::result::Result<String, String> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        format!(
+            "reading the stored report {}: {e}; run `lxgate storage audit --verify`",
+            path.display()
+        )
+    };
+    let mut object = Object::open(path, at_rest, keys).map_err(|e| unreadable(&e))?;
+    let text = if suffix == Some(".txt") {
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).map_err(|e| unreadable(&e))?;
+        String::from_utf8(bytes).map_err(|_| {
+            "the text report is not UTF-8; the hub takes its text as JSON: convert it to UTF-8 and ingest it again".to_string()
+        })?
+    } else {
+        let mut child = std::process::Command::new("pdftotext")
+            .args(["-q", "-enc", "UTF-8", "-", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!("pdftotext does not run ({e}): install poppler-utils; a report's text goes to the hub as raw_pdf_file.anonymized_text")
+            })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        // Fed from a thread: pdftotext may answer before it has read everything.
+        let (fed, out) = std::thread::scope(|s| {
+            let feeder = s.spawn(move || std::io::copy(&mut object, &mut stdin).map(drop));
+            let out = child.wait_with_output();
+            (feeder.join().expect("the feeder does not panic"), out)
+        });
+        let out = out.map_err(|e| format!("pdftotext: {e}"))?;
+        match fed {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(unreadable(&e)),
+            _ => {}
+        }
+        if !out.status.success() {
+            return Err(format!(
+                "pdftotext cannot read the stored report {} (exit {}): is it a PDF?",
+                path.display(),
+                out.status.code().unwrap_or(-1)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // NUL is not text, and the hub refuses it in JSON.
+    let text = text.replace('\0', "");
+    if text.trim().is_empty() {
+        return Err("the report has no text (a scanned PDF without a text layer?); the hub requires its anonymized text (raw_pdf_file.anonymized_text must not be blank): export a PDF with a text layer".into());
+    }
+    Ok(text.trim().to_string())
+}
+
+/// The 7.0 register body for a video or report lxgate holds. Marking stated the
+/// anonymization validated: that sets the eligibility flags, and nothing else does.
+fn register_body(s: &HubExport, item: &Item, facts: Facts) -> RegisterBody {
+    let rows = match facts {
+        Facts::Video(f) => serde_json::to_value(video_rows(item, f.unwrap_or_default())),
+        Facts::Report(text) => serde_json::to_value(report_rows(item, text)),
+    }
+    .expect("rows serialize");
+    RegisterBody {
+        transfer_key: item.key.clone(),
+        source_node_key: s.node_key.clone(),
+        target_node_key: s.target_node_key.clone(),
+        source_center_key: item.center.clone(),
+        resource_kind: item.kind,
+        resource_hash: item.raw_hash.clone(),
+        transfer_mode: TransferMode::MetadataAndProcessedMedia,
+        processing_policy: Default::default(),
+        processing_intent: Default::default(),
+        cleanup_policy: Default::default(),
+        payload_schema_version: PAYLOAD_SCHEMA_VERSION.into(),
+        resource_rows: rows,
+        processing_snapshot: ProcessingSnapshot {
+            sender_processing_success: Some(true),
+        },
+        provenance: Provenance {
+            entrypoint: Some("lxgate_sender".into()),
+            source_node_key: Some(s.node_key.clone()),
+            target_node_key: Some(s.target_node_key.clone()),
+            source_center_key: Some(item.center.clone()),
+            transfer_mode: Some(TransferMode::MetadataAndProcessedMedia.as_str().into()),
+            processing_policy: Some("preserve_processing_state".into()),
+            cleanup_policy: Some("retain_all".into()),
+            ..Provenance::default()
+        },
+    }
+}
+
+/// A report's rows as lx-annotate builds them (`_build_report_rows`): the raw hash
+/// with the text, the three flags a report needs (no segments to remove), and its
+/// processing history under the raw hash.
+fn report_rows(item: &Item, anonymized_text: String) -> ReportRows {
+    ReportRows {
+        raw_pdf_file: RawPdfFile {
+            pdf_hash: item.raw_hash.clone(),
+            anonymized_text,
+            ..RawPdfFile::default()
+        },
+        raw_pdf_state: Some(RawPdfState {
+            sensitive_meta_processed: Some(true),
+            anonymized: Some(true),
+            anonymization_validated: Some(true),
+            processed_file_sha256: Some(item.processed_hash.clone()),
+            ..RawPdfState::default()
+        }),
+        processing_history: Some(ProcessingHistory {
+            file_hash: Some(item.raw_hash.clone()),
+            success: Some(true),
+        }),
+        ..ReportRows::default()
+    }
+}
+
+fn video_rows(item: &Item, f: VideoFacts) -> VideoRows {
+    VideoRows {
         video_file: VideoFile {
             raw_video_hash: item.raw_hash.clone(),
             processed_video_hash: Some(item.processed_hash.clone()),
@@ -445,33 +643,6 @@ fn register_body(s: &HubExport, item: &Item, facts: Option<VideoFacts>) -> Regis
             success: Some(true),
         }),
         ..VideoRows::default()
-    };
-    RegisterBody {
-        transfer_key: item.key.clone(),
-        source_node_key: s.node_key.clone(),
-        target_node_key: s.target_node_key.clone(),
-        source_center_key: item.center.clone(),
-        resource_kind: ResourceKind::Video,
-        resource_hash: item.raw_hash.clone(),
-        transfer_mode: TransferMode::MetadataAndProcessedMedia,
-        processing_policy: Default::default(),
-        processing_intent: Default::default(),
-        cleanup_policy: Default::default(),
-        payload_schema_version: PAYLOAD_SCHEMA_VERSION.into(),
-        resource_rows: serde_json::to_value(rows).expect("rows serialize"),
-        processing_snapshot: ProcessingSnapshot {
-            sender_processing_success: Some(true),
-        },
-        provenance: Provenance {
-            entrypoint: Some("lxgate_sender".into()),
-            source_node_key: Some(s.node_key.clone()),
-            target_node_key: Some(s.target_node_key.clone()),
-            source_center_key: Some(item.center.clone()),
-            transfer_mode: Some(TransferMode::MetadataAndProcessedMedia.as_str().into()),
-            processing_policy: Some("preserve_processing_state".into()),
-            cleanup_policy: Some("retain_all".into()),
-            ..Provenance::default()
-        },
     }
 }
 
@@ -523,12 +694,15 @@ impl Sender {
             })?,
         };
         let tls = tls_config(&s.ca_file, &s.client_certificate, &key_path)?;
+        // As lx-annotate's `requests(timeout=…)`: the longest wait for the next bytes,
+        // not for the whole request (a 50 GiB upload takes longer than any bound).
+        let timeout = Duration::from_secs(s.request_timeout_seconds);
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(tls))
             .redirects(0)
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(300))
-            .timeout_write(Duration::from_secs(300))
+            .timeout_connect(timeout.min(Duration::from_secs(15)))
+            .timeout_read(timeout)
+            .timeout_write(timeout)
             .build();
         let credential = if s.sign_requests {
             // Slow on purpose (PBKDF2); once per run.
@@ -609,7 +783,7 @@ impl Sender {
             source_node_key: self.settings.node_key.clone(),
             source_center_key: item.center.clone(),
             target_node_key: self.settings.target_node_key.clone(),
-            resource_kind: ResourceKind::Video.as_str().into(),
+            resource_kind: item.kind.as_str().into(),
             resource_hash: item.raw_hash.clone(),
             processed_media_hash: item.processed_hash.clone(),
         }
@@ -621,7 +795,7 @@ impl Sender {
             source_node_key: &self.settings.node_key,
             target_node_key: &self.settings.target_node_key,
             source_center_key: &item.center,
-            resource_kind: ResourceKind::Video.as_str(),
+            resource_kind: item.kind.as_str(),
             resource_hash: &item.raw_hash,
             processed_media_hash: &item.processed_hash,
             transfer_mode: TransferMode::MetadataAndProcessedMedia.as_str(),
@@ -714,7 +888,10 @@ impl Sender {
             Ok(s) => s,
             Err(why) => return Outcome::Failed(FailureClass::ConfigurationRejection, why),
         };
-        let facts = video_facts(&item.object);
+        let facts = match media_facts(item) {
+            Ok(f) => f,
+            Err(why) => return Outcome::Failed(FailureClass::ConfigurationRejection, why),
+        };
         let body = serde_json::to_vec(&register_body(&self.settings, item, facts)).expect("json");
         let answer = hub_answer(
             self.request(

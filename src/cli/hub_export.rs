@@ -14,7 +14,7 @@ pub struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// Mark upload jobs for export. Marking states that their media's anonymization is
-    /// validated (it sets the four eligibility flags the hub requires): lxgate sends what
+    /// validated (it sets the eligibility flags the hub requires): lxgate sends what
     /// it is told to and never decides that itself.
     Mark {
         #[arg(required = true)]

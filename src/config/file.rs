@@ -227,6 +227,12 @@ pub struct HubConfig {
     /// them, so a retry sends the same bytes (env LX_ANNOTATE_HUB_EXPORT_ENVELOPE_STAGING_DIR;
     /// default `{state}/hub-export-envelopes`).
     pub envelope_staging_dir: Option<PathBuf>,
+    /// site_node: seconds one request to the hub may wait for its next bytes (env
+    /// LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS; default 21600, > 0).
+    pub request_timeout_seconds: Option<u64>,
+    /// site_node: retryable failures before an export is failed for good (env
+    /// LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES; default 5).
+    pub max_retries: Option<u32>,
     /// central_hub: largest transfer media in bytes (env ENDOREG_HUB_TRANSFER_MAX_UPLOAD_BYTES).
     pub max_media_size: Option<u64>,
     /// central_hub: this hub's own node key; a blank `target_node_key` means this hub.

@@ -785,6 +785,43 @@ fn hub_export(
             missing.join(", ")
         )));
     }
+    // As lx-annotate's settings read them: the timeout a positive whole number of
+    // seconds, the retry budget a whole number where a negative one means 0.
+    const TIMEOUT: &str = "LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS";
+    let request_timeout_seconds = match get(TIMEOUT) {
+        Some(v) => v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+            ConfigError::BadValue {
+                var: TIMEOUT,
+                why: format!("a whole number of seconds above 0 (default {}), e.g. 21600 for six hours", HubExport::DEFAULT_REQUEST_TIMEOUT_SECONDS),
+                value: v,
+            }
+        })?,
+        None => match h.request_timeout_seconds {
+            Some(0) => {
+                return Err(ConfigError::HubExport(
+                    "request_timeout_seconds = 0 would give up before the hub can answer; set a positive number of seconds or leave it out (default 21600)".into(),
+                ))
+            }
+            Some(s) => s,
+            None => HubExport::DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        },
+    };
+    const RETRIES: &str = "LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES";
+    let max_retries = match get(RETRIES) {
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map(|n| n.clamp(0, u32::MAX.into()) as u32)
+            .map_err(|_| ConfigError::BadValue {
+                var: RETRIES,
+                why: format!(
+                    "a whole number of retries (default {})",
+                    HubExport::DEFAULT_MAX_RETRIES
+                ),
+                value: v,
+            })?,
+        None => h.max_retries.unwrap_or(HubExport::DEFAULT_MAX_RETRIES),
+    };
     let url = h.url.clone().unwrap_or_default();
     let rest = url.strip_prefix("https://").ok_or_else(|| {
         ConfigError::HubExport(format!(
@@ -810,6 +847,8 @@ fn hub_export(
             &h.envelope_staging_dir,
         )
         .unwrap_or_else(|| paths.state.join("hub-export-envelopes")),
+        request_timeout_seconds,
+        max_retries,
     }))
 }
 
@@ -919,6 +958,46 @@ mod tests {
         f.hub.node_key = None;
         let e = Config::from_parts(f, &env(&[])).unwrap_err().to_string();
         assert!(e.contains("set node_key, ca_file in [hub]"), "{e}");
+    }
+
+    #[test]
+    fn hub_export_timeout_and_retry_budget_read_lx_annotates_names_over_the_file() {
+        let with = |pairs: &[(&str, &str)], extra: &str| {
+            let mut f = export_file("https://h");
+            let t: FileConfig = toml::from_str(&format!("[hub]\n{extra}")).unwrap();
+            f.hub.request_timeout_seconds = t.hub.request_timeout_seconds;
+            f.hub.max_retries = t.hub.max_retries;
+            Config::from_parts(f, &env(pairs)).map(|c| c.hub_export.unwrap())
+        };
+        let d = with(&[], "").unwrap();
+        assert_eq!((d.request_timeout_seconds, d.max_retries), (21600, 5));
+        let f = with(&[], "request_timeout_seconds = 30\nmax_retries = 2\n").unwrap();
+        assert_eq!((f.request_timeout_seconds, f.max_retries), (30, 2));
+        let e = with(
+            &[
+                ("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "7"),
+                ("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "1"),
+            ],
+            "request_timeout_seconds = 30\nmax_retries = 2\n",
+        )
+        .unwrap();
+        assert_eq!((e.request_timeout_seconds, e.max_retries), (7, 1));
+        // lx-annotate: max(int(v), 0).
+        let n = with(&[("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "-3")], "").unwrap();
+        assert_eq!(n.max_retries, 0);
+        for (var, bad) in [
+            ("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "0"),
+            ("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "-1"),
+            ("LX_ANNOTATE_HUB_EXPORT_REQUEST_TIMEOUT_SECONDS", "6h"),
+            ("LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES", "five"),
+        ] {
+            let e = with(&[(var, bad)], "").unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains("whole number"), "{e}");
+        }
+        let e = with(&[], "request_timeout_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set a positive number of seconds"), "{e}");
     }
 
     #[test]

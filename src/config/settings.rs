@@ -363,6 +363,17 @@ pub struct HubExport {
     pub recipient_public_key_file: PathBuf,
     /// Per-transfer envelope and ciphertext, kept until the hub has them.
     pub envelope_staging_dir: PathBuf,
+    /// How long one request to the hub may wait for the next bytes, in seconds (as
+    /// lx-annotate's `requests` timeout; default 21600: a media upload of tens of GiB).
+    pub request_timeout_seconds: u64,
+    /// After this many attempts ended in a retryable failure, the export is failed
+    /// for good with its last reason (lx-annotate counts the same way; default 5).
+    pub max_retries: u32,
+}
+
+impl HubExport {
+    pub const DEFAULT_REQUEST_TIMEOUT_SECONDS: u64 = 21600;
+    pub const DEFAULT_MAX_RETRIES: u32 = 5;
 }
 
 /// Facts about the host: accounts, the key and TLS files, nginx. Defaults: contract

@@ -3,10 +3,12 @@
 //! media (`for_kind`) stages in that kind's form at rest: a sealed kind is hashed as
 //! plaintext and sealed in the same pass, so no plaintext byte reaches the disk.
 
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -92,32 +94,70 @@ impl Storage {
     }
 
     /// Create tmp/ and objects/, and delete temp files a crash left behind. Only
-    /// files named by this module (`.ingest-*`) are removed.
+    /// files named by this module (`.ingest-*`) are removed, and only those no running
+    /// process claims: every process that opens storage (serve, watch, sap-import, keys
+    /// rotate) prepares it, and must not take the temp file of an upload another one is
+    /// still writing.
     pub fn prepare(&self) -> io::Result<usize> {
         fs::create_dir_all(self.tmp_dir())?;
         fs::create_dir_all(self.root.join("objects"))?;
         let mut removed = 0;
         for e in fs::read_dir(self.tmp_dir())? {
             let e = e?;
-            if e.file_name().to_string_lossy().starts_with(".ingest-") {
-                fs::remove_file(e.path())?;
-                removed += 1;
+            if !e.file_name().to_string_lossy().starts_with(".ingest-") {
+                continue;
+            }
+            let file = match File::open(e.path()) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => continue,
+                Err(err) => return Err(err.into()),
+            }
+            match fs::remove_file(e.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(removed)
     }
 
-    /// A new temp file in `tmp/` (named so `prepare` clears it after a crash).
-    pub fn temp_file(&self, what: &str) -> io::Result<(File, PathBuf)> {
-        let path = self
-            .tmp_dir()
-            .join(format!(".ingest-{what}{}", uuid::Uuid::new_v4()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o640)
-            .open(&path)?;
-        Ok((file, path))
+    /// A new temp file in `tmp/`, claimed (`InUse`) until the claim is dropped: `prepare`
+    /// clears it only after a crash, never while a process holds it.
+    pub fn temp_file(&self, what: &str) -> io::Result<(File, PathBuf, InUse)> {
+        loop {
+            let path = self
+                .tmp_dir()
+                .join(format!(".ingest-{what}{}", uuid::Uuid::new_v4()));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&path)?;
+            // Between creating and locking, another process's `prepare` may have locked
+            // the new file (then it is about to delete it) or deleted it already (then
+            // the name no longer leads to this file): take a new one.
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => continue,
+                Err(err) => return Err(err.into()),
+            }
+            let ours = file.metadata()?;
+            match fs::metadata(&path) {
+                Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            // The lock belongs to the open file, so a second handle keeps it when the
+            // writer's handle is closed (`finish`) before the file is placed.
+            let claim = InUse(file.try_clone()?);
+            return Ok((file, path, claim));
+        }
     }
 
     pub fn writer(&self) -> io::Result<StagedWriter> {
@@ -129,13 +169,14 @@ impl Storage {
             AtRest::Plain => None,
             AtRest::Sealed => Some(self.keys.sealing_recipient().map_err(io::Error::other)?),
         };
-        let (file, path) = self.temp_file("")?;
+        let (file, path, claim) = self.temp_file("")?;
         let sink = match &recipient {
             None => Sink::Plain(file),
             Some(to) => Sink::Sealed(Box::new(Sealing::start(to, file)?)),
         };
         Ok(StagedWriter {
             sink: Some(sink),
+            claim,
             path,
             hasher: Sha256::new(),
             size: 0,
@@ -175,6 +216,17 @@ impl Storage {
     }
 }
 
+/// A process's claim on one temp file: an exclusive `flock` on it, released when the
+/// last handle of the claim closes (placing or discarding the file ends it).
+#[derive(Debug)]
+pub struct InUse(File);
+
+impl InUse {
+    fn clone_claim(&self) -> io::Result<InUse> {
+        Ok(InUse(self.0.try_clone()?))
+    }
+}
+
 enum Sink {
     Plain(File),
     Sealed(Box<Sealing<File>>),
@@ -185,6 +237,7 @@ enum Sink {
 /// upload leaves nothing behind.
 pub struct StagedWriter {
     sink: Option<Sink>,
+    claim: InUse,
     path: PathBuf,
     hasher: Sha256,
     size: u64,
@@ -214,6 +267,7 @@ impl StagedWriter {
         drop(file);
         let hasher = std::mem::take(&mut self.hasher);
         Ok(Staged {
+            _claim: self.claim.clone_claim()?,
             path: std::mem::take(&mut self.path),
             sha256: hex::encode(hasher.finalize()),
             size: self.size,
@@ -247,6 +301,8 @@ impl Drop for StagedWriter {
 /// never leaves a full-size copy (for sealed media, plaintext) in `tmp/`.
 #[derive(Debug)]
 pub struct Staged {
+    /// Held, never read: the claim lasts as long as the temp file is this value's.
+    _claim: InUse,
     pub path: PathBuf,
     /// Of the plaintext: content hash, dedupe and transfer identity.
     pub sha256: String,
@@ -309,6 +365,35 @@ mod tests {
         let s = Storage::new(dir.join("storage"), policy, MasterKeys::new(key));
         s.prepare().unwrap();
         s
+    }
+
+    /// Another process's `prepare` (every command that opens storage runs one) leaves
+    /// a temp file alone while it is being written and until it is placed or dropped,
+    /// and clears one a crash left behind. Before the claim, `lxgate watch` starting
+    /// beside a running serve deleted the serve's upload under it.
+    #[test]
+    fn prepare_clears_crash_leftovers_but_not_temp_files_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path()).for_kind(Kind::Video);
+        let leftover = s.tmp_dir().join(".ingest-crashed");
+        fs::write(&leftover, b"half").unwrap();
+        let mut w = s.writer().unwrap();
+        w.write(b"being written").unwrap();
+        let writing = w.path.clone();
+        assert_eq!(s.prepare().unwrap(), 1);
+        assert!(!leftover.exists());
+        assert!(writing.exists(), "a temp file being written was deleted");
+        let staged = w.finish().unwrap();
+        assert_eq!(s.prepare().unwrap(), 0);
+        assert!(staged.path.exists(), "a staged, unplaced file was deleted");
+        drop(staged);
+        assert!(!writing.exists());
+        let (out, path, claim) = s.temp_file("rotate-").unwrap();
+        drop(out);
+        assert_eq!(s.prepare().unwrap(), 0, "claimed after its writer closed");
+        drop(claim);
+        assert_eq!(s.prepare().unwrap(), 1, "no claim: a crash leftover");
+        assert!(!path.exists());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::crypto::age::{self, Identity, Recipient};
 use crate::ingest::{Storage, STORAGE_LOCK};
 use crate::ops::doctor::Accounts;
+use crate::progress::{Progress, Total};
 
 /// A new age X25519 identity string (`AGE-SECRET-KEY-1…`), zeroized when dropped.
 pub fn new_identity() -> crate::crypto::age::SecretString {
@@ -147,7 +148,7 @@ pub async fn rotate(client: &tokio_postgres::Client, storage: &Storage) -> Resul
     let to = new.recipient();
 
     // The bulk, while ingest goes on (new objects are already sealed to the new key).
-    let mut tally = move_all(storage, &new, &to).await?;
+    let mut tally = move_all(storage, &new, &to, "keys rotate: re-sealing").await?;
     // The rest under the exclusive storage lock: commits that staged to the old key
     // before the new one existed are in, and no other commit runs until the old key is
     // gone (a commit checks its recipient is still current).
@@ -155,7 +156,7 @@ pub async fn rotate(client: &tokio_postgres::Client, storage: &Storage) -> Resul
         .execute("SELECT pg_advisory_lock($1)", &[&STORAGE_LOCK])
         .await?;
     let finished = async {
-        let last = move_all(storage, &new, &to).await?;
+        let last = move_all(storage, &new, &to, "keys rotate: under the storage lock").await?;
         tally.0 += last.0;
         client
             .execute(
@@ -183,21 +184,37 @@ pub async fn rotate(client: &tokio_postgres::Client, storage: &Storage) -> Resul
 /// Every sealed object on disk opens with `new` afterwards; (re-sealed, seen). Refuses
 /// to go on past an object that does not open or does not hash to its name: the old
 /// key must stay until that object is restored or quarantined.
-async fn move_all(storage: &Storage, new: &Identity, to: &Recipient) -> Result<(u64, u64)> {
-    let objects: Vec<String> = crate::ops::storage_audit::objects(storage.root())?
-        .into_keys()
-        .filter(|rel| rel.ends_with(".age"))
+async fn move_all(
+    storage: &Storage,
+    new: &Identity,
+    to: &Recipient,
+    what: &str,
+) -> Result<(u64, u64)> {
+    let objects: Vec<(String, u64)> = crate::ops::storage_audit::objects(storage.root())?
+        .into_iter()
+        .filter(|(rel, _)| rel.ends_with(".age"))
+        .map(|(rel, (size, _))| (rel, size))
         .collect();
     let identities = storage.keys().identities()?;
+    // Re-sealing reads and writes every sealed byte: a bar on a terminal, a summary line.
+    let progress = Progress::start(
+        what,
+        Total {
+            files: objects.len() as u64,
+            bytes: Some(objects.iter().map(|(_, size)| size).sum()),
+        },
+    );
     let mut resealed = 0;
     let mut damaged = Vec::new();
-    for rel in &objects {
+    for (rel, size) in &objects {
         match reseal(storage, rel, new, to, &identities) {
             Ok(true) => resealed += 1,
             Ok(false) => {}
             Err(e) => damaged.push(format!("{rel}: {e:#}")),
         }
+        progress.add(1, *size);
     }
+    progress.finish();
     if !damaged.is_empty() {
         bail!(
             "{} sealed object(s) could not be re-sealed, so the old identity stays (both open every other object):\n  {}\n\
@@ -254,7 +271,8 @@ fn reseal(
         return Ok(false);
     }
     reader.seek(SeekFrom::Start(0))?;
-    let (out, tmp_path) = storage.temp_file("rotate-")?;
+    // `_claim` until the rename: a `prepare` elsewhere must not take the file before.
+    let (out, tmp_path, _claim) = storage.temp_file("rotate-")?;
     let mut tmp = TempFile(Some(tmp_path.clone()));
     // The object keeps its owner and mode: rotation runs as root, the service reads it.
     std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;

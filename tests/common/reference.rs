@@ -44,14 +44,30 @@ pub fn python() -> Command {
 /// tests/reference/hub_envelope.py (the reference's hub envelope and rule code): its JSON
 /// answer. What it stubbed and shimmed is printed with the test's output.
 pub fn hub_envelope(args: &[&str]) -> serde_json::Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/hub_envelope.py");
+    script("hub_envelope.py", args)
+}
+
+/// tests/reference/hub_rows.py (endoreg-db's own row schemas and payload rules), as
+/// `hub_envelope`.
+pub fn hub_rows(args: &[&str]) -> serde_json::Value {
+    script("hub_rows.py", args)
+}
+
+fn script(name: &str, args: &[&str]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(name);
     let o = python().arg(script).args(args).output().unwrap();
     eprintln!(
-        "reference {}: {}",
+        "reference {name} {}: {}",
         args[0],
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(o.status.success(), "the reference's {} failed", args[0]);
+    assert!(
+        o.status.success(),
+        "the reference's {name} {} failed",
+        args[0]
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 

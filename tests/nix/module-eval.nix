@@ -25,11 +25,13 @@ let
   # Just enough of pkgs: the package, formats.toml and runCommand.
   pkgs = {
     lxgate = { outPath = "/nix/store/0000000000000000000000000000000-lxgate"; meta = { }; name = "lxgate"; type = "derivation"; };
+    # No store writes under --eval: the "file" carries its settings as JSON, and the
+    # checked copy is its script, so a case can read back what the module wrote.
     formats.toml = { }: {
       type = types.attrsOf types.anything;
-      generate = name: value: builtins.toFile name (builtins.toJSON value);
+      generate = name: value: "json:${builtins.toJSON value}";
     };
-    runCommand = name: _: _: "/nix/store/checked-${name}";
+    runCommand = name: _: script: script;
     postgresql = { outPath = "/nix/store/0000000000000000000000000000000-postgresql"; name = "postgresql"; type = "derivation"; };
   };
   fakeTls = { sslCertificate = "/etc/lxgate/tls/server.crt"; sslCertificateKey = "/etc/lxgate/tls/server.key"; };
@@ -37,8 +39,8 @@ let
     standalone = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; }; };
     standalone-everything = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; sapImport.enable = true; recovery = { enable = true; source = "/srv/old-data"; }; settings.server.listen = "unix:/run/lxgate/lxgate.sock"; }; };
     site_node = { services.lxgate = { enable = true; role = "site_node"; stateDir = "/srv/lx"; dataDir = "/mnt/crypt/lx"; user = "lx"; group = "lx"; keysGroup = "lxkeys"; nginx = fakeTls // { hostName = "localhost"; }; settings.watcher.memory_max = "1G"; }; };
-    site_node-export = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls // { hostName = "localhost"; }; hub.export = { enable = true; url = "https://hub.example.org"; nodeKey = "site-a"; targetNodeKey = "hub"; caFile = "/etc/lxgate/hub-ca.pem"; clientCertificate = "/etc/lxgate/site.pem"; recipientPublicKeyFile = "/etc/lxgate/hub-recipient.pub.pem"; }; }; };
-    central_hub = { services.lxgate = { enable = true; role = "central_hub"; watcher.enable = false; nginx = fakeTls // { hostName = "hub.example.org"; }; hub.transferApi = { enable = true; clientCaFile = "/etc/lxgate/ca.pem"; }; }; };
+    site_node-export = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls // { hostName = "localhost"; }; hub.export = { enable = true; url = "https://hub.example.org"; nodeKey = "site-a"; targetNodeKey = "hub-berlin"; caFile = "/etc/lxgate/hub-ca.pem"; clientCertificate = "/etc/lxgate/site.pem"; recipientPublicKeyFile = "/etc/lxgate/hub-recipient.pub.pem"; requestTimeoutSeconds = 600; maxRetries = 3; }; }; };
+    central_hub = { services.lxgate = { enable = true; role = "central_hub"; watcher.enable = false; nginx = fakeTls // { hostName = "hub.example.org"; }; hub.transferApi = { enable = true; clientCaFile = "/etc/lxgate/ca.pem"; nodeKey = "hub-berlin"; }; }; };
     standalone-backup = { services.lxgate = { enable = true; nginx = fakeTls // { hostName = "localhost"; }; dataDir = "/mnt/crypt/lx"; backup = { enable = true; repository = "sftp:backup@backup.example.org:/srv/restic/site-a"; passwordFile = "/etc/lxgate/credentials/restic-password"; environmentFile = "/etc/lxgate/credentials/restic-env"; keep.monthly = 0; }; }; };
     # Each of these must fail with its assertion.
     bad-backup-without-password = { services.lxgate = { enable = true; nginx = fakeTls; backup = { enable = true; repository = "/var/backups/lxgate"; }; }; };
@@ -49,6 +51,7 @@ let
     bad-nginx-without-tls = { services.lxgate = { enable = true; }; };
     bad-export-over-http = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls; hub.export = { enable = true; url = "http://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; recipientPublicKeyFile = "/r.pem"; }; }; };
     bad-unknown-env = { services.lxgate = { enable = true; nginx = fakeTls; environment.WATCHER_STABLE_AFTER = "1"; }; };
+    bad-node-key-not-a-hub = { services.lxgate = { enable = true; role = "site_node"; nginx = fakeTls; hub.transferApi.nodeKey = "hub-berlin"; }; };
     bad-export-not-a-site = { services.lxgate = { enable = true; nginx = fakeTls; hub.export = { enable = true; url = "https://hub"; nodeKey = "s"; targetNodeKey = "h"; caFile = "/ca"; clientCertificate = "/c"; recipientPublicKeyFile = "/r.pem"; }; }; };
   };
   eval = lib.evalModules {
@@ -85,5 +88,7 @@ if failed != [ ] then { inherit failed; } else {
   };
   postgres = c.services.postgresql.ensureUsers;
   restic = c.services.restic.backups;
+  # The settings file the module writes, as the config check at build time reads it.
+  settings = builtins.fromJSON (lib.head (builtins.match ".* --config json:(.*) config check >/dev/null.*" c.environment.etc."lxgate/config.toml".source));
   resticUnit = c.systemd.services.restic-backups-lxgate or null;
 }

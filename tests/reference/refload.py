@@ -90,12 +90,13 @@ def _source_of(name):
 
 
 def type_statement_shims(name):
-    """(old, new) pairs turning each top-level `type X = expr` into a TypeAliasType call."""
+    """(old, new) pairs turning each `type X = expr` into a TypeAliasType call; an indented
+    one (lx-dtypes has them under `if TYPE_CHECKING:`) keeps its indentation."""
     lines = _source_of(name).splitlines(keepends=True)
     shims = []
     i = 0
     while i < len(lines):
-        m = re.match(r"type ([A-Za-z_][A-Za-z0-9_]*) = ", lines[i])
+        m = re.match(r"([ \t]*)type ([A-Za-z_][A-Za-z0-9_]*) = ", lines[i])
         if not m:
             i += 1
             continue
@@ -109,16 +110,43 @@ def type_statement_shims(name):
         body = old[m.end():].rstrip("\n")
         # A `type` statement is evaluated lazily, so it may name itself unquoted;
         # TypeAliasType evaluates at once, so such a self-reference gets quoted.
-        body = re.sub(rf'(?<!["\w]){m.group(1)}(?![\w"])', f'"{m.group(1)}"', body)
-        new = f"{m.group(1)} = __import__('typing_extensions').TypeAliasType({m.group(1)!r}, {body})\n"
+        indent, alias = m.group(1), m.group(2)
+        body = re.sub(rf'(?<!["\w]){alias}(?![\w"])', f'"{alias}"', body)
+        new = f"{indent}{alias} = __import__('typing_extensions').TypeAliasType({alias!r}, {body})\n"
         shims.append((old, new))
         i = j + 1
     return shims
 
 
+def generic_parameter_shims(name):
+    """(old, new) pairs for PEP 695 type parameters on a class or function header,
+    `class C[T: Bound](Bases):` / `def f[T: Bound](`: the same TypeVar declared on the line
+    before, and a class made `Generic[T]`, the spelling 3.11 compiles (what pydantic
+    builds from either). Only one parameter, bounded or not; anything else is refused."""
+    shims = []
+    for line in _source_of(name).splitlines(keepends=True):
+        m = re.match(r"([ \t]*)(class|def) ([A-Za-z_][A-Za-z0-9_]*)\[([^\]]*)\]\(", line)
+        if not m:
+            continue
+        indent, what, ident, params = m.groups()
+        p = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:: (.+))?", params.strip())
+        if p is None:
+            raise RuntimeError(f"{name}: no shim for the type parameters [{params}] of {ident}")
+        var, bound = p.groups()
+        typevar = f"{indent}{var} = __import__('typing').TypeVar({var!r}" + (f", bound={bound})" if bound else ")") + "\n"
+        header = f"{indent}{what} {ident}("
+        rest = line[m.end():]
+        if what == "class":
+            close = rest.index(")")
+            rest = rest[:close] + f", __import__('typing').Generic[{var}]" + rest[close:]
+        shims.append((line, typevar + header + rest))
+    return shims
+
+
 class _ShimFinder:
     """For modules under the given prefixes: compile as is; only when 3.11 cannot
-    compile a module, retry with its type-statement shims (logged like `load`)."""
+    compile a module, retry with its type-statement and type-parameter shims (logged
+    like `load`)."""
 
     def __init__(self, prefixes):
         self.prefixes = tuple(prefixes)
@@ -145,7 +173,7 @@ class _ShimLoader(_machinery.SourceFileLoader):
             return compile(source, path, "exec", dont_inherit=True)
         except SyntaxError:
             pass
-        for old, new in type_statement_shims(self.name):
+        for old, new in type_statement_shims(self.name) + generic_parameter_shims(self.name):
             source = source.replace(old, new)
             _log.append(f"shim {self.name}: {old.strip()!r} -> {new.strip()!r}")
         return compile(source, path, "exec", dont_inherit=True)
