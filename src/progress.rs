@@ -1,7 +1,8 @@
 //! Progress of long operator work (recover, SAP import, and whatever else copies many
-//! files or bytes): on a terminal, one bar on stderr with bytes, files, rate and ETA;
-//! anywhere else (a pipe, a file, the journal) no bar at all, and one summary line in
-//! the log when the work is done. Safe to share between copy threads.
+//! files or bytes; deploy, which goes through named steps): on a terminal, one bar on
+//! stderr with bytes, files, rate and ETA (or the step under way); anywhere else (a
+//! pipe, a file, the journal) no bar at all, and one summary line in the log when the
+//! work is done. Safe to share between copy threads.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ pub struct Progress {
     what: String,
     bar: Option<ProgressBar>,
     by_bytes: bool,
+    /// Counting named steps (`step`), not files.
+    steps: bool,
     files: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     start: Instant,
@@ -56,6 +59,7 @@ impl Progress {
             what,
             bar,
             by_bytes,
+            steps: false,
             files,
             bytes,
             start: Instant::now(),
@@ -68,10 +72,52 @@ impl Progress {
             what: what.into(),
             bar: None,
             by_bytes: false,
+            steps: false,
             files: Arc::default(),
             bytes: Arc::default(),
             start: Instant::now(),
         }
+    }
+
+    /// Work measured in named steps, about `total` of them (a rollback adds some): the
+    /// bar shows the step under way and the time spent.
+    pub fn steps(what: impl Into<String>, total: u64) -> Progress {
+        let what = what.into();
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(what.clone());
+            bar.enable_steady_tick(Duration::from_millis(500));
+            bar
+        });
+        Progress {
+            what,
+            bar,
+            by_bytes: false,
+            steps: true,
+            files: Arc::default(),
+            bytes: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    /// The previous step is done and `name` begins.
+    pub fn step(&self, name: &str) {
+        let done = self.files.fetch_add(1, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            if done > 0 {
+                bar.inc(1);
+            }
+            if bar.length().is_some_and(|len| bar.position() >= len) {
+                bar.inc_length(1);
+            }
+            bar.set_message(name.to_string());
+        }
+        tracing::debug!(step = name, "{}", self.what);
     }
 
     /// `files` more files and `bytes` more bytes done.
@@ -94,8 +140,20 @@ impl Progress {
 
     /// Stop: the bar stays on the terminal in its final state; the log gets one line.
     pub fn finish(self) -> Done {
+        self.finish_as("")
+    }
+
+    /// `finish`, with how the work ended (`deployed`, `rolled back`) in the summary.
+    pub fn finish_as(self, outcome: &str) -> Done {
         if let Some(bar) = &self.bar {
+            if self.steps {
+                bar.set_position(bar.length().unwrap_or(0));
+                bar.set_message(outcome.to_string());
+            }
             bar.finish();
+            // indicatif leaves the cursor on the bar's line: what is logged next starts
+            // on a line of its own.
+            eprintln!();
         }
         let done = Done {
             files: self.files.load(Ordering::Relaxed),
@@ -103,6 +161,16 @@ impl Progress {
             elapsed: self.start.elapsed(),
         };
         let secs = done.elapsed.as_secs_f64();
+        if self.steps {
+            tracing::info!(
+                steps = done.files,
+                secs = (secs * 10.0).round() / 10.0,
+                "{}: {outcome}, {} steps in {secs:.1} s",
+                self.what,
+                done.files,
+            );
+            return done;
+        }
         tracing::info!(
             files = done.files,
             bytes = done.bytes,

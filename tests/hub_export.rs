@@ -212,6 +212,9 @@ fn a_marked_job_reaches_the_hub_once_through_nginx_mtls_and_retries_never_duplic
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("1 applied"), "{err}");
+    // Not a terminal: no bar, the summary line instead (#21).
+    assert!(err.contains("hub export: 1 files, 2.86 MiB in "), "{err}");
+    assert!(!err.contains('\r') && !err.contains("=>"), "{err}");
     assert_eq!(export_row(&f, &job).0, "applied");
     assert_eq!(hub_counts(&f, &hash), (1, 1));
     let hub_job = f.hub.sql(&format!(

@@ -39,6 +39,7 @@ use crate::hub::wire::{
     MEDIA_ROLE_PROCESSED, PAYLOAD_SCHEMA_VERSION,
 };
 use crate::ingest::at_rest::{self, AtRest, Object};
+use crate::progress::{Progress, Total};
 
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
 /// (never in argv, the environment of other units, or the Nix store), then environment
@@ -281,8 +282,20 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
         )
         .await?;
     let mut summary = RunSummary::default();
-    for r in rows {
-        let item = item(config, &r);
+    let items: Vec<Item> = rows.iter().map(|r| item(config, r)).collect();
+    // Measured by the stored objects; a missing one counts 0 and fails in `send`.
+    let sizes: Vec<u64> = items
+        .iter()
+        .map(|i| std::fs::metadata(&i.object).map_or(0, |m| m.len()))
+        .collect();
+    let progress = Progress::start(
+        "hub export",
+        Total {
+            files: items.len() as u64,
+            bytes: Some(sizes.iter().sum()),
+        },
+    );
+    for (item, size) in items.into_iter().zip(sizes) {
         let s = sender.clone();
         let it = item.clone();
         let outcome = tokio::task::spawn_blocking(move || s.send(&it))
@@ -302,8 +315,9 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             ..Default::default()
         }
         .emit();
-        let given_up: String;
-        let (state, class, error) = match &outcome {
+        // Owned reasons: the arms run inside `suspend` (the bar lifts for their lines).
+        let (state, class, error): (&str, Option<FailureClass>, Option<String>) =
+            progress.suspend(|| match &outcome {
             Outcome::Applied => {
                 summary.applied += 1;
                 tracing::info!(boundary = "hub_export", outcome = "applied", job_id = %item.job, transfer_key = %item.key, "applied at the hub");
@@ -313,7 +327,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
                 // lx-annotate's budget: no redispatch once retry_count reaches it. The
                 // envelope stays staged, so `hub-export retry` replays the same bytes.
                 summary.failed += 1;
-                given_up = format!(
+                let given_up = format!(
                     "{why}; gave up after {} attempts that failed this way (LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES = {}); fix the cause, then `lxgate hub-export retry`",
                     item.retries + 1,
                     settings.max_retries
@@ -322,7 +336,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
                 (
                     "failed",
                     Some(FailureClass::TransientRetry),
-                    Some(given_up.as_str()),
+                    Some(given_up),
                 )
             }
             Outcome::Retry(why) => {
@@ -331,15 +345,16 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
                 (
                     "pending",
                     Some(FailureClass::TransientRetry),
-                    Some(why.as_str()),
+                    Some(why.clone()),
                 )
             }
             Outcome::Failed(class, why) => {
                 summary.failed += 1;
                 tracing::error!(boundary = "hub_export", outcome = "failed", job_id = %item.job, transfer_key = %item.key, class = class.as_str(), "export failed: {why}");
-                ("failed", Some(*class), Some(why.as_str()))
+                ("failed", Some(*class), Some(why.clone()))
             }
-        };
+        });
+        progress.add(1, size);
         client
             .execute(
                 "UPDATE hub_exports SET state = $2, attempts = attempts + 1, failure_class = $3,
@@ -355,6 +370,7 @@ pub async fn run(config: &Config, client: &tokio_postgres::Client) -> Result<Run
             )
             .await?;
     }
+    progress.finish();
     Ok(summary)
 }
 

@@ -1,8 +1,10 @@
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use lxgate::ops::deploy::{self, Layout, Options};
+use lxgate::ops::deploy::{self, Entry, Layout, Options};
+use lxgate::ops::deploy_gate::Nixos;
 
 use super::Context;
 
@@ -26,6 +28,20 @@ pub struct Args {
     /// Where releases and the `current` link live.
     #[arg(long, default_value = "/opt/lxgate")]
     prefix: PathBuf,
+    /// NixOS: run nixos-rebuild with the arguments after `--`, then smoke; on failure
+    /// restore the snapshot if the previous generation needs it and activate the
+    /// previous system generation. Run as root.
+    #[arg(long, conflicts_with = "release")]
+    nixos: bool,
+    /// The nixos-rebuild program (`--nixos`).
+    #[arg(long, default_value = "nixos-rebuild", requires = "nixos")]
+    nixos_rebuild: OsString,
+    /// The system profile whose generations `--nixos` and the gate switch between.
+    #[arg(long, default_value = "/nix/var/nix/profiles/system")]
+    system_profile: PathBuf,
+    /// Arguments for nixos-rebuild (`--nixos`), e.g. `-- switch --flake .#host`.
+    #[arg(last = true, requires = "nixos")]
+    rebuild_args: Vec<OsString>,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +64,9 @@ enum Cmd {
         smoke_ca: Option<PathBuf>,
         #[arg(long, default_value_t = 443)]
         smoke_port: u16,
+        /// The system profile whose previous generation a rollback activates.
+        #[arg(long, default_value = "/nix/var/nix/profiles/system")]
+        system_profile: PathBuf,
     },
 }
 
@@ -57,6 +76,7 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         after_rollback,
         smoke_ca,
         smoke_port,
+        system_profile,
     }) = a.cmd
     {
         let opts = Options {
@@ -65,7 +85,10 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
             smoke_port,
             keep: a.keep,
         };
-        lxgate::ops::deploy_gate::gate(&cfg, &opts, after_rollback)?;
+        let nixos = Nixos {
+            profile: system_profile,
+        };
+        lxgate::ops::deploy_gate::gate(&cfg, &opts, &nixos, after_rollback)?;
         println!("lxgate passed smoke; ingest resumed");
         return Ok(ExitCode::SUCCESS);
     }
@@ -115,6 +138,26 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if a.nixos {
+        if a.rebuild_args.is_empty() {
+            anyhow::bail!(
+                "name what nixos-rebuild does: lxgate deploy --nixos -- switch [--flake ...]"
+            );
+        }
+        let opts = Options {
+            release: PathBuf::new(),
+            smoke_ca: a.smoke_ca,
+            smoke_port: a.smoke_port,
+            keep: a.keep,
+        };
+        let nixos = Nixos {
+            profile: a.system_profile,
+        };
+        let mut rebuild = vec![a.nixos_rebuild];
+        rebuild.extend(a.rebuild_args);
+        let entry = lxgate::ops::deploy_gate::deploy_nixos(&cfg, &opts, &nixos, &rebuild)?;
+        return Ok(verdict(&entry, &entry.to));
+    }
     let Some(release) = a.release else {
         anyhow::bail!(
             "name the new binary: lxgate deploy --release PATH (or `lxgate deploy status`)"
@@ -131,23 +174,32 @@ pub fn run(a: Args, ctx: &Context) -> anyhow::Result<ExitCode> {
         keep: a.keep,
     };
     let done = deploy::deploy(&cfg, &layout, &opts)?;
-    if done.entry.outcome == "deployed" {
-        println!("deployed {}", done.release);
-        Ok(ExitCode::SUCCESS)
-    } else if done.entry.outcome == "current" {
-        println!("release {} is already current", done.release);
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!(
-            "rolled back to {}{}: {}",
-            done.release,
-            done.entry
-                .restored
-                .as_deref()
-                .map(|s| format!(" (snapshot {s} restored)"))
-                .unwrap_or_default(),
-            done.entry.reason.as_deref().unwrap_or("")
-        );
-        Ok(ExitCode::FAILURE)
+    Ok(verdict(&done.entry, &done.release))
+}
+
+/// What a deploy ended with, on stdout; failure unless deployed (or already current).
+fn verdict(entry: &Entry, release: &str) -> ExitCode {
+    match entry.outcome.as_str() {
+        "deployed" => {
+            println!("deployed {release}");
+            ExitCode::SUCCESS
+        }
+        "current" => {
+            println!("release {release} is already current");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            println!(
+                "rolled back to {}{}: {}",
+                entry.from.as_deref().unwrap_or(release),
+                entry
+                    .restored
+                    .as_deref()
+                    .map(|s| format!(" (snapshot {s} restored)"))
+                    .unwrap_or_default(),
+                entry.reason.as_deref().unwrap_or("")
+            );
+            ExitCode::FAILURE
+        }
     }
 }

@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::ingest::pause;
+use crate::progress::Progress;
 
 /// Where a deploy puts things; tests and unusual hosts move them.
 #[derive(Debug, Clone)]
@@ -392,15 +393,14 @@ fn put(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every unit an earlier deploy installed but the keys unit, stopped before `current`
-/// changes: serve drains its requests on SIGTERM, so no upload is in flight when the
-/// snapshot is taken. Only files `lxgate render` wrote (its header): a unit of the
-/// operator's that happens to be called lxgate-… is not ours to stop.
-fn stop_units(layout: &Layout) {
+/// The units in `dir` that `lxgate render` wrote (its header), but the keys unit: a
+/// unit of the operator's that happens to be called lxgate-… (a backup wrapper, the
+/// twin's test runner that runs this deploy) is not ours to stop.
+fn rendered_units(dir: &Path) -> Vec<String> {
     let ours = |p: &Path| {
         std::fs::read_to_string(p).is_ok_and(|t| t.starts_with(crate::contract::render::HEADER))
     };
-    let mut units: Vec<String> = std::fs::read_dir(&layout.units)
+    let mut units: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -409,6 +409,14 @@ fn stop_units(layout: &Layout) {
         .filter(|n| n.starts_with("lxgate") && n != "lxgate-keys.service")
         .collect();
     units.sort();
+    units
+}
+
+/// Every unit an earlier deploy installed but the keys unit, stopped before `current`
+/// changes: serve drains its requests on SIGTERM, so no upload is in flight when the
+/// snapshot is taken.
+fn stop_units(layout: &Layout) {
+    let units = rendered_units(&layout.units);
     if units.is_empty() {
         return;
     }
@@ -425,7 +433,9 @@ fn start_and_check(
     layout: &Layout,
     units: &[String],
     opts: &Options,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
+    progress.step("keys and migrations");
     run(
         "lxgate-keys.service",
         &mut systemctl(&["restart", "lxgate-keys.service"]),
@@ -452,6 +462,7 @@ fn start_and_check(
         .collect();
     let mut args = vec!["start"];
     args.extend(&start);
+    progress.step("starting the units");
     run("starting the units", &mut systemctl(&args))?;
     if cfg.host.nginx {
         run(
@@ -459,6 +470,7 @@ fn start_and_check(
             &mut systemctl(&["reload-or-restart", "nginx.service"]),
         )?;
     }
+    progress.step("smoke");
     smoke(cfg, &layout.current_bin(), opts)
 }
 
@@ -512,8 +524,20 @@ pub struct Done {
     pub entry: Entry,
 }
 
+/// Ignore SIGHUP, as deploy-rs's activator does: the operator's ssh session may end
+/// mid-deploy, and a deploy or rollback that finishes beats one cut short with ingest
+/// paused. Unsafe because rustix sets no signal dispositions; a handler (signal-hook,
+/// tokio) would not do: SIG_IGN is kept across exec, so nixos-rebuild and
+/// switch-to-configuration outlive the hangup too, and a handler is reset there.
+#[allow(unsafe_code)]
+pub(crate) fn outlive_the_terminal() {
+    // SAFETY: SIG_IGN installs no handler code; signal() takes no pointers.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+}
+
 /// Deploy `opts.release`, or finish the deploy a killed run left.
 pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<Done> {
+    outlive_the_terminal();
     std::fs::create_dir_all(&layout.prefix)?;
     let lock_path = layout.prefix.join("deploy.lock");
     let lock = std::fs::File::create(&lock_path)?;
@@ -526,6 +550,9 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
         },
     )?;
     let state = cfg.paths.state.clone();
+    // Install, stop, flip, files, keys and migrations, start, smoke.
+    let progress = Progress::steps("deploy", 7);
+    progress.step("installing the release");
     let id = install(layout, &opts.release)?;
 
     let journal = match in_progress(&state) {
@@ -536,24 +563,27 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
                 .reason
                 .clone()
                 .unwrap_or_else(|| "an interrupted deploy was not finished".into());
-            eprintln!(
-                "lxgate deploy: finishing the rollback of {} first ({reason})",
-                j.to
-            );
-            rollback(cfg, layout, opts, j, &reason)?;
+            progress.suspend(|| {
+                eprintln!(
+                    "lxgate deploy: finishing the rollback of {} first ({reason})",
+                    j.to
+                )
+            });
+            rollback(cfg, layout, opts, j, &reason, &progress)?;
             None
         }
         other => other,
     };
     let j = match journal {
         Some(j) => {
-            eprintln!("lxgate deploy: resuming the deploy of {id}");
+            progress.suspend(|| eprintln!("lxgate deploy: resuming the deploy of {id}"));
             j
         }
         None => {
             let from = current(layout);
             if from.as_deref() == Some(id.as_str()) {
                 // A rerun after a deploy that finished (perhaps just before a kill).
+                progress.finish_as("already current");
                 return Ok(Done {
                     release: id.clone(),
                     entry: Entry {
@@ -578,17 +608,21 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
             j
         }
     };
-    pause::open(&state, "deploy", &format!("deploying {id}"))
+    progress
+        .suspend(|| pause::open(&state, "deploy", &format!("deploying {id}")))
         .with_context(|| format!("pausing ingest ({})", pause::marker(&state).display()))?;
     let forward = (|| -> anyhow::Result<()> {
+        progress.step("stopping lxgate's units");
         stop_units(layout);
+        progress.step("switching current");
         flip(layout, &id)?;
+        progress.step("installing units, tmpfiles and nginx");
         let units = install_files(cfg, layout, &id)?;
-        start_and_check(cfg, layout, &units, opts)
+        start_and_check(cfg, layout, &units, opts, &progress)
     })();
     match forward {
         Ok(()) => {
-            pause::close(&state)?;
+            progress.suspend(|| pause::close(&state))?;
             let entry = Entry {
                 at: Utc::now(),
                 from: j.from.clone(),
@@ -602,8 +636,9 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
             let mut protect = vec![id.as_str()];
             protect.extend(j.from.as_deref());
             for r in prune(layout, opts.keep.max(2), &protect) {
-                eprintln!("lxgate deploy: removed old release {r}");
+                progress.suspend(|| eprintln!("lxgate deploy: removed old release {r}"));
             }
+            progress.finish_as("deployed");
             Ok(Done { release: id, entry })
         }
         Err(e) => {
@@ -612,8 +647,14 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
             j.rolling_back = true;
             j.reason = Some(reason.clone());
             write_journal(&state, &j)?;
-            eprintln!("lxgate deploy: {id} failed, rolling back: {reason}");
-            let entry = rollback(cfg, layout, opts, j, &reason)?;
+            progress.suspend(|| eprintln!("lxgate deploy: {id} failed, rolling back: {reason}"));
+            let entry = rollback(cfg, layout, opts, j, &reason, &progress);
+            progress.finish_as(if entry.is_ok() {
+                "rolled back"
+            } else {
+                "rollback failed"
+            });
+            let entry = entry?;
             Ok(Done {
                 release: entry.from.clone().unwrap_or_default(),
                 entry,
@@ -631,6 +672,7 @@ fn rollback(
     opts: &Options,
     j: Journal,
     reason: &str,
+    progress: &Progress,
 ) -> anyhow::Result<Entry> {
     let state = cfg.paths.state.clone();
     let Some(from) = j.from.clone() else {
@@ -645,10 +687,12 @@ fn rollback(
         ..j
     };
     write_journal(&state, &j)?;
-    pause::open(&state, "deploy", &format!("rolling back to {from}"))?;
+    progress.suspend(|| pause::open(&state, "deploy", &format!("rolling back to {from}")))?;
     let result = (|| -> anyhow::Result<Option<String>> {
+        progress.step("rolling back: stopping lxgate's units");
         stop_units(layout);
         flip(layout, &from)?;
+        progress.step("rolling back: installing the previous release's files");
         let units = install_files(cfg, layout, &from)?;
         let old = layout.bin_of(&from);
         if j.restore.is_none() {
@@ -667,18 +711,19 @@ fn rollback(
             }
         }
         if let Some(id) = &j.restore {
+            progress.step("rolling back: restoring the snapshot");
             run(
                 "restoring the snapshot",
                 &mut as_service(cfg, &old, &["snapshot", "restore", id]),
             )?;
         }
         let restored = j.restore.clone();
-        start_and_check(cfg, layout, &units, opts)?;
+        start_and_check(cfg, layout, &units, opts, progress)?;
         Ok(restored)
     })();
     match result {
         Ok(restored) => {
-            pause::close(&state)?;
+            progress.suspend(|| pause::close(&state))?;
             let entry = Entry {
                 at: Utc::now(),
                 from: Some(from),
@@ -706,5 +751,43 @@ fn rollback(
                 j.to
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_units_lxgate_rendered_are_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = format!(
+            "{}[Service]\nExecStart=/opt/lxgate/current/bin/lxgate serve\n",
+            crate::contract::render::HEADER
+        );
+        for n in [
+            "lxgate.service",
+            "lxgate-keys.service",
+            "lxgate-storage-audit.timer",
+        ] {
+            std::fs::write(dir.path().join(n), &ours).unwrap();
+        }
+        // The host's own: the twin's test runner (which runs `lxgate deploy`), a backup
+        // wrapper, and an unrelated unit.
+        for n in [
+            "lxgate-twin-test.service",
+            "lxgate-offsite.service",
+            "nginx.service",
+        ] {
+            std::fs::write(
+                dir.path().join(n),
+                "[Service]\nExecStart=/bin/sh /twin/scenario.sh\n",
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            rendered_units(dir.path()),
+            ["lxgate-storage-audit.timer", "lxgate.service"]
+        );
     }
 }

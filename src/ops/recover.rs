@@ -69,7 +69,7 @@ fn syncfs(p: &Path) -> Result<()> {
 
 /// Start writing a finished file back now, without waiting: the disk works while the
 /// next files are copied, and the later syncfs has little left to do.
-/// The one unsafe call in lxgate: rustix has no sync_file_range, and the alternatives
+/// Unsafe (like the SIGHUP disposition in ops::deploy): rustix has no sync_file_range, and the alternatives
 /// are not the same request (fdatasync waits for the disk; fadvise(DONTNEED) also
 /// drops the page cache).
 #[allow(unsafe_code)]
