@@ -129,6 +129,16 @@ impl Progress {
         }
     }
 
+    /// `files` and `bytes` done in all, for work measured from outside (what has
+    /// arrived on disk) rather than counted as it goes.
+    pub fn set(&self, files: u64, bytes: u64) {
+        self.files.store(files, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_position(if self.by_bytes { bytes } else { files });
+        }
+    }
+
     /// Run `f` (which prints) with the bar, if any, lifted off the terminal and redrawn
     /// below what `f` printed.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
@@ -221,4 +231,19 @@ fn style(
                 let _ = write!(w, "{}/s", HumanBytes(rate as u64));
             },
         )
+}
+
+/// Regular files under `p` and their bytes (symlinks not followed): the size of work
+/// before a copy, or what a copy by another program has written so far.
+pub fn tree_size(p: &std::path::Path) -> (u64, u64) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| tree_size(&e.path()))
+            .fold((0, 0), |(f, b), (f2, b2)| (f + f2, b + b2)),
+        Ok(m) if m.is_file() => (1, m.len()),
+        _ => (0, 0),
+    }
 }

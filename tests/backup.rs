@@ -230,8 +230,19 @@ fn a_thousand_jobs_back_up_and_restore_onto_a_fresh_host_byte_identical() {
     let b = Host::new(&repo, &pw);
     std::fs::create_dir_all(b.key().parent().unwrap()).unwrap();
     std::fs::copy(a.key(), b.key()).unwrap();
-    let out = b.site.ok(&["restore", "--snapshot", "latest"]);
+    let o = b.site.run(&["restore", "--snapshot", "latest"]);
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    let out = stdout(&o);
     assert!(out.starts_with("restored: snapshot"), "{out}");
+    // Not a terminal: no bar, one summary line of what arrived (issue 21).
+    let log = stderr(&o);
+    let summary = log.lines().any(|l| {
+        l.split_once("restore: ").is_some_and(|(_, rest)| {
+            rest.split_once(" files, ")
+                .is_some_and(|(n, _)| n.parse::<u64>().is_ok_and(|n| n > 0))
+        })
+    });
+    assert!(summary && !log.contains('\r'), "{log}");
     assert_eq!(b.jobs(), jobs, "the job table equals the source's");
     let audit = b.site.ok(&["storage", "audit", "--verify"]);
     assert!(

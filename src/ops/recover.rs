@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::durable::{self, sync_dir};
-use crate::progress::{Progress, Total};
+use crate::progress::{tree_size, Progress, Total};
 
 const TEMP_PREFIX: &str = ".lxgate-recover-";
 
@@ -105,20 +105,6 @@ fn to_copy(src: &Path, dst: &Path) -> Result<Total> {
         total.bytes = total.bytes.map(|b| b + bytes);
     }
     Ok(total)
-}
-
-/// Regular files under `p` and their bytes.
-fn tree_size(p: &Path) -> (u64, u64) {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| tree_size(&e.path()))
-            .fold((0, 0), |(f, b), (f2, b2)| (f + f2, b + b2)),
-        Ok(m) if m.is_file() => (1, m.len()),
-        _ => (0, 0),
-    }
 }
 
 /// Free bytes on the filesystem that holds `p` (or its nearest existing ancestor).

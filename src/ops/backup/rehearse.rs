@@ -93,7 +93,7 @@ async fn rehearse(
     scratch: &Path,
     db_url: &str,
 ) -> Result<(Manifest, Audit)> {
-    tokio::task::block_in_place(|| r.restore(&snapshot.id, scratch))?;
+    tokio::task::block_in_place(|| r.restore(&snapshot.id, scratch, "backup verify: restoring"))?;
     let (manifest, dump) = find_manifest(scratch, snapshot)?;
     open_dump(cfg, &manifest, &dump, db_url, RestoreInto::Empty)?;
     let client = crate::db::connect(db_url).await?;
@@ -157,7 +157,7 @@ pub async fn restore(cfg: &Config, r: &Restic, o: &RestoreOptions) -> Result<Out
     // Staged on the data root's filesystem, so objects move into place by rename.
     remove_leftover_staging(&cfg.paths.data);
     let staging = Scratch::new_named(&cfg.paths.data, STAGING_PREFIX)?;
-    tokio::task::block_in_place(|| r.restore(&snapshot.id, staging.path()))?;
+    tokio::task::block_in_place(|| r.restore(&snapshot.id, staging.path(), "restore"))?;
     let (manifest, dump) = find_manifest(staging.path(), &snapshot)?;
     let into = if tables > 0 {
         // Only the schema `lxgate migrate` made, no rows: the dump's replaces it.

@@ -10,6 +10,14 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 
 use crate::crypto::age::{ExposeSecret, SecretString};
+use crate::progress::{tree_size, Progress, Total};
+
+/// `restic stats --mode restore-size --json` (its file count includes directories).
+#[derive(Debug, Deserialize)]
+struct RestoreSize {
+    total_size: u64,
+    total_file_count: u64,
+}
 
 /// The systemd credentials lxgate-backup.service loads (nix/contract.toml).
 pub const PASSWORD_CREDENTIAL: &str = "restic-password";
@@ -305,11 +313,60 @@ impl Restic {
         found.ok_or_else(|| ResticError::NoSnapshot(id.unwrap_or("latest").to_string()))
     }
 
-    /// `restic restore ID --target DIR`: the snapshot's absolute paths below `target`.
-    pub fn restore(&self, id: &str, target: &Path) -> Result<(), ResticError> {
-        let target = target.to_string_lossy();
-        self.output("restore", &["restore", id, "--target", &target])
-            .map(|_| ())
+    /// `restic restore ID --target DIR`: the snapshot's absolute paths below `target`,
+    /// with progress under `what`. restic 0.14 (Debian 12) reports nothing while it
+    /// restores, so the progress is what has arrived under `target` against the
+    /// snapshot's restore size, looked at twice a second.
+    pub fn restore(&self, id: &str, target: &Path, what: &str) -> Result<(), ResticError> {
+        let size = self.restore_size(id);
+        let progress = Progress::start(
+            what,
+            Total {
+                files: size.as_ref().map_or(0, |s| s.total_file_count),
+                bytes: size.as_ref().ok().map(|s| s.total_size),
+            },
+        );
+        let mut child = self
+            .command()?
+            .args(["restore", id, "--target"])
+            .arg(target)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(ResticError::Missing)?;
+        let mut err = child.stderr.take().expect("piped");
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(ResticError::Missing)? {
+                break status;
+            }
+            let (files, bytes) = tree_size(target);
+            progress.set(files, bytes);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
+        let (files, bytes) = tree_size(target);
+        progress.set(files, bytes);
+        progress.finish();
+        let stderr = err.join().unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(self.sorted("restore", status, &stderr))
+        }
+    }
+
+    /// What restoring `id` writes: `restic stats --mode restore-size`.
+    fn restore_size(&self, id: &str) -> Result<RestoreSize, ResticError> {
+        let out = self.output("stats", &["stats", "--json", "--mode", "restore-size", id])?;
+        serde_json::from_slice(&out).map_err(|e| ResticError::Failed {
+            what: "stats",
+            status: "0".into(),
+            stderr: format!("unreadable JSON: {e}"),
+        })
     }
 
     /// `restic forget --prune` of snapshots tagged `tag` beyond the keep counts.
