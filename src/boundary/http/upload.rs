@@ -112,17 +112,7 @@ pub async fn upload(
                 let name = validate_name("file field's filename", field.file_name())?;
                 if text.any_center() || text.kind.is_some() {
                     // Text fields first (lxgate's order): refused before a byte is stored.
-                    center_id = Some(
-                        resolve_center(
-                            &state,
-                            &principal,
-                            source,
-                            text.key(),
-                            text.name(),
-                            "center_key field",
-                        )
-                        .await?,
-                    );
+                    center_id = Some(text.center(&state, &principal, source).await?);
                 }
                 head.file_follows();
                 // The kind decides the form at rest, and the file is staged in that form
@@ -168,17 +158,7 @@ pub async fn upload(
         let staged = in_form_of(&state, staged, kind).await?;
         let center_id = match center_id {
             Some(id) => id,
-            None => {
-                resolve_center(
-                    &state,
-                    &principal,
-                    source,
-                    text.key(),
-                    text.name(),
-                    "center_key field",
-                )
-                .await?
-            }
+            None => text.center(&state, &principal, source).await?,
         };
         if let Some(s) = text.source_system.take() {
             source_system = s;
@@ -302,6 +282,24 @@ struct FormText {
 }
 
 impl FormText {
+    /// The center the form's center_key / center_name fields name (or the token's).
+    async fn center(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        source: Source,
+    ) -> Result<i64, ApiError> {
+        resolve_center(
+            state,
+            principal,
+            source,
+            self.key(),
+            self.name(),
+            "center_key field",
+        )
+        .await
+    }
+
     const FIELDS: &'static [&'static str] = &[
         "center_key",
         "center_name",

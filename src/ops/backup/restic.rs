@@ -12,6 +12,17 @@ use serde::Deserialize;
 use crate::crypto::age::{ExposeSecret, SecretString};
 use crate::progress::{tree_size, Progress, Total};
 
+/// The child's stderr, read to its end on a thread of its own (restic could block on a
+/// full pipe while its stdout is read or it is waited for).
+fn stderr_of(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    })
+}
+
 /// `restic stats --mode restore-size --json` (its file count includes directories).
 #[derive(Debug, Deserialize)]
 struct RestoreSize {
@@ -203,12 +214,7 @@ impl Restic {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(ResticError::Missing)?;
-        let mut err = child.stderr.take().expect("piped");
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
+        let err = stderr_of(&mut child);
         let tty = std::io::stderr().is_terminal();
         let mut summary = None;
         let (mut vanished, mut unreadable) = (0u64, Vec::new());
@@ -334,12 +340,7 @@ impl Restic {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(ResticError::Missing)?;
-        let mut err = child.stderr.take().expect("piped");
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
+        let err = stderr_of(&mut child);
         let status = loop {
             if let Some(status) = child.try_wait().map_err(ResticError::Missing)? {
                 break status;
