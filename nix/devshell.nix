@@ -4,6 +4,7 @@ pkgs.mkShell {
     cargo rustc clippy rustfmt rust-analyzer
     postgresql nginx openssl nix
     systemd debootstrap curl ffmpeg-headless poppler-utils python3
+    age restic wrk prometheus.cli
   ];
   RUST_SRC_PATH = "${pkgs.rustPlatform.rustLibSrc}";
   # tests/module_eval.rs evaluates the module with the flake's own nixpkgs lib.
