@@ -662,34 +662,42 @@ impl RegisterBody {
             .map_err(|e| Refusal::field("resource_rows", format!("resource_rows: {e}")))
     }
 
-    fn check_video(&self, processed: bool) -> Result<VideoRows, Refusal> {
+    /// The row that names the resource (`file_key`), whose `hash_key` must be present and
+    /// equal `resource_hash`: the same rule, in the reference's words, for videos and
+    /// reports.
+    fn identity_row(&self, kind: &str, file_key: &str, hash_key: &str) -> Result<&Value, Refusal> {
         let file = self
             .resource_rows
-            .get("video_file")
+            .get(file_key)
             .filter(|f| !f.is_null())
             .ok_or_else(|| {
                 Refusal::field(
                     "resource_rows",
-                    "resource_rows.video_file is required for video transfers",
+                    format!("resource_rows.{file_key} is required for {kind} transfers"),
                 )
             })?;
-        let raw = file
-            .get("raw_video_hash")
+        let hash = file
+            .get(hash_key)
             .and_then(Value::as_str)
             .map(str::trim)
             .unwrap_or("");
-        if raw.is_empty() {
+        if hash.is_empty() {
             return Err(Refusal::field(
                 "resource_rows",
-                "resource_rows.video_file.raw_video_hash is required",
+                format!("resource_rows.{file_key}.{hash_key} is required"),
             ));
         }
-        if raw != self.resource_hash {
+        if hash != self.resource_hash {
             return Err(Refusal::field(
                 "resource_hash",
-                "resource_hash must match resource_rows.video_file.raw_video_hash",
+                format!("resource_hash must match resource_rows.{file_key}.{hash_key}"),
             ));
         }
+        Ok(file)
+    }
+
+    fn check_video(&self, processed: bool) -> Result<VideoRows, Refusal> {
+        let file = self.identity_row("video", "video_file", "raw_video_hash")?;
         if processed
             && file
                 .get("processed_video_hash")
@@ -734,33 +742,7 @@ impl RegisterBody {
     }
 
     fn check_report(&self, processed: bool) -> Result<ReportRows, Refusal> {
-        let file = self
-            .resource_rows
-            .get("raw_pdf_file")
-            .filter(|f| !f.is_null())
-            .ok_or_else(|| {
-                Refusal::field(
-                    "resource_rows",
-                    "resource_rows.raw_pdf_file is required for report transfers",
-                )
-            })?;
-        let pdf_hash = file
-            .get("pdf_hash")
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or("");
-        if pdf_hash.is_empty() {
-            return Err(Refusal::field(
-                "resource_rows",
-                "resource_rows.raw_pdf_file.pdf_hash is required",
-            ));
-        }
-        if pdf_hash != self.resource_hash {
-            return Err(Refusal::field(
-                "resource_hash",
-                "resource_hash must match resource_rows.raw_pdf_file.pdf_hash",
-            ));
-        }
+        self.identity_row("report", "raw_pdf_file", "pdf_hash")?;
         let state = self
             .resource_rows
             .get("raw_pdf_state")
