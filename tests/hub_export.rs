@@ -744,24 +744,28 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("2 applied"), "{err}");
-    for (hash, bytes, text) in [
+    // The wire's report rows carry no suffix: the hub names each by its content.
+    for (hash, bytes, text, suffix) in [
         (
             &pdf_hash,
             pdf.clone(),
             "Koloskopie bis zum Zoekum, Schleimhaut unauffaellig",
+            ".pdf",
         ),
         (
             &txt_hash,
             b"Gastroskopie: Refluxoesophagitis LA A.\n".to_vec(),
             "Gastroskopie: Refluxoesophagitis LA A.",
+            ".txt",
         ),
     ] {
         assert_eq!(hub_counts(&f, hash), (1, 1));
         let t = f.hub.sql(&format!(
             "SELECT t.resource_kind, t.resource_rows->'raw_pdf_file'->>'anonymized_text', j.kind, j.storage_path,
-                    j.stored_as
+                    j.stored_as, j.original_name
              FROM transfers t JOIN upload_jobs j ON j.id = t.upload_job_id WHERE t.resource_hash = '{hash}'"
         ));
+        assert_eq!(t[0].get::<_, String>(5), format!("{hash}{suffix}"));
         assert_eq!(t[0].get::<_, String>(0), "report");
         assert_eq!(t[0].get::<_, String>(1), text);
         assert_eq!(t[0].get::<_, String>(2), "report");
