@@ -91,6 +91,7 @@ pub fn run_with_feed(
                 }
                 if serving.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                     serving.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!("ffprobe opened more than {MAX_CONNECTIONS} connections to the feed at once; the extra one is closed");
                     continue;
                 }
                 s.spawn(move || {
