@@ -422,7 +422,7 @@ pub fn deploy_nixos(
         return Ok(entry);
     };
     progress.suspend(|| tracing::error!(%reason, "deploy --nixos: the gate failed, rolling back to generation {}", before.number));
-    let entry = roll_back(
+    roll_back_here(
         cfg,
         opts,
         nixos,
@@ -433,9 +433,19 @@ pub fn deploy_nixos(
             reason: &reason,
             restore: None,
         },
-        SwitchBack::Here,
-        &progress,
-    );
+        progress,
+    )
+}
+
+/// `roll_back` in place, and the progress line saying how it ended.
+fn roll_back_here(
+    cfg: &Config,
+    opts: &Options,
+    nixos: &Nixos,
+    f: &Failure,
+    progress: Progress,
+) -> anyhow::Result<Entry> {
+    let entry = roll_back(cfg, opts, nixos, f, SwitchBack::Here, &progress);
     progress.finish_as(match &entry {
         Ok(_) => "rolled back",
         Err(_) => "rollback failed",
@@ -491,7 +501,7 @@ fn finish_interrupted(
             Err(e) => (system_of(&now), format!("{e:#}")),
         }
     };
-    let entry = roll_back(
+    roll_back_here(
         cfg,
         opts,
         nixos,
@@ -502,14 +512,8 @@ fn finish_interrupted(
             reason: &reason,
             restore: j.restore,
         },
-        SwitchBack::Here,
-        &progress,
-    );
-    progress.finish_as(match &entry {
-        Ok(_) => "rolled back",
-        Err(_) => "rollback failed",
-    });
-    entry
+        progress,
+    )
 }
 
 /// The gate unit's verdict on this switch, from the deploy history: `deployed`, or
