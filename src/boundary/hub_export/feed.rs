@@ -78,10 +78,17 @@ pub fn run_with_feed(
                 match peer(pid, &stream) {
                     Ok(Peer::Child) => {}
                     Ok(Peer::Stranger { uid }) => {
-                        tracing::warn!(
-                            uid,
-                            "refused a connection to the ffprobe feed of a sealed video: it does not come from the ffprobe lxgate started"
-                        );
+                        let principal = uid.map(|u| format!("uid {u}"));
+                        // Another local process tried to read a sealed video's plaintext.
+                        crate::audit::Event {
+                            event: "sealed_video_feed",
+                            outcome: "refused",
+                            principal: principal.as_deref(),
+                            source: Some("127.0.0.1"),
+                            reason: Some("the connection does not come from the ffprobe lxgate started"),
+                            ..Default::default()
+                        }
+                        .emit();
                         continue;
                     }
                     Err(e) => {
