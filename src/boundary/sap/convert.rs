@@ -169,10 +169,9 @@ fn case_summary(rows: &[&Row]) -> String {
     values::strip(&lines.join("\n")).to_string()
 }
 
-fn columns(cols: &[(String, Option<String>)]) -> Json {
+fn columns<'r>(cols: impl Iterator<Item = (&'r str, Option<&'r str>)>) -> Json {
     Json::Obj(
-        cols.iter()
-            .map(|(k, v)| (k.clone(), v.clone().map(Json::Str).unwrap_or(Json::Null)))
+        cols.map(|(k, v)| (k.to_string(), v.map_or(Json::Null, |v| Json::Str(v.into()))))
             .collect(),
     )
 }
@@ -182,10 +181,10 @@ fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
     let mut by_type: BTreeMap<String, Json> = BTreeMap::new();
     for r in related {
         let entry = Json::Obj(BTreeMap::from([
-            ("source_file".into(), Json::Str(r.source_file.clone())),
+            ("source_file".into(), Json::Str(r.source_file.to_string())),
             ("row_number".into(), Json::Int(r.row_number as u64)),
-            ("raw_columns".into(), columns(&r.raw_columns)),
-            ("unknown_columns".into(), columns(&r.unknown_columns)),
+            ("raw_columns".into(), columns(r.raw_columns())),
+            ("unknown_columns".into(), columns(r.unknown_columns())),
         ]));
         match by_type
             .entry(r.document_type.to_string())
@@ -195,8 +194,7 @@ fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
             _ => unreachable!("only arrays are inserted"),
         }
     }
-    let files: std::collections::BTreeSet<&str> =
-        related.iter().map(|r| r.source_file.as_str()).collect();
+    let files: std::collections::BTreeSet<&str> = related.iter().map(|r| &*r.source_file).collect();
     Json::Obj(BTreeMap::from([
         (
             "primary_row".into(),
@@ -205,9 +203,12 @@ fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
                     "document_type".into(),
                     Json::Str(primary.document_type.into()),
                 ),
-                ("source_file".into(), Json::Str(primary.source_file.clone())),
+                (
+                    "source_file".into(),
+                    Json::Str(primary.source_file.to_string()),
+                ),
                 ("row_number".into(), Json::Int(primary.row_number as u64)),
-                ("raw_columns".into(), columns(&primary.raw_columns)),
+                ("raw_columns".into(), columns(primary.raw_columns())),
             ])),
         ),
         ("related_rows_by_type".into(), Json::Obj(by_type)),
