@@ -56,7 +56,8 @@ pub fn hub_rows(args: &[&str]) -> serde_json::Value {
 /// tests/reference/hub_serializer.py: endoreg-db 1.6.5's own register gate
 /// (`TransferJobCreateSerializer`, DRF on Django) on each body, one answer per body.
 /// `db` is an empty database (`common::fresh_db()`) that gets the hub's rows for
-/// `network`, `{"hub": KEY, "site": KEY, "center": KEY}`.
+/// `network`, `{"hub": KEY, "site": KEY, "center": KEY, "other_centers": [KEY]}` (the
+/// last optional).
 pub fn hub_serializer(
     db: &str,
     network: &serde_json::Value,

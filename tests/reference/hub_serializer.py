@@ -3,8 +3,9 @@ peer for lxgate's sender (tests/hub_export.rs).
 
   check DSN SPEC_JSON BODY_JSON...
       DSN: a PostgreSQL conninfo (`host=… port=… user=… dbname=…`), an empty database.
-      SPEC: the hub's view of the network, {"hub": KEY, "site": KEY, "center": KEY}:
-      the central hub node, the site node (active) and the center that owns it.
+      SPEC: the hub's view of the network, {"hub": KEY, "site": KEY, "center": KEY,
+      "other_centers": [KEY, …]}: the central hub node, the site node (active), the
+      center that owns it, and centers the hub knows that own no node (optional).
       Each BODY is what a site POSTs to the hub's transfer route; the serializer runs on
       it as HubTransferCreateView runs it (`TransferJobCreateSerializer(data=…)
       .is_valid()`). Prints one answer per body: {"ok": true, "resource_rows": …,
@@ -127,8 +128,11 @@ def network(models, spec):
         for model in models:
             editor.create_model(model)
     refload._log.append(f"database: tables of {', '.join(m.__name__ for m in models)} created from their models; "
-                        f"rows: center {spec['center']!r}, site node {spec['site']!r} it owns, central hub {spec['hub']!r}")
+                        f"rows: center {spec['center']!r}, site node {spec['site']!r} it owns, central hub {spec['hub']!r}, "
+                        f"other centers {spec.get('other_centers', [])!r}")
     center = Center.objects.create(name=spec["center"], center_key=spec["center"])
+    for other in spec.get("other_centers", []):
+        Center.objects.create(name=other, center_key=other)
     NetworkNode.objects.create(node_key=spec["hub"], display_name="hub", role=NetworkNode.Role.CENTRAL_HUB)
     NetworkNode.objects.create(node_key=spec["site"], display_name="site", role=NetworkNode.Role.SITE_NODE,
                                owning_center=center)

@@ -1,13 +1,15 @@
 """The decisions of one build of endoreg_rust_backend that endoreg-db's hub serializer
 relies on, as JSON: native capabilities, the anonymization status rules, the status for
-every combination of the video (7) and report (5) state flags, and each status's phase.
+every combination of the video (7) and report (5) state flags (in itertools.product
+order over the flag names given), and each status's phase.
 
   python rust_backend_rules.py PATH_TO_EXTENSION_SO
 
 Run once with the 3.12 interpreter on the wheel's shipped cp312 binary and once with the
 venv's 3.11 on the one setup.sh builds from the wheel's rust/ source: equal output says
 the build the tests use decides as the shipped binary does (tests/hub_export.rs,
-the_rust_backend_built_here_decides_as_the_shipped_one).
+the_rust_backend_built_here_decides_as_the_shipped_one). tests/hub.rs holds lxgate's own
+derivation against it.
 """
 import importlib.util
 import itertools
@@ -32,7 +34,9 @@ def main():
         "capabilities": m.native_capabilities(),
         "rules": [m.anonymization_status_rules(False), m.anonymization_status_rules(True)],
         "video": video,
+        "video_flags": VIDEO,
         "report": report,
+        "report_flags": REPORT,
         "phase": {s: m.anonymization_status_phase(s) for s in sorted(set(video) | set(report))},
     }, sort_keys=True))
 
