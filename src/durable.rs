@@ -12,6 +12,12 @@ pub fn sync_dir(dir: &Path) {
     let _ = File::open(dir).and_then(|d| d.sync_all());
 }
 
+/// Flush every file of `dir`'s filesystem to disk in one call: one journal commit for a
+/// batch of files written without fsync, instead of one per file.
+pub fn syncfs(dir: &Path) -> std::io::Result<()> {
+    rustix::fs::syncfs(&File::open(dir)?).map_err(std::io::Error::from)
+}
+
 /// Write `bytes` to `temp` (mode `mode` when given), fsync it and rename it to `path`.
 /// The caller names the temp file, because each caller's cleanup recognises its own
 /// leftovers, and calls `sync_dir` on the parent once per batch of renames.

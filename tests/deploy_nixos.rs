@@ -430,3 +430,57 @@ fn a_hangup_does_not_stop_the_deploy() {
     assert_eq!(h.profile_names(), "system-2-link");
     assert!(!h.state.join("deploy/ingest-paused").exists());
 }
+
+/// A SIGKILL in the middle of the rollback (generation 1's activation kills lxgate the
+/// first time it runs) leaves ingest paused and says so in the in-progress record; the
+/// next `deploy --nixos` finishes that rollback first — activates generation 1 again,
+/// smokes it, resumes ingest — and does not run nixos-rebuild again.
+#[test]
+fn a_rollback_killed_midway_is_finished_by_the_next_run() {
+    let h = Host::new();
+    let once = h.dir.join("killed-once");
+    h.generation(
+        "g1",
+        &format!(
+            "if [ ! -e {m} ]; then touch {m}; kill -9 $PPID; fi\n",
+            m = once.display()
+        ),
+    );
+    let g2 = h.generation("g2", &break_smoke(&h));
+    let rebuild = h.rebuild(&g2);
+    let o = h.deploy(&rebuild);
+    assert_eq!(o.status.code(), None, "killed: {}", stderr(&o));
+    assert!(h.state.join("deploy/ingest-paused").exists());
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.state.join("deploy/in-progress.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["rolling_back"], true, "{j}");
+    assert_eq!(j["generation"], 1, "{j}");
+
+    let o = h.deploy(&rebuild);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("finishing its rollback now"),
+        "{}",
+        stderr(&o)
+    );
+    let calls = h.calls();
+    assert_eq!(calls.matches("nixos-rebuild").count(), 1, "{calls}");
+    assert!(
+        calls.ends_with(
+            "g1 switch\nsystemctl stop lxgate.service lxgate-watcher.service\ng1 switch\n"
+        ),
+        "stopped again, then generation 1 activated again: {calls}"
+    );
+    assert_eq!(h.profile_names(), "system-1-link");
+    assert!(!h.state.join("deploy/ingest-paused").exists());
+    assert!(!h.state.join("deploy/in-progress.json").exists());
+    let last = h.history().pop().unwrap();
+    assert_eq!(last["outcome"], "rolled_back", "{last}");
+
+    // Over: the next run is a deploy of its own again.
+    std::fs::remove_file(h.profile.with_file_name("system-2-link")).unwrap();
+    let g3 = h.generation("g3", "");
+    let o = h.deploy(&h.rebuild(&g3));
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+}

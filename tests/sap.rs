@@ -336,3 +336,37 @@ fn sigkill_mid_conversion_then_rerun_is_consistent() {
     assert_eq!(names(&import.join("sap_import_processed")), vec!["big.zip"]);
     assert!(names(&import.join("sap_import")).is_empty());
 }
+
+/// A bundle whose pairs cannot all be written leaves none of them visible, and the zip
+/// stays where it was to be retried; once the obstacle is gone the rerun writes them all.
+/// The obstacle: a directory where the temp file of pair 5's carrier would go.
+#[test]
+fn a_failed_write_keeps_no_pair_and_leaves_the_zip_to_retry() {
+    use lxgate::boundary::sap::{read_bundle, Limits, Plan};
+    let (s, import) = site("");
+    let zip = sample::bundle(6);
+    let conv = read_bundle(&zip, Limits::default()).unwrap();
+    let stems = Plan::new(&conv.rows).stems().unwrap();
+    let out = import.join("preanonymized_import");
+    let obstacle = out.join(format!(".{}.txt.tmp", stems[4]));
+    std::fs::create_dir_all(&obstacle).unwrap();
+    drop_zip(&import, "export-1.zip", &zip);
+    let failed = s.run(&["sap-import", "--once"]);
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("left in") && err.contains("to retry"), "{err}");
+    assert_eq!(
+        names(&out),
+        vec![obstacle.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    assert_eq!(names(&import.join("sap_import")), vec!["export-1.zip"]);
+    assert!(names(&import.join("sap_import_failed")).is_empty());
+
+    std::fs::remove_dir(&obstacle).unwrap();
+    s.ok(&["sap-import", "--once"]);
+    assert_eq!(names(&out).len(), 2 * stems.len());
+    assert_eq!(
+        names(&import.join("sap_import_processed")),
+        vec!["export-1.zip"]
+    );
+}

@@ -12,7 +12,7 @@ use common::*;
 use std::io::Write as _;
 use std::process::Stdio;
 
-use lxgate::boundary::sap::{convert_bundle, sample, templates, Center, Limits};
+use lxgate::boundary::sap::{read_bundle, sample, templates, Center, Limits, Plan};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -26,9 +26,13 @@ const CENTER: Center = Center {
 type Outcome = Result<Vec<(String, Vec<u8>)>, String>;
 
 fn ours(bytes: &[u8]) -> Outcome {
-    let conv = convert_bundle(bytes, Limits::default(), &CENTER)?;
+    let conv = read_bundle(bytes, Limits::default())?;
+    let plan = Plan::new(&conv.rows);
+    // The whole bundle is refused before a pair is written when one cannot be named.
+    plan.stems()?;
     let mut files = Vec::new();
-    for p in conv.pairs {
+    for p in plan.pairs(&CENTER) {
+        let p = p?;
         files.push((format!("{}.txt", p.stem), p.text.into_bytes()));
         files.push((format!("{}.json", p.stem), p.sidecar.into_bytes()));
     }

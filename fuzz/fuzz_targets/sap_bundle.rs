@@ -3,7 +3,7 @@
 //! keys the watcher knows; every stem is one safe file-name component.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lxgate::boundary::sap::{convert_bundle, Center, Limits};
+use lxgate::boundary::sap::{read_bundle, Center, Limits, Plan};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_entry_bytes: 1 << 20, max_total_bytes: 4 << 20, ..Limits::default() };
@@ -11,8 +11,12 @@ fuzz_target!(|data: &[u8]| {
     // The bytes as a zip, and as a bare table inside a zip the fuzzer need not learn.
     let inputs = [data.to_vec(), lxgate::boundary::sap::sample::zip_stored(&[("t.txt".to_string(), data.to_vec())])];
     for bytes in inputs {
-        if let Ok(conv) = convert_bundle(&bytes, limits, &center) {
-            for p in conv.pairs {
+        if let Ok(conv) = read_bundle(&bytes, limits) {
+            let plan = Plan::new(&conv.rows);
+            let Ok(stems) = plan.stems() else { continue };
+            for (p, stem) in plan.pairs(&center).zip(stems) {
+                let p = p.unwrap();
+                assert_eq!(p.stem, stem);
                 assert!(p.sidecar.is_ascii() && !p.sidecar.ends_with('\n'));
                 let mut v: serde_json::Value = serde_json::from_str(&p.sidecar).unwrap();
                 // The reference passes unknown gender spellings through; the watcher's

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::ingest::pause;
-use crate::ops::deploy::{self, Entry, Options};
+use crate::ops::deploy::{self, Entry, Journal, Options};
 use crate::progress::Progress;
 
 /// Where this host keeps its system generations; tests point it at a directory of
@@ -155,6 +155,7 @@ fn passed(cfg: &Config, system: String, after_rollback: bool) -> anyhow::Result<
         restored: None,
     };
     deploy::record(&cfg.paths.state, &entry)?;
+    deploy::end_journal(&cfg.paths.state);
     Ok(entry)
 }
 
@@ -193,10 +194,11 @@ pub fn gate(
                 opts,
                 nixos,
                 &Failure {
-                    failed: &failed,
+                    failed: system_of(&failed),
                     to: &to,
                     since,
                     reason: &reason,
+                    restore: None,
                 },
                 SwitchBack::Detached,
                 &Progress::hidden("deploy gate"),
@@ -208,17 +210,21 @@ pub fn gate(
 
 /// What failed and where to go back to.
 struct Failure<'a> {
-    failed: &'a Generation,
+    /// The failed generation's system.
+    failed: String,
     to: &'a Generation,
     /// Snapshots taken since then are the failed generation's.
     since: DateTime<Utc>,
     reason: &'a str,
+    /// The snapshot an interrupted rollback had chosen: restored again.
+    restore: Option<String>,
 }
 
 /// After a failed gate: stop lxgate, restore the snapshot when the previous
 /// generation's lxgate refuses the schema, switch the profile back and activate the
 /// previous generation. `Here` also smokes it and resumes ingest; `Detached` leaves that
-/// to the transient unit.
+/// to the transient unit. The in-progress record says all along where this is going, so
+/// a kill at any point is finished by the next `deploy --nixos`.
 fn roll_back(
     cfg: &Config,
     opts: &Options,
@@ -231,26 +237,43 @@ fn roll_back(
     let prev = std::fs::canonicalize(&f.to.link)
         .with_context(|| format!("reading generation {}", f.to.link.display()))?;
     let old = lxgate_of(&prev)?;
+    let mut j = Journal {
+        started: f.since,
+        from: Some(prev.display().to_string()),
+        to: f.failed.clone(),
+        rolling_back: true,
+        reason: Some(f.reason.to_string()),
+        restore: f.restore.clone(),
+        generation: Some(f.to.number),
+    };
+    deploy::write_journal(&state, &j)?;
     progress.step("stopping lxgate");
     let units = ["lxgate.service", "lxgate-watcher.service"];
     let _ = Command::new("systemctl").arg("stop").args(units).status();
-    progress.step("checking the schema against the previous generation");
-    let runs_on_it = deploy::as_service(cfg, &old, &["migrate", "--status"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let mut restored = None;
-    if !runs_on_it {
-        let snap = crate::db::snapshot::list(&state)?
-            .into_iter()
-            .rev()
-            .find(|m| m.taken_at >= f.since)
-            .context("the previous generation cannot run on the database and this switch took no snapshot; restore one by hand (`lxgate snapshot list`)")?;
+    if j.restore.is_none() {
+        progress.step("checking the schema against the previous generation");
+        let runs_on_it = deploy::as_service(cfg, &old, &["migrate", "--status"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !runs_on_it {
+            let snap = crate::db::snapshot::list(&state)?
+                .into_iter()
+                .rev()
+                .find(|m| m.taken_at >= f.since)
+                .context("the previous generation cannot run on the database and this switch took no snapshot; restore one by hand (`lxgate snapshot list`)")?;
+            // Written before the restore starts: a restore empties the schema first, so
+            // after a kill mid-restore only this record says to restore again.
+            j.restore = Some(snap.id);
+            deploy::write_journal(&state, &j)?;
+        }
+    }
+    let restored = j.restore.clone();
+    if let Some(id) = &restored {
         progress.step("restoring the snapshot");
         deploy::run(
             "restoring the snapshot",
-            &mut deploy::as_service(cfg, &old, &["snapshot", "restore", &snap.id]),
+            &mut deploy::as_service(cfg, &old, &["snapshot", "restore", id]),
         )?;
-        restored = Some(snap.id);
     }
     progress.step("switching the system profile back");
     deploy::run(
@@ -265,7 +288,7 @@ fn roll_back(
     let mut entry = Entry {
         at: Utc::now(),
         from: Some(prev.display().to_string()),
-        to: system_of(f.failed),
+        to: f.failed.clone(),
         outcome: "rolling_back".into(),
         reason: Some(f.reason.to_string()),
         restored: restored.clone(),
@@ -315,6 +338,7 @@ fn roll_back(
             entry.at = Utc::now();
             entry.outcome = "rolled_back".into();
             deploy::record(&state, &entry)?;
+            deploy::end_journal(&state);
         }
     }
     Ok(entry)
@@ -334,6 +358,9 @@ pub fn deploy_nixos(
         .split_first()
         .context("name the nixos-rebuild command")?;
     deploy::outlive_the_terminal();
+    if let Some(j) = deploy::in_progress(&state) {
+        return finish_interrupted(cfg, opts, nixos, j);
+    }
     let start = Utc::now();
     let before = nixos.current()?;
     let progress = Progress::steps("deploy", 3);
@@ -343,6 +370,18 @@ pub fn deploy_nixos(
         .map(|a| a.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ");
+    deploy::write_journal(
+        &state,
+        &Journal {
+            started: start,
+            from: Some(system_of(&before)),
+            to: format!("nixos-rebuild {shown}"),
+            rolling_back: false,
+            reason: None,
+            restore: None,
+            generation: Some(before.number),
+        },
+    )?;
     progress
         .suspend(|| pause::open(&state, "deploy", &format!("nixos-rebuild {shown}")))
         .with_context(|| format!("pausing ingest ({})", pause::marker(&state).display()))?;
@@ -352,6 +391,7 @@ pub fn deploy_nixos(
     let after = nixos.current()?;
     if !status.success() && after == before {
         progress.suspend(|| pause::close(&state))?;
+        deploy::end_journal(&state);
         progress.finish_as("nothing switched");
         bail!(
             "{} {shown} failed ({status}) and made no new system generation; nothing was switched. Fix the cause and run it again",
@@ -382,24 +422,98 @@ pub fn deploy_nixos(
         return Ok(entry);
     };
     progress.suspend(|| tracing::error!(%reason, "deploy --nixos: the gate failed, rolling back to generation {}", before.number));
-    let entry = roll_back(
+    roll_back_here(
         cfg,
         opts,
         nixos,
         &Failure {
-            failed: &after,
+            failed: system_of(&after),
             to: &before,
             since: start,
             reason: &reason,
+            restore: None,
         },
-        SwitchBack::Here,
-        &progress,
-    );
+        progress,
+    )
+}
+
+/// `roll_back` in place, and the progress line saying how it ended.
+fn roll_back_here(
+    cfg: &Config,
+    opts: &Options,
+    nixos: &Nixos,
+    f: &Failure,
+    progress: Progress,
+) -> anyhow::Result<Entry> {
+    let entry = roll_back(cfg, opts, nixos, f, SwitchBack::Here, &progress);
     progress.finish_as(match &entry {
         Ok(_) => "rolled back",
         Err(_) => "rollback failed",
     });
     entry
+}
+
+/// A `deploy --nixos` that was killed (or lost its machine) before it ended: ingest is
+/// still paused. Finish what it was doing before anything new — its rollback, or the
+/// gate of the generation it switched to — and leave the new rebuild to the next run.
+fn finish_interrupted(
+    cfg: &Config,
+    opts: &Options,
+    nixos: &Nixos,
+    j: Journal,
+) -> anyhow::Result<Entry> {
+    let state = cfg.paths.state.clone();
+    let Some(number) = j.generation else {
+        bail!(
+            "a release deploy to {} (started {}) has not finished; run `lxgate deploy --release` again to finish it first",
+            j.to,
+            j.started
+        );
+    };
+    let what = if j.rolling_back {
+        "its rollback"
+    } else {
+        "the gate of the generation it switched to"
+    };
+    eprintln!(
+        "lxgate deploy: the deploy started {} did not finish; finishing {what} now. nixos-rebuild is not run: run the command again afterwards",
+        j.started
+    );
+    let to = nixos
+        .generations()
+        .into_iter()
+        .find(|g| g.number == number)
+        .with_context(|| format!("system generation {number}, which the interrupted deploy started from, is gone; switch to a generation that passes `lxgate smoke`, then remove {}", state.join("deploy/in-progress.json").display()))?;
+    pause::open(&state, "deploy", "finishing an interrupted deploy")?;
+    let progress = Progress::steps("deploy", 2);
+    let (failed, reason) = if j.rolling_back {
+        let reason = j.reason.clone().unwrap_or_default();
+        (j.to.clone(), reason)
+    } else {
+        let now = nixos.current()?;
+        progress.step("smoke");
+        match deploy::smoke(cfg, &lxgate_of(&std::fs::canonicalize(&now.link)?)?, opts) {
+            Ok(()) => {
+                let entry = progress.suspend(|| passed(cfg, system_of(&now), false))?;
+                progress.finish_as("deployed");
+                return Ok(entry);
+            }
+            Err(e) => (system_of(&now), format!("{e:#}")),
+        }
+    };
+    roll_back_here(
+        cfg,
+        opts,
+        nixos,
+        &Failure {
+            failed,
+            to: &to,
+            since: j.started,
+            reason: &reason,
+            restore: j.restore,
+        },
+        progress,
+    )
 }
 
 /// The gate unit's verdict on this switch, from the deploy history: `deployed`, or

@@ -63,8 +63,7 @@ fn temp_for(dst: &Path) -> PathBuf {
 /// filesystem before the subtree is renamed: one journal commit per top-level entry
 /// instead of one per file, which is what lets a durable copy keep up with `cp -a`.
 fn syncfs(p: &Path) -> Result<()> {
-    let f = File::open(p).with_context(|| format!("opening {} to flush it", p.display()))?;
-    rustix::fs::syncfs(&f).with_context(|| format!("flushing {} to disk", p.display()))
+    crate::durable::syncfs(p).with_context(|| format!("flushing {} to disk", p.display()))
 }
 
 /// Start writing a finished file back now, without waiting: the disk works while the

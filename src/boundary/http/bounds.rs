@@ -103,9 +103,7 @@ impl FormHead {
             ApiError::bad_request("bad_field", format!("the {what} is not UTF-8 text"))
         })
     }
-}
 
-impl FormHead {
     /// Drives one step of the parser. When it waits for more bytes while the meter holds
     /// them back, the parts before the file need more than FORM_HEAD_MAX: refused, at the
     /// same point however the bytes were split into chunks on the way.

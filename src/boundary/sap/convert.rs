@@ -169,10 +169,9 @@ fn case_summary(rows: &[&Row]) -> String {
     values::strip(&lines.join("\n")).to_string()
 }
 
-fn columns(cols: &[(String, Option<String>)]) -> Json {
+fn columns<'r>(cols: impl Iterator<Item = (&'r str, Option<&'r str>)>) -> Json {
     Json::Obj(
-        cols.iter()
-            .map(|(k, v)| (k.clone(), v.clone().map(Json::Str).unwrap_or(Json::Null)))
+        cols.map(|(k, v)| (k.to_string(), v.map_or(Json::Null, |v| Json::Str(v.into()))))
             .collect(),
     )
 }
@@ -182,10 +181,10 @@ fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
     let mut by_type: BTreeMap<String, Json> = BTreeMap::new();
     for r in related {
         let entry = Json::Obj(BTreeMap::from([
-            ("source_file".into(), Json::Str(r.source_file.clone())),
+            ("source_file".into(), Json::Str(r.source_file.to_string())),
             ("row_number".into(), Json::Int(r.row_number as u64)),
-            ("raw_columns".into(), columns(&r.raw_columns)),
-            ("unknown_columns".into(), columns(&r.unknown_columns)),
+            ("raw_columns".into(), columns(r.raw_columns())),
+            ("unknown_columns".into(), columns(r.unknown_columns())),
         ]));
         match by_type
             .entry(r.document_type.to_string())
@@ -195,8 +194,7 @@ fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
             _ => unreachable!("only arrays are inserted"),
         }
     }
-    let files: std::collections::BTreeSet<&str> =
-        related.iter().map(|r| r.source_file.as_str()).collect();
+    let files: std::collections::BTreeSet<&str> = related.iter().map(|r| &*r.source_file).collect();
     Json::Obj(BTreeMap::from([
         (
             "primary_row".into(),
@@ -205,9 +203,12 @@ fn raw_columns(primary: &Row, related: &[&Row]) -> Json {
                     "document_type".into(),
                     Json::Str(primary.document_type.into()),
                 ),
-                ("source_file".into(), Json::Str(primary.source_file.clone())),
+                (
+                    "source_file".into(),
+                    Json::Str(primary.source_file.to_string()),
+                ),
                 ("row_number".into(), Json::Int(primary.row_number as u64)),
-                ("raw_columns".into(), columns(&primary.raw_columns)),
+                ("raw_columns".into(), columns(primary.raw_columns())),
             ])),
         ),
         ("related_rows_by_type".into(), Json::Obj(by_type)),
@@ -274,69 +275,118 @@ fn payload(primary: &Row, related: &[&Row], center: &Center) -> (BTreeMap<String
     (p, text)
 }
 
-fn pair(index: usize, primary: &Row, related: &[&Row], center: &Center) -> Result<Pair, String> {
-    let (sidecar, text) = payload(primary, related, center);
-    let token = |k: &str, fallback: &str| {
-        let v = match sidecar.get(k) {
-            Some(Json::Str(s)) => Some(s.as_str()),
-            _ => None,
-        };
-        values::slug(v, fallback)
-    };
+/// The name of pair `index`: `sap_ish_<index>_<type>_<patient>_<case>`, each token a slug
+/// of the sidecar value it comes from (`external_id`, `casenumber`).
+fn stem(index: usize, primary: &Row) -> Result<String, String> {
+    let external_id = primary
+        .text("patient_nr")
+        .or_else(|| primary.text("source_patient_id"));
     let stem = format!(
         "sap_ish_{index:04}_{}_{}_{}",
         values::slug(Some(primary.document_type), "document"),
-        token("external_id", "patient"),
-        token("casenumber", &format!("case_{index:04}"))
+        values::slug(external_id, "patient"),
+        values::slug(primary.text("fall_nr"), &format!("case_{index:04}"))
     );
     if ".".len() + stem.len() + ".json.tmp".len() > NAME_MAX {
         return Err(format!(
             "pair {index} would be named {stem:?}, longer than a file name may be ({NAME_MAX} bytes); shorten the patient or case numbers in the export"
         ));
     }
-    Ok(Pair {
-        stem,
-        text: format!("{}\n", values::strip(&text)),
-        sidecar: Json::Obj(sidecar).to_python(),
-    })
+    Ok(stem)
 }
 
-/// All pairs of a bundle's rows (rows in the reference's file and row order).
-pub fn pairs(rows: &[Row], center: &Center) -> Result<Vec<Pair>, String> {
-    let mut cases: BTreeMap<(&str, &str), Vec<&Row>> = BTreeMap::new();
-    let mut patients: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for r in rows {
-        match (r.text("patient_nr"), r.text("fall_nr")) {
-            (Some(p), Some(c)) => cases.entry((p, c)).or_default().push(r),
-            (p, _) => {
-                if let Some(p) = p.or_else(|| r.text("source_patient_id")) {
-                    patients.entry(p).or_default().push(r);
+/// What a bundle's rows become before any pair is built: each pair's primary row and the
+/// rows of its case, in the reference's numbering. Only references, so a bundle whose
+/// pairs are many times its size (every pair carries its whole case) is never held in
+/// memory at once, and every name is checked before the first file is written.
+pub struct Plan<'r> {
+    groups: Vec<Vec<&'r Row>>,
+    /// (primary row, index into `groups`), pair 1 first.
+    items: Vec<(&'r Row, usize)>,
+}
+
+impl<'r> Plan<'r> {
+    /// Group rows (in the reference's file and row order) by case (PatientNr, FallNr),
+    /// join a patient's case-less rows to each of their cases; per case one pair for each
+    /// text row, or its anchor row; then one pair per patient without any case.
+    pub fn new(rows: &'r [Row]) -> Plan<'r> {
+        let mut cases: BTreeMap<(&str, &str), Vec<&Row>> = BTreeMap::new();
+        let mut patients: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+        for r in rows {
+            match (r.text("patient_nr"), r.text("fall_nr")) {
+                (Some(p), Some(c)) => cases.entry((p, c)).or_default().push(r),
+                (p, _) => {
+                    if let Some(p) = p.or_else(|| r.text("source_patient_id")) {
+                        patients.entry(p).or_default().push(r);
+                    }
                 }
             }
         }
+        let with_cases: std::collections::BTreeSet<&str> = cases.keys().map(|(p, _)| *p).collect();
+        let mut plan = Plan {
+            groups: Vec::new(),
+            items: Vec::new(),
+        };
+        for ((patient, _), case_rows) in cases {
+            let mut related = case_rows;
+            related.extend(patients.get(patient).into_iter().flatten());
+            let group = plan.groups.len();
+            let texts: Vec<&Row> = related
+                .iter()
+                .copied()
+                .filter(|r| TEXT_TYPES.contains(&r.document_type) && preferred_text(r).is_some())
+                .collect();
+            if texts.is_empty() {
+                plan.items.push((anchor(&related), group));
+            } else {
+                plan.items.extend(texts.into_iter().map(|r| (r, group)));
+            }
+            plan.groups.push(related);
+        }
+        for (patient, related) in patients {
+            if with_cases.contains(patient) {
+                continue;
+            }
+            plan.items.push((anchor(&related), plan.groups.len()));
+            plan.groups.push(related);
+        }
+        plan
     }
-    let mut out = Vec::new();
-    for ((patient, _), case_rows) in &cases {
-        let mut related = case_rows.clone();
-        related.extend(patients.get(patient).into_iter().flatten());
-        let mut primaries: Vec<&Row> = related
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Every pair's name, in order; the refusal of the bundle when one cannot be written.
+    pub fn stems(&self) -> Result<Vec<String>, String> {
+        self.items
             .iter()
-            .copied()
-            .filter(|r| TEXT_TYPES.contains(&r.document_type) && preferred_text(r).is_some())
-            .collect();
-        if primaries.is_empty() {
-            primaries.push(anchor(&related));
-        }
-        for primary in primaries {
-            out.push(pair(out.len() + 1, primary, &related, center)?);
-        }
+            .enumerate()
+            .map(|(i, (primary, _))| stem(i + 1, primary))
+            .collect()
     }
-    let with_cases: std::collections::BTreeSet<&str> = cases.keys().map(|(p, _)| *p).collect();
-    for (patient, related) in &patients {
-        if with_cases.contains(patient) {
-            continue;
-        }
-        out.push(pair(out.len() + 1, anchor(related), related, center)?);
+
+    /// Pair `i` (0-based), built now.
+    pub fn pair(&self, i: usize, center: &Center) -> Result<Pair, String> {
+        let (primary, group) = self.items[i];
+        let related = &self.groups[group];
+        let (sidecar, text) = payload(primary, related, center);
+        Ok(Pair {
+            stem: stem(i + 1, primary)?,
+            text: format!("{}\n", values::strip(&text)),
+            sidecar: Json::Obj(sidecar).to_python(),
+        })
     }
-    Ok(out)
+
+    /// All pairs, built one after the other.
+    pub fn pairs<'p>(
+        &'p self,
+        center: &'p Center,
+    ) -> impl Iterator<Item = Result<Pair, String>> + 'p {
+        (0..self.len()).map(move |i| self.pair(i, center))
+    }
 }

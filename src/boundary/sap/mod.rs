@@ -22,7 +22,7 @@ use crate::durable::sync_dir;
 use crate::ingest::settle;
 use crate::progress::{Progress, Total};
 pub use bundle::Limits;
-pub use convert::{Center, Pair};
+pub use convert::{Center, Pair, Plan};
 
 #[derive(Debug, serde::Serialize)]
 pub struct MatchedTable {
@@ -40,14 +40,16 @@ pub struct SkippedTable {
 }
 
 pub struct Conversion {
-    pub pairs: Vec<Pair>,
+    /// The matched tables' rows, in the reference's file and row order.
+    pub rows: Vec<tables::Row>,
     pub matched: Vec<MatchedTable>,
     pub skipped: Vec<SkippedTable>,
     pub others: Vec<String>,
 }
 
-/// Bytes of a bundle → pairs, or the reason it is refused. Pure: no filesystem.
-pub fn convert_bundle(bytes: &[u8], limits: Limits, center: &Center) -> Result<Conversion, String> {
+/// Bytes of a bundle → its rows, or the reason it is refused. Pure: no filesystem.
+/// `Plan::new(&conversion.rows)` then says which pairs they become.
+pub fn read_bundle(bytes: &[u8], limits: Limits) -> Result<Conversion, String> {
     let contents = bundle::read(bytes, limits).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     let mut matched = Vec::new();
@@ -92,7 +94,7 @@ pub fn convert_bundle(bytes: &[u8], limits: Limits, center: &Center) -> Result<C
         return Err(format!("no supported table in the bundle. Expected a header with the columns of one of: {expected}. Headers seen: {seen}"));
     }
     Ok(Conversion {
-        pairs: convert::pairs(&rows, center)?,
+        rows,
         matched,
         skipped,
         others: contents.others,
@@ -111,6 +113,83 @@ struct Dirs {
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let temp = dir.join(format!(".{name}.tmp"));
     crate::durable::write_atomic(&dir.join(name), &temp, bytes, None)
+}
+
+/// The temp name a pair's file grows under: dot-named, so the watcher and the .path unit
+/// ignore it, and prefixed, so a later run knows a crashed run's leftovers.
+fn pair_temp(dir: &Path, file: &str) -> PathBuf {
+    dir.join(format!(".{file}.tmp"))
+}
+
+/// A crashed run's pair temp files (sap-import runs one instance at a time).
+fn remove_leftover_temps(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(".sap_ish_") && n.ends_with(".tmp") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Every pair of the bundle, all or nothing: each written to its temp names (built one at
+/// a time, never all in memory), one flush of the filesystem for all of them (one journal
+/// commit instead of two fsyncs per pair), then renamed sidecar first, carrier last — a
+/// carrier without a sidecar is a valid drop of its own, so the watcher must never see
+/// one alone — and the renames made durable by one directory sync. On any failure every
+/// file of this bundle is removed and the zip stays to be retried.
+fn write_pairs(
+    out: &Path,
+    plan: &Plan,
+    stems: &[String],
+    center: &Center,
+    progress: &Progress,
+) -> Result<()> {
+    let files = |stem: &str| [format!("{stem}.json"), format!("{stem}.txt")];
+    let remove_all = |upto: usize| {
+        for stem in &stems[..upto] {
+            for f in files(stem) {
+                let _ = std::fs::remove_file(pair_temp(out, &f));
+                let _ = std::fs::remove_file(out.join(f));
+            }
+        }
+    };
+    let mut written = 0;
+    let staged = (|| -> Result<(), String> {
+        for (i, stem) in stems.iter().enumerate() {
+            let p = plan.pair(i, center)?; // names were checked: cannot fail here
+            written = i + 1;
+            for (file, bytes) in files(stem)
+                .iter()
+                .zip([p.sidecar.as_bytes(), p.text.as_bytes()])
+            {
+                let temp = pair_temp(out, file);
+                let _ = std::fs::remove_file(&temp);
+                std::fs::File::create_new(&temp)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+                    .map_err(|e| format!("writing {}: {e}", temp.display()))?;
+            }
+            progress.add(2, (p.text.len() + p.sidecar.len()) as u64);
+        }
+        crate::durable::syncfs(out).map_err(|e| format!("flushing {}: {e}", out.display()))?;
+        for stem in stems {
+            for file in files(stem) {
+                std::fs::rename(pair_temp(out, &file), out.join(&file))
+                    .map_err(|e| format!("renaming {file} into place: {e}"))?;
+            }
+        }
+        Ok(())
+    })();
+    match staged {
+        Ok(()) => {
+            sync_dir(out);
+            Ok(())
+        }
+        Err(e) => {
+            remove_all(written);
+            sync_dir(out);
+            anyhow::bail!("writing pairs failed: {e}; none of this bundle's pairs were kept")
+        }
+    }
 }
 
 /// Stems other bundles already produced (from their manifests): a stem of ours that
@@ -157,48 +236,44 @@ fn process(path: &Path, d: &Dirs, limits: Limits, center: &Center) -> Result<()>
     let mut manifest = serde_json::json!({
         "zip": name, "sha256": sha, "at": chrono::Utc::now().to_rfc3339(),
     });
-    let result: Result<Vec<String>, String> =
-        convert_bundle(&bytes, limits, center).and_then(|conv| {
+    let conv = read_bundle(&bytes, limits);
+    let result: Result<Vec<String>, String> = match &conv {
+        Err(reason) => Err(reason.clone()),
+        Ok(conv) => {
             manifest["matched"] = serde_json::to_value(&conv.matched).unwrap_or_default();
             manifest["skipped"] = serde_json::to_value(&conv.skipped).unwrap_or_default();
             manifest["other_entries"] = serde_json::to_value(&conv.others).unwrap_or_default();
-            let taken = taken_by_others(&d.manifests, &sha);
-            let mut written: Vec<String> = Vec::new();
-            let progress = Progress::start(
-                format!("sap-import {name}"),
-                Total {
-                    files: 2 * conv.pairs.len() as u64,
-                    bytes: None,
-                },
-            );
-            for p in &conv.pairs {
-                let stem = if taken.contains(&p.stem) {
-                    format!("{}__{sha8}", p.stem)
-                } else {
-                    p.stem.clone()
-                };
-                // The sidecar first, the carrier last: a carrier without a sidecar is a
-                // valid drop of its own, so the watcher must never see this one alone.
-                let res = write_atomic(&d.output, &format!("{stem}.json"), p.sidecar.as_bytes())
-                    .and_then(|_| {
-                        write_atomic(&d.output, &format!("{stem}.txt"), p.text.as_bytes())
-                    });
-                written.push(stem);
-                if let Err(e) = res {
-                    for s in &written {
-                        let _ = std::fs::remove_file(d.output.join(format!("{s}.json")));
-                        let _ = std::fs::remove_file(d.output.join(format!("{s}.txt")));
-                    }
-                    return Err(format!(
-                        "writing pairs failed: {e}; nothing was kept, the bundle can be retried"
-                    ));
+            let plan = Plan::new(&conv.rows);
+            match plan.stems() {
+                Err(reason) => Err(reason),
+                Ok(stems) => {
+                    let taken = taken_by_others(&d.manifests, &sha);
+                    let stems: Vec<String> = stems
+                        .into_iter()
+                        .map(|s| {
+                            if taken.contains(&s) {
+                                format!("{s}__{sha8}")
+                            } else {
+                                s
+                            }
+                        })
+                        .collect();
+                    let progress = Progress::start(
+                        format!("sap-import {name}"),
+                        Total {
+                            files: 2 * plan.len() as u64,
+                            bytes: None,
+                        },
+                    );
+                    // Trouble writing (disk full, permissions) is not the bundle's fault:
+                    // the zip stays in place to be retried.
+                    write_pairs(&d.output, &plan, &stems, center, &progress)?;
+                    progress.finish();
+                    Ok(stems)
                 }
-                progress.add(2, (p.text.len() + p.sidecar.len()) as u64);
             }
-            sync_dir(&d.output);
-            progress.finish();
-            Ok(written)
-        });
+        }
+    };
     match result {
         Ok(stems) => {
             manifest["generated"] = serde_json::to_value(&stems)?;
@@ -277,6 +352,7 @@ pub fn run(
     for dir in [&d.output, &d.processed, &d.failed, &d.manifests] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    remove_leftover_temps(&d.output);
     let center_key = cfg
         .sap_import
         .center_key
@@ -294,13 +370,20 @@ pub fn run(
     let limits = Limits::from_settings(&cfg.sap_import);
     let settle = Duration::from_millis(cfg.watcher.settle_ms);
     loop {
+        let mut left = 0;
         for zip in stable_zips(&d.input, settle) {
             if let Err(e) = process(&zip, &d, limits, &center) {
                 // I/O trouble (disk full, permissions): the zip stays and is retried.
                 tracing::error!(zip = %zip.display(), error = %format!("{e:#}"), "sap-import: left in place, will retry");
+                left += 1;
             }
         }
         if once {
+            anyhow::ensure!(
+                left == 0,
+                "{left} bundle(s) could not be converted for lack of disk space or permissions and were left in {} to retry; the log above says why",
+                d.input.display()
+            );
             return Ok(());
         }
         std::thread::sleep(Duration::from_secs(cfg.watcher.rescan_secs.max(1)));

@@ -3,7 +3,8 @@
 //! delimiter, `"` quoting with `""` escapes and embedded newlines), turned into records
 //! like `csv.DictReader`, matched against the templates, and normalised per row.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 
@@ -195,29 +196,67 @@ fn put(rec: &mut Record, key: &str, value: Option<String>) {
     }
 }
 
+/// A file's column names, shared by all its rows: a bundle holds hundreds of thousands
+/// of rows, and a name per row and column was most of their memory.
+#[derive(Debug)]
+struct Columns {
+    /// Template columns present, by their original header.
+    raw: Vec<String>,
+    /// The other columns, by their original header.
+    unknown: Vec<String>,
+    /// (canonical name, position in `raw`) of the text columns, in template order.
+    texts: Vec<(&'static str, usize)>,
+}
+
 /// A row of a matched table, normalised as `normalize_document_row` does.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub document_type: &'static str,
-    pub source_file: String,
+    pub source_file: Arc<str>,
     pub row_number: usize,
-    /// Template columns present, keyed by the original header, raw values.
-    pub raw_columns: Vec<(String, Option<String>)>,
-    /// The other columns, keyed by the original header, raw values.
-    pub unknown_columns: Vec<(String, Option<String>)>,
-    texts: BTreeMap<&'static str, Option<String>>,
-    times: BTreeMap<&'static str, Option<NaiveDateTime>>,
+    columns: Arc<Columns>,
+    /// Raw values of `columns.raw` and `columns.unknown`, in their order.
+    raw: Box<[Option<Box<str>>]>,
+    unknown: Box<[Option<Box<str>>]>,
+    /// Parsed timestamp columns, in template order.
+    times: Box<[(&'static str, Option<NaiveDateTime>)]>,
 }
 
 impl Row {
-    /// A text column's canonical value: stripped, blank as absent.
+    /// A text column's canonical value: stripped, blank as absent. Of two template
+    /// columns with the same canonical name the later one counts (a dict's last write).
     pub fn text(&self, target: &str) -> Option<&str> {
-        self.texts.get(target).and_then(|v| v.as_deref())
+        let &(_, i) = self
+            .columns
+            .texts
+            .iter()
+            .rev()
+            .find(|(t, _)| *t == target)?;
+        self.raw[i]
+            .as_deref()
+            .map(values::strip)
+            .filter(|s| !s.is_empty())
     }
 
-    /// A timestamp column's canonical value.
+    /// A timestamp column's canonical value (the later of two with the same name).
     pub fn time(&self, target: &str) -> Option<NaiveDateTime> {
-        self.times.get(target).copied().flatten()
+        self.times
+            .iter()
+            .rev()
+            .find(|(t, _)| *t == target)
+            .and_then(|(_, v)| *v)
+    }
+
+    /// Template columns present: original header and raw value.
+    pub fn raw_columns(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        let names = self.columns.raw.iter().map(String::as_str);
+        names.zip(self.raw.iter().map(|v| v.as_deref()))
+    }
+
+    /// The other columns: original header and raw value.
+    pub fn unknown_columns(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        let names = self.columns.unknown.iter().map(String::as_str);
+        names.zip(self.unknown.iter().map(|v| v.as_deref()))
     }
 }
 
@@ -280,6 +319,7 @@ fn resolve(header: &[String]) -> Result<&'static Template, String> {
 /// every record of a file has the same keys in the same order.
 struct Plan {
     template: &'static Template,
+    columns: Arc<Columns>,
     /// (record index, canonical name, kind) per template column present. The last
     /// header of a given key wins, as in the reference's lookup dict.
     known: Vec<(usize, &'static str, Kind)>,
@@ -304,43 +344,45 @@ impl Plan {
             .iter()
             .map(|c| values::header_key(c.0))
             .collect();
-        let unknown = (0..keys.len())
+        let unknown: Vec<usize> = (0..keys.len())
             .filter(|&i| !names.contains(&keys[i]))
             .collect();
+        let known: Vec<(usize, &'static str, Kind)> = known;
+        let columns = Columns {
+            raw: known.iter().map(|&(i, _, _)| rec[i].0.clone()).collect(),
+            unknown: unknown.iter().map(|&i| rec[i].0.clone()).collect(),
+            texts: known
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.2 == Kind::Str)
+                .map(|(pos, k)| (k.1, pos))
+                .collect(),
+        };
         Plan {
             template,
+            columns: Arc::new(columns),
             known,
             unknown,
         }
     }
 
     /// `normalize_document_row`: canonical values, template columns, unknown columns.
-    fn row(&self, rec: &Record, source_file: &str, row_number: usize) -> Row {
-        let mut raw_columns = Vec::with_capacity(self.known.len());
-        let mut texts = BTreeMap::new();
-        let mut times = BTreeMap::new();
-        for &(i, target, kind) in &self.known {
-            let (key, v) = &rec[i];
-            match kind {
-                Kind::Str => {
-                    texts.insert(target, values::text(v.as_deref()));
-                }
-                Kind::Datetime => {
-                    times.insert(target, values::timestamp(v.as_deref()));
-                }
-                // Ages and diagnosis flags reach no output.
-                Kind::Int | Kind::Bool => {}
-            }
-            raw_columns.push((key.clone(), v.clone()));
-        }
+    fn row(&self, rec: &Record, source_file: &Arc<str>, row_number: usize) -> Row {
+        let value = |i: usize| rec[i].1.as_deref().map(Box::from);
         Row {
             document_type: self.template.document_type,
-            source_file: source_file.to_string(),
+            source_file: source_file.clone(),
             row_number,
-            raw_columns,
-            unknown_columns: self.unknown.iter().map(|&i| rec[i].clone()).collect(),
-            texts,
-            times,
+            columns: self.columns.clone(),
+            raw: self.known.iter().map(|&(i, _, _)| value(i)).collect(),
+            unknown: self.unknown.iter().map(|&i| value(i)).collect(),
+            // Ages and diagnosis flags reach no output; texts are read from `raw`.
+            times: self
+                .known
+                .iter()
+                .filter(|k| k.2 == Kind::Datetime)
+                .map(|&(i, target, _)| (target, values::timestamp(rec[i].1.as_deref())))
+                .collect(),
         }
     }
 }
@@ -361,6 +403,7 @@ pub fn parse(entry: &Entry) -> Result<Parsed, String> {
     }
     let mut rows = Vec::new();
     let mut plan: Option<Plan> = None;
+    let source_file: Arc<str> = Arc::from(entry.file_name());
     let mut row_number = 1;
     for fields in recs.filter(|r| !r.is_empty()) {
         row_number += 1;
@@ -389,7 +432,7 @@ pub fn parse(entry: &Entry) -> Result<Parsed, String> {
                 }
             }
         };
-        rows.push(plan.row(&rec, entry.file_name(), row_number));
+        rows.push(plan.row(&rec, &source_file, row_number));
     }
     match plan {
         Some(p) => Ok(Parsed::Table {

@@ -391,8 +391,7 @@ fn remove_leftover_staging(data: &Path) {
 }
 
 fn syncfs(p: &Path) -> Result<()> {
-    let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-    rustix::fs::syncfs(&f).with_context(|| format!("flushing {} to disk", p.display()))
+    crate::durable::syncfs(p).with_context(|| format!("flushing {} to disk", p.display()))
 }
 
 #[derive(Default)]

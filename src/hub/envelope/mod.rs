@@ -10,10 +10,9 @@
 
 use std::io::{Read, Write};
 
-use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher};
+use aes::cipher::KeyInit;
 use aes_gcm::aead::{Aead, Payload};
 use base64::Engine;
-use ghash::universal_hash::UniversalHash;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -23,6 +22,12 @@ use zeroize::Zeroizing;
 use super::keys::{Keyring, Recipient};
 use super::wire::reply::Rejection;
 use super::wire::{valid_identifier, MEDIA_ROLE_PROCESSED};
+
+mod gcm;
+mod receipt;
+
+use gcm::GcmStream;
+pub use receipt::Receipt;
 
 pub const CONTRACT_VERSION: &str = "hub_media_envelope_v1";
 pub const RECEIPT_CONTRACT_VERSION: &str = "hub_media_envelope_receipt_v1";
@@ -246,92 +251,6 @@ const FIELD_NAMES: [&str; 20] = [
     "payload_nonce",
     "payload_tag",
 ];
-
-/// AES-256-GCM over a stream with a 96-bit nonce (NIST SP 800-38D): CTR from
-/// inc32(J0) for the data, GHASH over AAD and ciphertext, the tag masked with E(J0).
-struct GcmStream {
-    ctr: ctr::Ctr32BE<aes::Aes256>,
-    ghash: ghash::GHash,
-    mask: [u8; 16],
-    aad_len: u64,
-    len: u64,
-    pending: [u8; 16],
-    pending_len: usize,
-}
-
-impl GcmStream {
-    fn new(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8]) -> GcmStream {
-        let cipher = aes::Aes256::new(key.into());
-        let mut h = [0u8; 16];
-        cipher.encrypt_block((&mut h).into());
-        let mut j0 = [0u8; 16];
-        j0[..12].copy_from_slice(nonce);
-        j0[15] = 1;
-        let mut mask = j0;
-        cipher.encrypt_block((&mut mask).into());
-        let mut first = j0;
-        first[15] = 2;
-        let mut ghash = <ghash::GHash as ghash::universal_hash::KeyInit>::new(&h.into());
-        ghash.update_padded(aad);
-        GcmStream {
-            ctr: ctr::Ctr32BE::<aes::Aes256>::new(key.into(), &first.into()),
-            ghash,
-            mask,
-            aad_len: aad.len() as u64,
-            len: 0,
-            pending: [0; 16],
-            pending_len: 0,
-        }
-    }
-
-    /// GHASH takes whole blocks; a chunk's tail waits for the next chunk.
-    fn absorb(&mut self, mut ct: &[u8]) {
-        self.len += ct.len() as u64;
-        if self.pending_len > 0 {
-            let take = (16 - self.pending_len).min(ct.len());
-            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&ct[..take]);
-            self.pending_len += take;
-            ct = &ct[take..];
-            if self.pending_len < 16 {
-                return;
-            }
-            self.ghash.update(&[self.pending.into()]);
-            self.pending_len = 0;
-        }
-        let whole = ct.len() / 16 * 16;
-        if whole > 0 {
-            self.ghash.update_padded(&ct[..whole]);
-        }
-        let rest = &ct[whole..];
-        self.pending[..rest.len()].copy_from_slice(rest);
-        self.pending_len = rest.len();
-    }
-
-    fn encrypt(&mut self, buf: &mut [u8]) {
-        self.ctr.apply_keystream(buf);
-        self.absorb(buf);
-    }
-
-    fn decrypt(&mut self, buf: &mut [u8]) {
-        self.absorb(buf);
-        self.ctr.apply_keystream(buf);
-    }
-
-    fn tag(mut self) -> [u8; 16] {
-        if self.pending_len > 0 {
-            self.ghash.update_padded(&self.pending[..self.pending_len]);
-        }
-        let mut lens = [0u8; 16];
-        lens[..8].copy_from_slice(&(self.aad_len * 8).to_be_bytes());
-        lens[8..].copy_from_slice(&(self.len * 8).to_be_bytes());
-        self.ghash.update(&[lens.into()]);
-        let mut tag: [u8; 16] = self.ghash.finalize().into();
-        for (t, m) in tag.iter_mut().zip(self.mask) {
-            *t ^= m;
-        }
-        tag
-    }
-}
 
 fn wrapping_key(shared: &[u8; 32], salt: &[u8; 16]) -> Zeroizing<[u8; 32]> {
     let mut okm = Zeroizing::new([0u8; 32]);
@@ -599,141 +518,6 @@ pub enum OpenError {
 impl From<Rejection> for OpenError {
     fn from(r: Rejection) -> OpenError {
         OpenError::Rejected(r)
-    }
-}
-
-/// The hub's acknowledgement of one exact envelope (lx-dtypes
-/// `HubMediaEnvelopeReceipt`), strict both ways.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Receipt {
-    pub contract_version: String,
-    pub envelope_contract_version: String,
-    pub profile: String,
-    pub transfer_key: String,
-    pub source_node_key: String,
-    pub source_center_key: String,
-    pub target_node_key: String,
-    pub resource_kind: String,
-    pub resource_hash: String,
-    pub processed_media_hash: String,
-    pub transfer_mode: String,
-    pub media_role: String,
-    pub plaintext_sha256: String,
-    pub plaintext_size: u64,
-    pub recipient_key_id: String,
-    pub ciphertext_sha256: String,
-    pub ciphertext_size: u64,
-    pub envelope_fingerprint_sha256: String,
-    pub receiver_transfer_id: String,
-    pub transfer_status: String,
-    pub processing_decision: String,
-    pub verified: bool,
-}
-
-impl Receipt {
-    /// The receipt for an envelope the hub opened and applied.
-    pub fn for_envelope(
-        e: &Envelope,
-        opened: &Opened,
-        transfer_id: &str,
-        decision: &str,
-    ) -> Receipt {
-        Receipt {
-            contract_version: RECEIPT_CONTRACT_VERSION.into(),
-            envelope_contract_version: e.contract_version.clone(),
-            profile: e.profile.clone(),
-            transfer_key: e.transfer_key.clone(),
-            source_node_key: e.source_node_key.clone(),
-            source_center_key: e.source_center_key.clone(),
-            target_node_key: e.target_node_key.clone(),
-            resource_kind: e.resource_kind.clone(),
-            resource_hash: e.resource_hash.clone(),
-            processed_media_hash: e.processed_media_hash.clone(),
-            transfer_mode: e.transfer_mode.clone(),
-            media_role: e.media_role.clone(),
-            plaintext_sha256: e.plaintext_sha256.clone(),
-            plaintext_size: e.plaintext_size,
-            recipient_key_id: e.recipient_key_id.clone(),
-            ciphertext_sha256: opened.ciphertext_sha256.clone(),
-            ciphertext_size: opened.ciphertext_size,
-            envelope_fingerprint_sha256: opened.fingerprint.clone(),
-            receiver_transfer_id: transfer_id.into(),
-            transfer_status: "applied".into(),
-            processing_decision: decision.into(),
-            verified: true,
-        }
-    }
-
-    /// The sender's checks (lx-dtypes strict validation and
-    /// `validate_hub_media_receipt_matches_envelope`, then the ciphertext it sent):
-    /// the names of the fields that do not match, empty when the receipt is for `s`.
-    pub fn mismatches(&self, s: &Sealed) -> Vec<&'static str> {
-        let e = &s.envelope;
-        let mut out = Vec::new();
-        let mut check = |name: &'static str, ok: bool| {
-            if !ok {
-                out.push(name);
-            }
-        };
-        check(
-            "contract_version",
-            self.contract_version == RECEIPT_CONTRACT_VERSION,
-        );
-        check(
-            "envelope_contract_version",
-            self.envelope_contract_version == e.contract_version,
-        );
-        check("profile", self.profile == e.profile);
-        check("transfer_key", self.transfer_key == e.transfer_key);
-        check("source_node_key", self.source_node_key == e.source_node_key);
-        check(
-            "source_center_key",
-            self.source_center_key == e.source_center_key,
-        );
-        check("target_node_key", self.target_node_key == e.target_node_key);
-        check("resource_kind", self.resource_kind == e.resource_kind);
-        check("resource_hash", self.resource_hash == e.resource_hash);
-        check(
-            "processed_media_hash",
-            self.processed_media_hash == e.processed_media_hash,
-        );
-        check("transfer_mode", self.transfer_mode == e.transfer_mode);
-        check("media_role", self.media_role == e.media_role);
-        check(
-            "plaintext_sha256",
-            self.plaintext_sha256 == e.plaintext_sha256,
-        );
-        check("plaintext_size", self.plaintext_size == e.plaintext_size);
-        check(
-            "recipient_key_id",
-            self.recipient_key_id == e.recipient_key_id,
-        );
-        check(
-            "envelope_fingerprint_sha256",
-            self.envelope_fingerprint_sha256 == e.fingerprint(),
-        );
-        check(
-            "ciphertext_sha256",
-            self.ciphertext_sha256 == s.ciphertext_sha256,
-        );
-        check(
-            "ciphertext_size",
-            self.ciphertext_size == s.ciphertext_size
-                && self.ciphertext_size == self.plaintext_size,
-        );
-        check(
-            "receiver_transfer_id",
-            !self.receiver_transfer_id.is_empty() && self.receiver_transfer_id.len() <= 255,
-        );
-        check("transfer_status", self.transfer_status == "applied");
-        check(
-            "processing_decision",
-            (1..=64).contains(&self.processing_decision.len()),
-        );
-        check("verified", self.verified);
-        out.sort_unstable();
-        out
     }
 }
 

@@ -17,18 +17,21 @@
 //! the host is going to and whether it is rolling back: after a SIGKILL at any point the
 //! same command finishes the job (forward to the same release, or the rollback).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::ingest::pause;
 use crate::progress::Progress;
+pub(crate) use journal::{end_journal, write_journal};
+pub use journal::{history, in_progress, record, Entry, Journal};
+
+mod journal;
 
 /// Where a deploy puts things; tests and unusual hosts move them.
 #[derive(Debug, Clone)]
@@ -78,88 +81,6 @@ pub struct Options {
     pub smoke_port: u16,
     /// Releases kept (the current and the previous always among them).
     pub keep: usize,
-}
-
-/// One line of `<state>/deploy/history.jsonl`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Entry {
-    pub at: DateTime<Utc>,
-    pub from: Option<String>,
-    pub to: String,
-    /// `deployed`, `rolled_back`, or `failed` (the rollback did not finish either).
-    pub outcome: String,
-    pub reason: Option<String>,
-    /// The snapshot restored during a rollback.
-    pub restored: Option<String>,
-}
-
-/// `<state>/deploy/in-progress.json`: a deploy that has not ended.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Journal {
-    pub started: DateTime<Utc>,
-    pub from: Option<String>,
-    pub to: String,
-    pub rolling_back: bool,
-    pub reason: Option<String>,
-    /// The snapshot the rollback restores, once decided: a restore empties the schema
-    /// before it loads, so after a kill mid-restore the previous release would find an
-    /// empty database it "runs on", and only this record says to restore again.
-    #[serde(default)]
-    pub restore: Option<String>,
-}
-
-fn deploy_dir(state: &Path) -> PathBuf {
-    state.join("deploy")
-}
-
-fn journal_path(state: &Path) -> PathBuf {
-    deploy_dir(state).join("in-progress.json")
-}
-
-pub fn history(state: &Path) -> Vec<Entry> {
-    std::fs::read_to_string(deploy_dir(state).join("history.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-pub fn in_progress(state: &Path) -> Option<Journal> {
-    serde_json::from_slice(&std::fs::read(journal_path(state)).ok()?).ok()
-}
-
-pub(crate) fn record(state: &Path, e: &Entry) -> anyhow::Result<()> {
-    let dir = deploy_dir(state);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("history.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(f, "{}", serde_json::to_string(e)?)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-fn write_journal(state: &Path, j: &Journal) -> anyhow::Result<()> {
-    let dir = deploy_dir(state);
-    std::fs::create_dir_all(&dir)?;
-    let path = journal_path(state);
-    crate::durable::write_atomic(
-        &path,
-        &dir.join(".in-progress.json.tmp"),
-        &serde_json::to_vec_pretty(j)?,
-        Some(0o640),
-    )
-    .with_context(|| format!("writing {}", path.display()))?;
-    crate::durable::sync_dir(&dir);
-    Ok(())
-}
-
-fn end_journal(state: &Path) {
-    let _ = std::fs::remove_file(journal_path(state));
-    crate::durable::sync_dir(&deploy_dir(state));
 }
 
 /// `<version>-<first 12 hex of the binary's sha256>`: the same file is the same release.
@@ -556,6 +477,10 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
     let id = install(layout, &opts.release)?;
 
     let journal = match in_progress(&state) {
+        Some(j) if j.generation.is_some() => bail!(
+            "a NixOS deploy (started {}) has not finished; run `lxgate deploy --nixos` again to finish it first",
+            j.started
+        ),
         Some(j) if j.rolling_back || j.to != id => {
             // A deploy to another release, or a rollback, was cut short: finish its
             // rollback first; this release is then deployed from a known state.
@@ -603,6 +528,7 @@ pub fn deploy(cfg: &Config, layout: &Layout, opts: &Options) -> anyhow::Result<D
                 rolling_back: false,
                 reason: None,
                 restore: None,
+                generation: None,
             };
             write_journal(&state, &j)?;
             j
