@@ -22,7 +22,7 @@ How it runs on Debian's Python 3.11 (the wheels declare 3.12), every deviation p
 - The models the serializer touches (Center with the FirstName/LastName it relates to,
   NetworkNode, TransferJob, AnonymizationState) are loaded from their own modules; their
   tables are created from those models by Django's schema editor (Center, NetworkNode,
-  the names). Package `__init__`s that import every model, Celery or lx_ai_core (torch)
+  the names). Package `__init__`s that import every model, Celery or lx_ai_core (no 3.11 build on PyPI)
   are not run; `endoreg_db.schemas` gets the three names the serializer and TransferJob
   import from it bound from the submodules its `__init__` takes them from.
 - endoreg_rust_backend, the compiled extension that decides the anonymization state,
@@ -42,7 +42,7 @@ import typing_extensions
 import refload
 
 # Packages entered without running their __init__: each imports every model of its tree,
-# Celery, or lx_ai_core (torch); the modules below them load unchanged.
+# Celery, or lx_ai_core (no 3.11 build on PyPI); the modules below them load unchanged.
 SHELLS = [
     "endoreg_db",
     "endoreg_db.models",
