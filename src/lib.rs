@@ -10,13 +10,15 @@
 //! - `boundary/`: where files and requests come in (HTTP, watcher, SAP import, hub
 //!   export); a boundary never imports another boundary;
 //! - `ops/`: operator commands over the layers above (doctor, smoke, recover, keys, ...);
-//! - beside them, used by every layer: `durable` (fsynced atomic writes), `logging`
+//! - beside them, used by every layer: `durable` (fsynced atomic writes), `byte_range`
+//!   (what a Range header asks of a stored object), `logging`
 //!   and `audit` (the journal, and the audit trail in it), `systemd` (readiness and
 //!   the watchdog), `progress` (bars on a terminal for long operator work).
 
 pub mod access;
 pub mod audit;
 pub mod boundary;
+pub mod byte_range;
 pub mod config;
 pub mod contract;
 pub mod crypto;

@@ -154,6 +154,23 @@ fn site_job(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
     (rows[0].get(0), rows[0].get(1))
 }
 
+/// The site keeps videos sealed at rest from now on.
+fn seal_site_videos(f: &Fleet) {
+    let mut cfg = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f.site_cfg)
+        .unwrap();
+    std::io::Write::write_all(&mut cfg, b"\n[storage]\nvideo = \"sealed\"\n").unwrap();
+}
+
+/// How the site keeps a job's object: `plain` or `age`.
+fn site_stored_as(f: &Fleet, job: &str) -> String {
+    f.site.sql(&format!(
+        "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
+    ))[0]
+        .get(0)
+}
+
 /// `hub-export run`: exit code and stderr.
 fn run(f: &Fleet) -> (i32, String) {
     let o = f.site.run(&["hub-export", "run"]);
@@ -712,11 +729,11 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
         "Gastroskopie: Refluxoesophagitis LA A.\n".as_bytes(),
     );
     for job in [&pdf_job, &txt_job] {
-        let form: String = f.site.sql(&format!(
-            "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
-        ))[0]
-            .get(0);
-        assert_eq!(form, "age", "reports are sealed at rest by default");
+        assert_eq!(
+            site_stored_as(&f, job),
+            "age",
+            "reports are sealed at rest by default"
+        );
     }
     f.site.ok(&["hub-export", "mark", &pdf_job, &txt_job]);
     let body: serde_json::Value =
@@ -745,24 +762,28 @@ fn reports_are_exported_with_their_text_as_the_report_rows() {
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("2 applied"), "{err}");
-    for (hash, bytes, text) in [
+    // The wire's report rows carry no suffix: the hub names each by its content.
+    for (hash, bytes, text, suffix) in [
         (
             &pdf_hash,
             pdf.clone(),
             "Koloskopie bis zum Zoekum, Schleimhaut unauffaellig",
+            ".pdf",
         ),
         (
             &txt_hash,
             b"Gastroskopie: Refluxoesophagitis LA A.\n".to_vec(),
             "Gastroskopie: Refluxoesophagitis LA A.",
+            ".txt",
         ),
     ] {
         assert_eq!(hub_counts(&f, hash), (1, 1));
         let t = f.hub.sql(&format!(
             "SELECT t.resource_kind, t.resource_rows->'raw_pdf_file'->>'anonymized_text', j.kind, j.storage_path,
-                    j.stored_as
+                    j.stored_as, j.original_name
              FROM transfers t JOIN upload_jobs j ON j.id = t.upload_job_id WHERE t.resource_hash = '{hash}'"
         ));
+        assert_eq!(t[0].get::<_, String>(5), format!("{hash}{suffix}"));
         assert_eq!(t[0].get::<_, String>(0), "report");
         assert_eq!(t[0].get::<_, String>(1), text);
         assert_eq!(t[0].get::<_, String>(2), "report");
@@ -992,11 +1013,7 @@ fn the_rust_backend_built_here_decides_as_the_shipped_one() {
 #[test]
 fn a_video_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
     let f = fleet_with("[storage]\nvideo = \"sealed\"\n");
-    let mut cfg = std::fs::OpenOptions::new()
-        .append(true)
-        .open(f.site.dir.path().join("site.toml"))
-        .unwrap();
-    std::io::Write::write_all(&mut cfg, b"\n[storage]\nvideo = \"sealed\"\n").unwrap();
+    seal_site_videos(&f);
     let marker = format!("MARKER{}", uuid::Uuid::new_v4().simple());
     let body: Vec<u8> = format!("{marker} a clip's bytes\n")
         .bytes()
@@ -1004,11 +1021,7 @@ fn a_video_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
         .take(300_000)
         .collect();
     let (job, hash) = site_job(&f, "sealed.mp4", &body);
-    let form: String = f.site.sql(&format!(
-        "SELECT stored_as FROM upload_jobs WHERE id = '{job}'"
-    ))[0]
-        .get(0);
-    assert_eq!(form, "age", "sealed at the site");
+    assert_eq!(site_stored_as(&f, &job), "age", "sealed at the site");
     f.site.ok(&["hub-export", "mark", &job]);
     let (code, err) = run(&f);
     assert_eq!(code, 0, "{err}");
@@ -1040,6 +1053,80 @@ fn a_video_sealed_at_the_site_is_sent_opened_and_sealed_again_at_the_hub() {
             .collect();
         assert!(plain.is_empty(), "plaintext on disk: {plain:?}");
     }
+}
+
+/// A sealed video's facts are what ffprobe reads from the plain file, for an MP4 whose
+/// index (moov) follows the media: ffmpeg's default, which a pipe cannot probe (it needs
+/// seeking). ffprobe reads the opened object through the loopback feed (feed.rs), and
+/// no plaintext reaches the disk.
+#[test]
+fn a_sealed_video_exports_the_facts_ffprobe_reads_from_the_plain_file() {
+    let f = fleet();
+    seal_site_videos(&f);
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("moov-last.mp4");
+    run_ok(
+        std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=320x240:rate=25:duration=4")
+            .args(["-c:v", "mpeg4", "-q:v", "1", "-pix_fmt", "yuv420p"])
+            .arg(&clip),
+        "ffmpeg",
+    );
+    let body = std::fs::read(&clip).unwrap();
+    let at = |b: &[u8]| body.windows(4).position(|w| w == b).unwrap();
+    assert!(
+        at(b"moov") > at(b"mdat"),
+        "ffmpeg put the index after the media"
+    );
+    let plain = lxgate::boundary::hub_export::video_facts(
+        &clip,
+        lxgate::config::AtRest::Plain,
+        &lxgate::crypto::keyring::MasterKeys::new(f.site.master_key()),
+    )
+    .expect("ffprobe reads the plain file");
+    assert_eq!(
+        (plain.width, plain.height, plain.frame_count),
+        (Some(320), Some(240), Some(100))
+    );
+
+    let (job, hash) = site_job(&f, "moov-last.mp4", &body);
+    assert_eq!(site_stored_as(&f, &job), "age", "sealed at the site");
+    f.site.ok(&["hub-export", "mark", &job]);
+    let (code, err) = run(&f);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(hub_counts(&f, &hash), (1, 1));
+    let rows: serde_json::Value = f.hub.sql(&format!(
+        "SELECT resource_rows FROM transfers WHERE resource_hash = '{hash}'"
+    ))[0]
+        .get(0);
+    let v = &rows["video_file"];
+    assert_eq!(
+        (
+            v["fps"].as_f64(),
+            v["duration"].as_f64(),
+            v["frame_count"].as_u64(),
+            v["width"].as_u64(),
+            v["height"].as_u64(),
+        ),
+        (
+            plain.fps,
+            plain.duration,
+            plain.frame_count,
+            plain.width,
+            plain.height
+        ),
+        "{rows}"
+    );
+    assert_eq!(plain.fps, Some(25.0));
+    assert_eq!(plain.duration, Some(4.0));
+    // The clip's bytes appear nowhere under the site's data but sealed.
+    let probe = &body[at(b"moov")..at(b"moov") + 64];
+    let clear: Vec<PathBuf> = files_under(&f.site.data())
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(probe.len()).any(|w| w == probe)))
+        .collect();
+    assert!(clear.is_empty(), "plaintext on disk: {clear:?}");
 }
 
 #[test]

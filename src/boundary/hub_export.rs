@@ -41,6 +41,8 @@ use crate::hub::wire::{
 use crate::ingest::at_rest::{self, AtRest, Object};
 use crate::progress::{Progress, Total};
 
+mod feed;
+
 /// Where a sender's secrets come from, in order: the systemd credentials the unit loads
 /// (never in argv, the environment of other units, or the Nix store), then environment
 /// variables for hosts without credentials.
@@ -423,9 +425,12 @@ pub struct VideoFacts {
 
 /// `ffprobe` on the stored object; None when it is no video ffprobe can read (the hub
 /// takes nulls for these fields; lx-annotate fills them, and so does lxgate when it can).
-pub fn video_facts(path: &Path) -> Option<VideoFacts> {
-    let out = std::process::Command::new("ffprobe")
-        .args([
+/// A sealed object is opened for ffprobe alone through a loopback feed (feed.rs): no
+/// plaintext on disk, and ffprobe can seek, which an MP4 with its index at the end needs.
+pub fn video_facts(object: &Path, at_rest: AtRest, keys: &MasterKeys) -> Option<VideoFacts> {
+    let ffprobe = |input: &std::ffi::OsStr| {
+        let mut c = std::process::Command::new("ffprobe");
+        c.args([
             "-v",
             "error",
             "-select_streams",
@@ -436,15 +441,23 @@ pub fn video_facts(path: &Path) -> Option<VideoFacts> {
             "-of",
             "json",
         ])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| {
-            tracing::warn!("ffprobe does not run ({e}); video facts are sent empty: install ffmpeg")
-        })
-        .ok()?;
+        .arg(input);
+        c
+    };
+    let out = match at_rest {
+        AtRest::Plain => ffprobe(object.as_os_str())
+            .stdin(std::process::Stdio::null())
+            .output(),
+        AtRest::Sealed => feed::run_with_feed(&|| Object::open(object, at_rest, keys), |url| {
+            ffprobe(url.as_ref())
+        }),
+    }
+    .map_err(|e| {
+        tracing::warn!("ffprobe does not run ({e}); video facts are sent empty: install ffmpeg")
+    })
+    .ok()?;
     if !out.status.success() {
-        tracing::warn!(object = %path.display(), "ffprobe cannot read this media; video facts are sent empty");
+        tracing::warn!(object = %object.display(), "ffprobe cannot read this media; video facts are sent empty");
         return None;
     }
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -488,7 +501,7 @@ fn media_facts(item: &Item) -> std::result::Result<Facts, String> {
             &item.keys,
             item.suffix.as_deref(),
         )?),
-        _ => Facts::Video(video_facts(&item.object)),
+        _ => Facts::Video(video_facts(&item.object, item.at_rest, &item.keys)),
     })
 }
 

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{AppState, Source};
+use super::{upload, AppState, Source};
 use crate::access::nodes::{self, Node};
 use crate::crypto::signing;
 use crate::hub::envelope::{Envelope, Identity, Opening, Receipt};
@@ -848,12 +848,19 @@ pub async fn media(
     // identity), and nothing is committed until the tag checked out.
     let opening = std::sync::Arc::new(Mutex::new(Some(opening)));
     let o = opening.clone();
+    // The plaintext's first bytes name a report's type: the wire's report rows carry no
+    // suffix. Read only once the tag checked out.
+    let head = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let h = head.clone();
     let body = req.into_body().into_data_stream().map(move |chunk| {
         chunk.map(|c| {
             let mut buf = bytes::BytesMut::from(&c[..]);
             if let Some(o) = o.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
                 o.update(&mut buf);
             }
+            let mut h = h.lock().unwrap_or_else(|e| e.into_inner());
+            let want = upload::SNIFF_LEN.saturating_sub(h.len()).min(buf.len());
+            h.extend_from_slice(&buf[..want]);
             buf.freeze()
         })
     });
@@ -921,19 +928,26 @@ pub async fn media(
         body["detail"] = json!(detail);
         return Ok(answer(StatusCode::CONFLICT, body));
     }
-    let suffix = t.resource_rows["video_file"]["suffix"]
-        .as_str()
-        .filter(|s| {
-            s.len() <= 9 && s.starts_with('.') && s[1..].bytes().all(|c| c.is_ascii_alphanumeric())
-        })
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_else(|| {
-            if kind == Kind::Report {
-                ".pdf".into()
-            } else {
-                ".mp4".into()
-            }
-        });
+    let suffix = if kind == Kind::Report {
+        // What a report is, as the upload decides it: its content, a PDF by its magic
+        // bytes; anything else lx-annotate sends as a report is a text report.
+        let head = head.lock().unwrap_or_else(|e| e.into_inner());
+        match upload::sniff_mime(&head) {
+            Some("application/pdf") => ".pdf",
+            _ => ".txt",
+        }
+        .to_string()
+    } else {
+        t.resource_rows["video_file"]["suffix"]
+            .as_str()
+            .filter(|s| {
+                s.len() <= 9
+                    && s.starts_with('.')
+                    && s[1..].bytes().all(|c| c.is_ascii_alphanumeric())
+            })
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| ".mp4".into())
+    };
     let job = NewJob {
         boundary: Boundary::HubTransfer,
         source_system: format!("hub:{}", node.key),

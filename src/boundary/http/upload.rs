@@ -343,7 +343,7 @@ impl FormText {
 }
 
 /// endoreg-db hands python-magic the first 2048 bytes.
-const SNIFF_LEN: usize = 2048;
+pub(super) const SNIFF_LEN: usize = 2048;
 
 /// The first bytes of a streamed file (in memory, nothing staged yet) for type
 /// detection, and the whole stream again.
@@ -429,7 +429,7 @@ fn infer_kind(head: &[u8], name: &str) -> Result<Kind, ApiError> {
 }
 
 /// The content's type from its first bytes, where they say it unambiguously.
-fn sniff_mime(h: &[u8]) -> Option<&'static str> {
+pub(super) fn sniff_mime(h: &[u8]) -> Option<&'static str> {
     if h.starts_with(b"%PDF-") {
         return Some("application/pdf");
     }
