@@ -87,6 +87,17 @@ pub fn escaped_prefix(s: &str) -> String {
     escaped(s, PREFIX_CHARS)
 }
 
+/// A client-supplied key repeated in an answer as the reference repeats it, bare, when it
+/// is short printable ASCII; anything else as `escaped_prefix`, so what it repeats still
+/// cannot steer the message.
+pub fn bare_or_escaped(s: &str) -> String {
+    if s.chars().count() <= PREFIX_CHARS && s.chars().all(|c| matches!(c, ' '..='~')) {
+        s.to_string()
+    } else {
+        escaped_prefix(s)
+    }
+}
+
 /// `escaped_prefix` with room for `max_chars` characters.
 pub fn escaped(s: &str, max_chars: usize) -> String {
     let mut out = String::from("\"");

@@ -53,6 +53,25 @@ pub fn hub_rows(args: &[&str]) -> serde_json::Value {
     script("hub_rows.py", args)
 }
 
+/// tests/reference/hub_serializer.py: endoreg-db 1.6.5's own register gate
+/// (`TransferJobCreateSerializer`, DRF on Django) on each body, one answer per body.
+/// `db` is an empty database (`common::fresh_db()`) that gets the hub's rows for
+/// `network`, `{"hub": KEY, "site": KEY, "center": KEY, "other_centers": [KEY]}` (the
+/// last optional).
+pub fn hub_serializer(
+    db: &str,
+    network: &serde_json::Value,
+    bodies: &[PathBuf],
+) -> Vec<serde_json::Value> {
+    let network = network.to_string();
+    let mut args = vec!["check", db, network.as_str()];
+    args.extend(bodies.iter().map(|b| b.to_str().unwrap()));
+    match script("hub_serializer.py", &args) {
+        serde_json::Value::Array(answers) if answers.len() == bodies.len() => answers,
+        other => panic!("hub_serializer.py answered {other}"),
+    }
+}
+
 fn script(name: &str, args: &[&str]) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/reference")

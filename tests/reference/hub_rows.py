@@ -10,6 +10,12 @@
                     services.privacy.response_boundary.reject_transferred_identity_hashes
                     (the serializer's first rule); prints {"ok": true, "resource_rows": …}
                     with the rows as the hub keeps them, or {"ok": false, "error": …}.
+  sender BODY_JSON  the body through lx-dtypes 0.5.8's payload contract, the check
+                    lx-annotate 1.6.4's exporter runs before it sends
+                    (hub_export_payloads._validate_transfer_contract →
+                    validate_hub_transfer_{video,report}_payload, which validate
+                    HubTransfer{Video,Report}TransferPayload); prints {"ok": true} or
+                    {"ok": false, "errors": [{"loc": […], "type": …}, …]}.
 
 Loaded on Debian's Python 3.11 from the unpacked wheels. Packages are entered without
 running their __init__ (which imports Django apps and the cp312 Rust backend). What 3.11
@@ -57,11 +63,24 @@ def check(body):
     return {"ok": True, "resource_rows": rows}
 
 
+def sender(body):
+    load()
+    import pydantic
+    from lx_dtypes.models.contracts import hub_transfer as ht
+
+    model = {"video": ht.HubTransferVideoTransferPayload, "report": ht.HubTransferReportTransferPayload}[body["resource_kind"]]
+    try:
+        model.model_validate(body)
+    except pydantic.ValidationError as e:
+        return {"ok": False, "errors": [{"loc": list(err["loc"]), "type": err["type"]} for err in e.errors()]}
+    return {"ok": True}
+
+
 def main():
     cmd, *args = sys.argv[1:]
-    if cmd != "check":
+    if cmd not in ("check", "sender"):
         raise SystemExit(f"unknown command {cmd}")
-    out = check(json.loads(Path(args[0]).read_text()))
+    out = {"check": check, "sender": sender}[cmd](json.loads(Path(args[0]).read_text()))
     for line in refload.report():
         print(line, file=sys.stderr)
     print(json.dumps(out, default=str))

@@ -14,6 +14,7 @@ every deviation is explicit and loud:
   3.12. `load_all(names)` loads modules with those shims (and nothing else).
 Each test prints what it shimmed and stubbed (`report()`), so the log says it.
 """
+import importlib.machinery
 import importlib.util
 import re
 import sys
@@ -74,11 +75,33 @@ def package(name):
     mod = types.ModuleType(name)
     mod.__path__ = paths[:1]
     mod.__package__ = name
+    # A spec, as a real package has: Django's app loading looks a package up by it.
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    mod.__spec__.submodule_search_locations = paths[:1]
     sys.modules[name] = mod
     if parent:
         setattr(sys.modules[parent], leaf, mod)
     _log.append(f"package shell {name} (its __init__ not run)")
     return mod
+
+
+def reexport(package_name, submodule, names):
+    """On a package shell, bind names its `__init__` re-exports with
+    `from .submodule import names`: the same objects, taken from the real submodule,
+    without running the rest of the `__init__` (which imports what the test cannot load)."""
+    import importlib
+
+    shell = package(package_name)
+    module = importlib.import_module(f"{package_name}.{submodule}")
+    import os
+
+    with open(os.path.join(shell.__path__[0], "__init__.py"), encoding="utf-8") as f:
+        source = f.read()
+    for n in names:
+        if not re.search(rf"from \.{submodule} import \([^)]*\b{n}\b", source):
+            raise RuntimeError(f"{package_name}/__init__.py no longer re-exports {n} from .{submodule}")
+        setattr(shell, n, getattr(module, n))
+    _log.append(f"package shell {package_name}: binds {', '.join(names)} from .{submodule}, as its __init__ does")
 
 
 def _source_of(name):

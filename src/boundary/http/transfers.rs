@@ -438,7 +438,7 @@ pub async fn register(
             "source_node_key",
             format!(
                 "Unknown active source_node_key: {}",
-                crate::ingest::name::escaped_prefix(&b.source_node_key)
+                crate::ingest::name::bare_or_escaped(&b.source_node_key)
             ),
         )));
     };
@@ -456,7 +456,7 @@ pub async fn register(
             "target_node_key",
             format!(
                 "Unknown active target_node_key: {}",
-                crate::ingest::name::escaped_prefix(&target)
+                crate::ingest::name::bare_or_escaped(&target)
             ),
         )));
     }
@@ -479,7 +479,7 @@ pub async fn register(
             } else {
                 format!(
                     "Unknown center_key: {}",
-                    crate::ingest::name::escaped_prefix(&center)
+                    crate::ingest::name::bare_or_escaped(&center)
                 )
             },
         )));
@@ -753,7 +753,7 @@ pub async fn media(
         return Ok(answer(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             reply::detail(&format!(
-                "Unsupported media type \"{}\" in request.",
+                "Unsupported media type {} in request.",
                 crate::ingest::name::escaped_prefix(&shown)
             )),
         ));

@@ -6,6 +6,7 @@
 //! answer carries (with the envelope receipt), `reply` the refusal bodies. The media
 //! itself travels as `crate::hub::envelope` ciphertext.
 
+pub mod anonymization;
 pub mod register;
 pub mod reply;
 pub mod status;

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::anonymization;
 use super::reply::Refusal;
 use super::{
     CleanupPolicy, ProcessingIntent, ProcessingPolicy, ResourceKind, TransferMode, MAX_KEY_LEN,
@@ -446,7 +447,7 @@ pub fn parse(body: &Value) -> Result<RegisterBody, Refusal> {
                     errors.insert(
                         name.into(),
                         format!(
-                            "\"{}\" is not a valid choice.",
+                            "{} is not a valid choice.",
                             crate::ingest::name::escaped_prefix(&shown)
                         )
                         .into(),
@@ -717,7 +718,7 @@ impl RegisterBody {
         let flag = |k: &str| state.get(k) == Some(&Value::Bool(true));
         eligible(
             "video",
-            !flag("processing_error") && flag("anonymization_validated"),
+            anonymization::status(anonymization::Resource::Video, &state),
             &[
                 "anonymized",
                 "sensitive_meta_processed",
@@ -751,7 +752,7 @@ impl RegisterBody {
         let flag = |k: &str| state.get(k) == Some(&Value::Bool(true));
         eligible(
             "report",
-            !flag("processing_error") && flag("anonymization_validated"),
+            anonymization::status(anonymization::Resource::Report, &state),
             &[
                 "anonymized",
                 "sensitive_meta_processed",
@@ -780,18 +781,21 @@ impl RegisterBody {
     }
 }
 
-/// endoreg-db's derived anonymization state must be `validated` (no processing error,
-/// validation done), and each named flag literally `true`.
+/// endoreg-db's derived anonymization state must be `validated`, and each named flag
+/// literally `true`.
 fn eligible(
     kind: &str,
-    validated: bool,
+    status: &str,
     required: &[&str],
     flag: &dyn Fn(&str) -> bool,
 ) -> Result<(), Refusal> {
-    if !validated {
+    if status != "validated" {
         return Err(Refusal::field(
             "resource_rows",
-            format!("{kind} transfer is only allowed for anonymized data that was explicitly validated."),
+            format!(
+                "{kind} transfer is only allowed for anonymized data that was explicitly validated. \
+                 Current anonymization_status='{status}' is not eligible."
+            ),
         ));
     }
     if required.iter().any(|f| !flag(f)) {
