@@ -28,6 +28,7 @@ use crate::hub::envelope::{Envelope, Identity, Opening, Receipt};
 use crate::hub::keys::Keyring;
 use crate::hub::wire::register::{self, Provenance, RegisterBody};
 use crate::hub::wire::reply::{self, Refusal, Rejection};
+use crate::hub::wire::rows;
 use crate::hub::wire::status::StatusBody;
 use crate::hub::wire::{
     decision, header as h, ResourceKind, TransferMode, TransferStatus, CASE_RESOLUTION_UNRESOLVED,
@@ -285,7 +286,7 @@ impl Transfer {
     }
 
     fn processed_media_hash(&self) -> String {
-        register::processed_media_hash(self.resource_kind(), &self.resource_rows)
+        rows::processed_media_hash(self.resource_kind(), &self.resource_rows)
     }
 
     /// The status body (endoreg-db `TransferJobStatusSerializer` + receipt).

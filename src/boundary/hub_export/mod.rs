@@ -28,11 +28,11 @@ use crate::crypto::keyring::MasterKeys;
 use crate::crypto::signing;
 use crate::hub::envelope::{self, Identity, Receipt, Sealed};
 use crate::hub::keys::Recipient;
-use crate::hub::wire::register::{
-    ProcessingHistory, ProcessingSnapshot, Provenance, RawPdfFile, RawPdfState, RegisterBody,
-    ReportRows, VideoFile, VideoRows, VideoState,
-};
+use crate::hub::wire::register::{ProcessingSnapshot, Provenance, RegisterBody};
 use crate::hub::wire::reply::summary;
+use crate::hub::wire::rows::{
+    ProcessingHistory, RawPdfFile, RawPdfState, ReportRows, VideoFile, VideoRows, VideoState,
+};
 use crate::hub::wire::status::{Expected, StatusBody};
 use crate::hub::wire::{
     self, header as h, ResourceKind, TransferMode, TransferStatus, MAX_KEY_LEN, MEDIA_CONTENT_TYPE,

@@ -9,6 +9,7 @@
 pub mod anonymization;
 pub mod register;
 pub mod reply;
+pub mod rows;
 pub mod status;
 
 use serde::{Deserialize, Serialize};
