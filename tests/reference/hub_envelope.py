@@ -24,23 +24,7 @@ from pathlib import Path
 
 import refload
 
-SITE = None
-
-
-def package(name):
-    """A package entry without running its __init__ (path only)."""
-    global SITE
-    if SITE is None:
-        import importlib.util
-        SITE = Path(importlib.util.find_spec("lx_dtypes").origin).parent.parent
-    parts = name.split(".")
-    for i in range(1, len(parts) + 1):
-        n = ".".join(parts[:i])
-        if n not in sys.modules:
-            m = types.ModuleType(n)
-            m.__path__ = [str(SITE.joinpath(*parts[:i]))]
-            sys.modules[n] = m
-            refload._log.append(f"package {n}: entered without its __init__")
+package = refload.package
 
 
 TYPE_ALIASES = [
