@@ -3,7 +3,7 @@
 //! (the feed runs in it; ffprobe is a child) before and after the sealed probe.
 //!   cargo run --release --example probe_bench -- VIDEO WORKDIR
 //! Prints `plain_s sealed_s same_facts rss_before_kib rss_peak_kib`.
-use std::io::Read;
+use std::path::Path;
 use std::time::Instant;
 
 use lxgate::boundary::hub_export::video_facts;
@@ -43,17 +43,7 @@ fn main() -> anyhow::Result<()> {
     let storage =
         Storage::new(work.join("storage"), policy, keys.clone()).staging_as(AtRest::Sealed);
     storage.prepare()?;
-    let mut input = std::fs::File::open(file)?;
-    let mut w = storage.writer()?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        w.write(&buf[..n])?;
-    }
-    let staged = w.finish()?;
+    let (staged, _) = lxgate::ingest::stream::stage_file(&storage, Path::new(file))?;
     let rel = staged.object_rel();
     storage.place(staged)?;
     let sealed = storage.root().join(rel);

@@ -3,7 +3,7 @@
 //!   cargo run --release --example seal_bench -- FILE WORKDIR
 //! Writes WORKDIR/master.age (the identity, for `age -d -i`) and prints
 //! `seal_s open_s recipient` on one line.
-use std::io::Read;
+use std::path::Path;
 use std::time::Instant;
 
 use lxgate::config::{AtRest, StoragePolicy};
@@ -28,17 +28,7 @@ fn main() -> anyhow::Result<()> {
     storage.prepare()?;
 
     let start = Instant::now();
-    let mut input = std::fs::File::open(file)?;
-    let mut w = storage.writer()?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        w.write(&buf[..n])?;
-    }
-    let staged = w.finish()?;
+    let (staged, _) = lxgate::ingest::stream::stage_file(&storage, Path::new(file))?;
     let rel = staged.object_rel();
     storage.place(staged)?;
     let seal = start.elapsed().as_secs_f64();
