@@ -152,6 +152,8 @@ target_node_key = "hub"
 ca_file = "/etc/lxgate/tls/hub-ca.crt"
 client_certificate = "/etc/lxgate/tls/site.crt"
 recipient_public_key_file = "/etc/lxgate/hub-recipient.pub.pem"
+[storage]
+video = "sealed"
 TOML
   "$bin" --config "$work/site.toml" render all --bin /usr/local/bin/lxgate --out "$work/site-render" 2>/dev/null
   extra_binds+=(--bind-ro="$work/site.toml:/etc/lxgate/site.toml"

@@ -57,10 +57,19 @@ runuser -u postgres -- createdb -O lxgate lxgate_site
 printf 'DATABASE_URL=host=/run/postgresql dbname=lxgate_site user=lxgate\n' > /var/lib/lxgate-site/.env.systemd
 chown lxgate:lxgate /var/lib/lxgate-site/.env.systemd
 site_lx migrate >/dev/null 2>&1; site_lx center add A --name A >/dev/null 2>&1
-head -c 2500000 /dev/urandom > /var/lib/lxgate-site/data/import/video_import/.s.tmp
+# The site keeps videos sealed at rest ([storage] video = "sealed"): its master identity
+# as `lxgate-keys.service` makes it, readable by the service account through its group.
+env DATABASE_URL="host=/run/postgresql dbname=lxgate_site user=lxgate" LXGATE_CONFIG=/etc/lxgate/site.toml \
+  lxgate keys ensure --key /var/lib/lxgate-site/keys/master.age --group lxgate-keys >/dev/null 2>&1
+# A real video whose index (moov) is at the end, as ffmpeg writes it by default: ffprobe
+# can read its facts only by seeking, which the sealed object allows through hub export's
+# loopback feed alone.
+ffmpeg -loglevel error -y -f lavfi -i testsrc=duration=4:size=320x240:rate=25 -f mp4 /var/lib/lxgate-site/data/import/video_import/.s.tmp
 mv /var/lib/lxgate-site/data/import/video_import/.s.tmp /var/lib/lxgate-site/data/import/video_import/Patient_Name.mp4
 chown lxgate:lxgate /var/lib/lxgate-site/data/import/video_import/Patient_Name.mp4
 site_lx watch --once >/dev/null 2>&1
+sealed_at_site() { runuser -u postgres -- psql -tA lxgate_site -c "SELECT stored_as FROM upload_jobs WHERE original_name = 'Patient_Name.mp4'" | grep -qx age; }
+check "the site stored the video sealed (stored_as age)" "" sealed_at_site
 sjob=$(runuser -u postgres -- psql -tA lxgate_site -c "SELECT id FROM upload_jobs WHERE original_name = 'Patient_Name.mp4'")
 ssum=$(runuser -u postgres -- psql -tA lxgate_site -c "SELECT content_hash FROM upload_jobs WHERE original_name = 'Patient_Name.mp4'")
 check "the site ingested a video to export" "" test -n "$sjob"
@@ -70,8 +79,11 @@ at_hub() { runuser -u postgres -- psql -tA lxgate -c "SELECT count(*) FROM uploa
 check "the hub has one job for it (7.0, envelope receipt kept, the client certificate in its provenance), named by its hash, not the file name" "lxgate" at_hub
 applied() { runuser -u postgres -- psql -tA lxgate_site -c "SELECT state FROM hub_exports WHERE upload_job_id = '$sjob'" | grep -qx applied; }
 check "the site records the export as applied" "lxgate-hub-export" applied
+facts() { runuser -u postgres -- psql -tA lxgate -c "SELECT resource_rows->'video_file'->>'width', resource_rows->'video_file'->>'height', resource_rows->'video_file'->>'frame_count', resource_rows->'video_file'->>'fps' FROM transfers" | grep -Eqx '320\|240\|100\|25(\.0)?'; }
+check "the hub has the sealed video's facts as ffprobe reads them (320x240, 100 frames, 25 fps) through the unit's feed" "lxgate-hub-export" facts
 check "a second run sends nothing and succeeds" "lxgate-hub-export" systemctl start lxgate-hub-export.service
 check "still one job at the hub" "lxgate" at_hub
 no_secret() { ! journalctl --no-pager | grep -qF "$secret"; }
 check "the node secret appears nowhere in the journal" "" no_secret
+journalctl -u lxgate-hub-export --no-pager -o cat > /twin-results/hub-export.log 2>&1
 echo done >> "$out"

@@ -57,7 +57,18 @@ pub fn video_facts(object: &Path, at_rest: AtRest, keys: &MasterKeys) -> Option<
     })
     .ok()?;
     if !out.status.success() {
-        tracing::warn!(object = %object.display(), "ffprobe cannot read this media; video facts are sent empty");
+        // ffprobe's own last words say why (a codec, a truncated file, the feed); they
+        // name the stored object or the feed's port, never the original file.
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said: String = said
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        tracing::warn!(object = %object.display(), ffprobe = %said, "ffprobe cannot read this media ({}); video facts are sent empty", out.status);
         return None;
     }
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
