@@ -111,13 +111,12 @@ struct Dirs {
 
 /// Dot-named temp files: the watcher and the .path unit ignore them while they grow.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let temp = dir.join(format!(".{name}.tmp"));
-    crate::durable::write_atomic(&dir.join(name), &temp, bytes, None)
+    crate::durable::write_atomic(&dir.join(name), &temp_of(dir, name), bytes, None)
 }
 
-/// The temp name a pair's file grows under: dot-named, so the watcher and the .path unit
-/// ignore it, and prefixed, so a later run knows a crashed run's leftovers.
-fn pair_temp(dir: &Path, file: &str) -> PathBuf {
+/// The temp name a file of ours grows under: dot-named, so the watcher and the .path unit
+/// ignore it; a pair's (`.sap_ish_*`) tells a later run a crashed run's leftovers.
+fn temp_of(dir: &Path, file: &str) -> PathBuf {
     dir.join(format!(".{file}.tmp"))
 }
 
@@ -148,7 +147,7 @@ fn write_pairs(
     let remove_all = |upto: usize| {
         for stem in &stems[..upto] {
             for f in files(stem) {
-                let _ = std::fs::remove_file(pair_temp(out, &f));
+                let _ = std::fs::remove_file(temp_of(out, &f));
                 let _ = std::fs::remove_file(out.join(f));
             }
         }
@@ -162,7 +161,7 @@ fn write_pairs(
                 .iter()
                 .zip([p.sidecar.as_bytes(), p.text.as_bytes()])
             {
-                let temp = pair_temp(out, file);
+                let temp = temp_of(out, file);
                 let _ = std::fs::remove_file(&temp);
                 std::fs::File::create_new(&temp)
                     .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
@@ -173,7 +172,7 @@ fn write_pairs(
         crate::durable::syncfs(out).map_err(|e| format!("flushing {}: {e}", out.display()))?;
         for stem in stems {
             for file in files(stem) {
-                std::fs::rename(pair_temp(out, &file), out.join(&file))
+                std::fs::rename(temp_of(out, &file), out.join(&file))
                     .map_err(|e| format!("renaming {file} into place: {e}"))?;
             }
         }
