@@ -13,6 +13,7 @@
 //! row records how its object is stored (`stored_as`, `sealed_to`).
 
 pub mod at_rest;
+pub mod file_type;
 pub mod name;
 pub mod pause;
 pub mod settle;

@@ -22,6 +22,7 @@ use super::{authenticate, ApiError, AppState, Source};
 use crate::access::tokens::{Principal, TokenRole};
 use crate::config::Role;
 use crate::ingest::at_rest::AtRest;
+use crate::ingest::file_type;
 use crate::ingest::{self, Boundary, IngestError, Kind, NewJob};
 
 /// Upload one file, as a raw body with `X-Filename` and `X-Kind`, or as a multipart form.
@@ -342,9 +343,6 @@ impl FormText {
     }
 }
 
-/// endoreg-db hands python-magic the first 2048 bytes.
-pub(super) const SNIFF_LEN: usize = 2048;
-
 /// The first bytes of a streamed file (in memory, nothing staged yet) for type
 /// detection, and the whole stream again.
 async fn first_bytes<S, E>(
@@ -359,10 +357,10 @@ where
     use futures_util::StreamExt;
     let mut head = Vec::new();
     let mut taken = Vec::new();
-    while head.len() < SNIFF_LEN {
+    while head.len() < file_type::SNIFF_LEN {
         match body.next().await {
             Some(Ok(b)) => {
-                head.extend_from_slice(&b[..b.len().min(SNIFF_LEN - head.len())]);
+                head.extend_from_slice(&b[..b.len().min(file_type::SNIFF_LEN - head.len())]);
                 taken.push(Ok(b));
             }
             // Staging reports it, as for any broken body.
@@ -412,7 +410,7 @@ const ACCEPTED_TYPES: &str = "application/pdf (report); video/mp4, video/avi, vi
 /// content's type first (its magic bytes), else the name; only PDF and the listed video
 /// types are accepted.
 fn infer_kind(head: &[u8], name: &str) -> Result<Kind, ApiError> {
-    let mime = sniff_mime(head).or_else(|| mime_from_name(name));
+    let mime = file_type::sniff(head).or_else(|| file_type::from_name(name));
     match mime {
         Some("application/pdf") => Ok(Kind::Report),
         Some(
@@ -426,63 +424,6 @@ fn infer_kind(head: &[u8], name: &str) -> Result<Kind, ApiError> {
             ),
         )),
     }
-}
-
-/// The content's type from its first bytes, where they say it unambiguously.
-pub(super) fn sniff_mime(h: &[u8]) -> Option<&'static str> {
-    if h.starts_with(b"%PDF-") {
-        return Some("application/pdf");
-    }
-    if h.len() >= 12 && &h[4..8] == b"ftyp" {
-        return match &h[8..12] {
-            b"qt  " => Some("video/quicktime"),
-            b"isom" | b"iso2" | b"iso4" | b"iso5" | b"iso6" | b"mp41" | b"mp42" | b"avc1"
-            | b"M4V " | b"M4VH" | b"M4VP" | b"dash" | b"mmp4" | b"MSNV" => Some("video/mp4"),
-            b"M4A " | b"M4B " | b"M4P " => Some("audio/mp4"),
-            b"heic" | b"heix" | b"mif1" | b"msf1" | b"avif" => Some("image/heic"),
-            _ => None,
-        };
-    }
-    if h.len() >= 12 && &h[..4] == b"RIFF" {
-        return match &h[8..12] {
-            b"AVI " => Some("video/x-msvideo"),
-            b"WAVE" => Some("audio/x-wav"),
-            b"WEBP" => Some("image/webp"),
-            _ => None,
-        };
-    }
-    const SIGNATURES: &[(&[u8], &str)] = &[
-        (b"\x89PNG\r\n\x1a\n", "image/png"),
-        (b"\xff\xd8\xff", "image/jpeg"),
-        (b"GIF8", "image/gif"),
-        (b"PK\x03\x04", "application/zip"),
-        (b"\x1f\x8b", "application/gzip"),
-        (b"\x7fELF", "application/x-executable"),
-        (b"\x1a\x45\xdf\xa3", "video/x-matroska"),
-    ];
-    SIGNATURES
-        .iter()
-        .find(|(sig, _)| h.starts_with(sig))
-        .map(|(_, m)| *m)
-}
-
-/// The type a file name suggests (Python's `mimetypes`, then the view's own list).
-fn mime_from_name(name: &str) -> Option<&'static str> {
-    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-    Some(match ext.as_str() {
-        "pdf" => "application/pdf",
-        "mp4" | "m4v" => "video/mp4",
-        "avi" => "video/x-msvideo",
-        "mov" | "qt" => "video/quicktime",
-        "wmv" => "video/x-ms-wmv",
-        "mkv" => "video/x-matroska",
-        "webm" => "video/webm",
-        "txt" => "text/plain",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "zip" => "application/zip",
-        _ => return None,
-    })
 }
 
 /// Whether a Content-Type names multipart/form-data; media types are case-insensitive

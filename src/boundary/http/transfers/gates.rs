@@ -2,7 +2,16 @@
 //! order: https, the proxy's mTLS attestation, the node's key and secret (or an lxgate
 //! signature, when both ends enable signing), the pinned certificate, the owning center.
 
-use super::*;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::super::error::ApiError;
+use super::super::{AppState, Source};
+use super::{forbidden, header};
+use crate::access::nodes::{self, Node};
+use crate::crypto::signing;
+use crate::hub::wire::header as h;
+use crate::hub::wire::reply;
 
 /// What a signature covers (lxgate-to-lxgate HMAC signing, optional both ends).
 pub(super) struct Req<'a> {

@@ -1,7 +1,14 @@
 //! A transfer as the hub keeps it (`hub_transfers`), and the lookups of a transfer and
 //! of a site node.
 
-use super::*;
+use serde_json::Value;
+
+use super::super::error::ApiError;
+use super::super::AppState;
+use crate::hub::envelope::Identity;
+use crate::hub::wire::rows;
+use crate::hub::wire::status::StatusBody;
+use crate::hub::wire::{ResourceKind, CASE_RESOLUTION_UNRESOLVED, CLEANUP_NOT_REQUESTED};
 
 /// A transfer as the hub keeps it.
 pub(super) struct Transfer {
