@@ -1,6 +1,13 @@
 //! The 7.0 register body for what the site holds: the strict video or report rows.
 
-use super::*;
+use super::facts::{Facts, VideoFacts};
+use super::Item;
+use crate::config::HubExport;
+use crate::hub::wire::register::{ProcessingSnapshot, Provenance, RegisterBody};
+use crate::hub::wire::rows::{
+    ProcessingHistory, RawPdfFile, RawPdfState, ReportRows, VideoFile, VideoRows, VideoState,
+};
+use crate::hub::wire::{TransferMode, PAYLOAD_SCHEMA_VERSION};
 
 /// The 7.0 register body for a video or report lxgate holds. Marking stated the
 /// anonymization validated: that sets the eligibility flags, and nothing else does.

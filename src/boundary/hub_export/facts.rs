@@ -2,7 +2,16 @@
 //! (through `feed` when the object is sealed), a report's text, the suffix the hub may
 //! see.
 
-use super::*;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{feed, Item};
+use crate::crypto::keyring::MasterKeys;
+use crate::hub::wire::ResourceKind;
+use std::io::Read;
+
+use crate::ingest::at_rest::{AtRest, Object};
 
 /// The hub sees no original file name (it may name a patient): only its suffix.
 pub(super) fn suffix_of(name: &str) -> Option<String> {

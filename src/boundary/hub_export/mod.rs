@@ -13,32 +13,17 @@
 //! 401/403 final (authorization), a register 409 final, any other answer, a redirect
 //! or no answer is retried (up to the retry budget, `LX_ANNOTATE_HUB_EXPORT_MAX_RETRIES`).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 
-use crate::config::{Config, HubExport};
+use crate::config::Config;
 use crate::crypto::keyring::MasterKeys;
-use crate::crypto::signing;
-use crate::hub::envelope::{self, Identity, Receipt, Sealed};
-use crate::hub::keys::Recipient;
-use crate::hub::wire::register::{ProcessingSnapshot, Provenance, RegisterBody};
-use crate::hub::wire::reply::summary;
-use crate::hub::wire::rows::{
-    ProcessingHistory, RawPdfFile, RawPdfState, ReportRows, VideoFile, VideoRows, VideoState,
-};
-use crate::hub::wire::status::{Expected, StatusBody};
-use crate::hub::wire::{
-    self, header as h, ResourceKind, TransferMode, TransferStatus, MAX_KEY_LEN, MEDIA_CONTENT_TYPE,
-    MEDIA_ROLE_PROCESSED, PAYLOAD_SCHEMA_VERSION,
-};
-use crate::ingest::at_rest::{self, AtRest, Object};
+use crate::hub::wire::{self, ResourceKind, MAX_KEY_LEN};
+use crate::ingest::at_rest::{self, AtRest};
 use crate::progress::{Progress, Total};
 
 mod body;
@@ -47,7 +32,7 @@ mod feed;
 mod send;
 
 use body::register_body;
-use facts::{media_facts, suffix_of, Facts};
+use facts::{media_facts, suffix_of};
 pub use facts::{report_text, video_facts, VideoFacts};
 use send::Sender;
 

@@ -2,7 +2,28 @@
 //! key, so a retry is an exact replay), upload, and the hub's answer and receipt checked
 //! field by field and classed as the reference classes them.
 
-use super::*;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::body::register_body;
+use super::facts::media_facts;
+use super::{FailureClass, Item, Outcome, CLIENT_KEY_CREDENTIAL, SECRET_CREDENTIAL, SECRET_ENV};
+use crate::config::HubExport;
+use crate::crypto::signing;
+use crate::hub::envelope::{self, Identity, Receipt, Sealed};
+use crate::hub::keys::Recipient;
+use crate::hub::wire::reply::summary;
+use crate::hub::wire::status::{Expected, StatusBody};
+use crate::hub::wire::{
+    self, header as h, TransferMode, TransferStatus, MEDIA_CONTENT_TYPE, MEDIA_ROLE_PROCESSED,
+};
+use crate::ingest::at_rest::Object;
 
 pub(super) struct Sender {
     agent: ureq::Agent,
