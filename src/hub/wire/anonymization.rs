@@ -2,7 +2,7 @@
 //! state flags the body carries. The hub admits only `validated`, and its refusal names
 //! the state, so both ends must derive it alike: the rules are endoreg-db 1.6.5's
 //! (`endoreg_rust_backend.anonymization_status_rules`), first match wins, in this order.
-//! tests/hub.rs compares every flag combination with the reference's own extension.
+//! tests/hub/reference.rs compares every flag combination with the reference's own extension.
 
 use serde_json::Value;
 
