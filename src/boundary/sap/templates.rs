@@ -1,7 +1,7 @@
 //! The reference's table templates (endoreg-db 1.6.5,
 //! `endoreg_db/data/tabular_import_format/document_templates.yaml`), in its file order:
 //! which columns a header must have, and which columns a table type knows. The oracle
-//! test (tests/sap_reference.rs) checks this table against the reference's file.
+//! test (tests/sap_reference/hand_made.rs) checks this table against the reference's file.
 
 /// How the reference coerces a cell of a known column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
