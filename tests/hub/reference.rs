@@ -1,5 +1,6 @@
-//! Against the reference's own code: lx-annotate's sender envelope, endoreg-db's
-//! receiver, its register serializer and its anonymization-state rules.
+//! Against the reference's own code and tools: lx-annotate's sender envelope, endoreg-db's
+//! receiver, its register serializer and anonymization-state rules, nodes moved with
+//! their Django secret hash, recipient keys made by openssl.
 use super::*;
 use crate::common::reference::hub_envelope as reference;
 
