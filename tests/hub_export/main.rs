@@ -176,6 +176,19 @@ fn site_stored_as(f: &Fleet, job: &str) -> String {
         .get(0)
 }
 
+/// A hub-stored object opened with the hub's master identity (`age -d`); None if age
+/// refuses it.
+fn hub_plaintext(f: &Fleet, storage_path: &str) -> Option<Vec<u8>> {
+    let o = std::process::Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(f.hub.master_key())
+        .arg(f.hub.data().join("storage").join(storage_path))
+        .output()
+        .expect("run age (apt-get install age)");
+    o.status.success().then_some(o.stdout)
+}
+
 /// `hub-export run`: exit code and stderr.
 fn run(f: &Fleet) -> (i32, String) {
     let o = f.site.run(&["hub-export", "run"]);
