@@ -148,15 +148,25 @@ fn test_clip(f: &Fleet, seconds: u32) -> Vec<u8> {
     std::fs::read(&clip).unwrap()
 }
 
-/// Ingest one video at the site through its watcher; its job id and content hash.
-fn site_job(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
-    drop_file(&f.site.data().join("import/video_import"), name, bytes);
+/// Ingest one file of `kind` (`video`, `report`) at the site through its watcher's
+/// `<kind>_import` folder; its job id and content hash.
+fn site_ingest(f: &Fleet, kind: &str, name: &str, bytes: &[u8]) -> (String, String) {
+    drop_file(
+        &f.site.data().join(format!("import/{kind}_import")),
+        name,
+        bytes,
+    );
     f.site.ok(&["watch", "--once"]);
     let rows = f.site.sql(&format!(
-        "SELECT id::text, content_hash FROM upload_jobs WHERE original_name = '{name}'"
+        "SELECT id::text, content_hash FROM upload_jobs WHERE original_name = '{name}' AND kind = '{kind}'"
     ));
-    assert_eq!(rows.len(), 1, "the site ingested {name}");
+    assert_eq!(rows.len(), 1, "the site ingested {name} as a {kind}");
     (rows[0].get(0), rows[0].get(1))
+}
+
+/// Ingest one video at the site; its job id and content hash.
+fn site_job(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
+    site_ingest(f, "video", name, bytes)
 }
 
 /// The site keeps videos sealed at rest from now on.
@@ -261,15 +271,9 @@ fn text_pdf(text: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Ingest one report at the site through its watcher; its job id and content hash.
+/// Ingest one report at the site; its job id and content hash.
 fn site_report(f: &Fleet, name: &str, bytes: &[u8]) -> (String, String) {
-    drop_file(&f.site.data().join("import/report_import"), name, bytes);
-    f.site.ok(&["watch", "--once"]);
-    let rows = f.site.sql(&format!(
-        "SELECT id::text, content_hash FROM upload_jobs WHERE original_name = '{name}' AND kind = 'report'"
-    ));
-    assert_eq!(rows.len(), 1, "the site ingested {name}");
-    (rows[0].get(0), rows[0].get(1))
+    site_ingest(f, "report", name, bytes)
 }
 
 /// Benchmark for the closing notes, never an assertion on time. Run with
